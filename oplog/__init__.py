@@ -1,0 +1,15 @@
+"""golemish.oplog: entries, their encoding and the store. Knows nothing about wasm."""
+
+from .entries import (
+    Create, Entry, HostCall, InvokeEnd, InvokeFailed, InvokeStart, Log, TypedValue,
+    decode_entry, encode_entry,
+)
+from .errors import CorruptionError, GolemishError, StoreClosedError, StoreError, StoreInUseError
+from .store import Store, WorkerOplog, content_hash, open_store
+
+__all__ = [
+    "Create", "Entry", "HostCall", "InvokeEnd", "InvokeFailed", "InvokeStart", "Log",
+    "TypedValue", "decode_entry", "encode_entry",
+    "CorruptionError", "GolemishError", "StoreClosedError", "StoreError", "StoreInUseError",
+    "Store", "WorkerOplog", "content_hash", "open_store",
+]

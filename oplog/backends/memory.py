@@ -1,0 +1,62 @@
+"""In-memory backend for tests and ephemeral runs. Nothing survives the process."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator, Sequence
+
+from ..errors import StoreClosedError
+from .base import TABLES, Op
+
+
+class MemoryBackend:
+    """Tables are dicts plus a sorted key list, so scans cost O(log n + k)."""
+
+    def __init__(self) -> None:
+        self.location = "memory://"
+        self._data: dict[str, dict[bytes, bytes]] | None = {t: {} for t in TABLES}
+        self._keys: dict[str, list[bytes]] = {t: [] for t in TABLES}
+
+    def _table(self, table: str) -> dict[bytes, bytes]:
+        if self._data is None:
+            raise StoreClosedError("store is closed")
+        return self._data[table]
+
+    def get(self, table: str, key: bytes) -> bytes | None:
+        return self._table(table).get(key)
+
+    def _set(self, table: str, key: bytes, value: bytes | None) -> None:
+        data = self._table(table)
+        keys = self._keys[table]
+        if value is None:
+            if data.pop(key, None) is not None:
+                del keys[bisect.bisect_left(keys, key)]
+            return
+        if key not in data:
+            bisect.insort(keys, key)
+        data[key] = bytes(value)
+
+    def put(self, table: str, key: bytes, value: bytes) -> None:
+        self._set(table, key, value)
+
+    def write(self, ops: Sequence[Op]) -> None:
+        for table, _, _ in ops:  # validate first so a bad batch changes nothing
+            self._table(table)
+        for table, key, value in ops:
+            self._set(table, key, value)
+
+    def scan(self, table: str, start: bytes, end: bytes | None = None, *,
+             reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+        data = self._table(table)
+        keys = self._keys[table]
+        lo = bisect.bisect_left(keys, start)
+        hi = len(keys) if end is None else bisect.bisect_left(keys, end)
+        # Copy the slice so writes during iteration don't disturb it.
+        chosen = keys[lo:hi]
+        for k in (reversed(chosen) if reverse else chosen):
+            v = data.get(k)
+            if v is not None:
+                yield k, v
+
+    def close(self) -> None:
+        self._data = None

@@ -1,0 +1,150 @@
+"""RocksDB backend (rocksdict), the default. One table per column family.
+
+Durability: every write goes to RocksDB's write-ahead log before it returns, so
+it survives a process crash. With ``sync=True`` each write is also fsynced,
+which makes it survive power loss at the cost of a disk flush per commit.
+
+Ownership: one process owns a store at a time. We take an ``flock`` on
+``golemish.lock`` (holding our pid) before RocksDB takes its own lock, so a
+second process gets "in use by pid N" instead of an engine error string.
+RocksDB exceptions are translated into golemish errors here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from collections.abc import Iterator, Sequence
+
+import rocksdict
+
+from ..errors import StoreClosedError, StoreError, StoreInUseError
+from .base import TABLES, Op
+
+
+def _lock(path: str) -> int:
+    fd = os.open(os.path.join(path, "golemish.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno not in (errno.EAGAIN, errno.EACCES):
+            os.close(fd)
+            raise
+        try:
+            pid = int(os.pread(fd, 32, 0).decode().strip() or 0) or None
+        except ValueError:
+            pid = None
+        os.close(fd)
+        raise StoreInUseError(path, pid) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+class RocksBackend:
+    def __init__(self, path: str, *, sync: bool = False) -> None:
+        self.location = path
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create store directory {path}: {e.strerror}") from None
+        self._lock_fd: int | None = _lock(path)
+        try:
+            opts = rocksdict.Options(raw_mode=True)
+            opts.create_if_missing(True)
+            opts.create_missing_column_families(True)
+            names = set(TABLES)
+            if os.path.exists(os.path.join(path, "CURRENT")):
+                names |= set(rocksdict.Rdict.list_cf(path, opts)) - {"default"}
+            self._db: rocksdict.Rdict | None = rocksdict.Rdict(
+                path, opts,
+                column_families={n: rocksdict.Options(raw_mode=True) for n in sorted(names)})
+        except StoreError:
+            self._unlock()
+            raise
+        except Exception as e:  # rocksdict raises plain Exception with a message
+            self._unlock()
+            raise StoreError(f"cannot open store {path}: {e}") from None
+        self._cf = {n: self._db.get_column_family(n) for n in TABLES}
+        self._handles = {n: self._db.get_column_family_handle(n) for n in TABLES}
+        self._wopts = rocksdict.WriteOptions()
+        self._wopts.sync = sync
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _check(self) -> rocksdict.Rdict:
+        if self._db is None:
+            raise StoreClosedError("store is closed")
+        return self._db
+
+    def get(self, table: str, key: bytes) -> bytes | None:
+        self._check()
+        try:
+            return self._cf[table].get(key)
+        except Exception as e:
+            raise StoreError(f"read from {table} failed: {e}") from None
+
+    def put(self, table: str, key: bytes, value: bytes) -> None:
+        self._check()
+        try:
+            self._cf[table].put(key, value, self._wopts)
+        except Exception as e:
+            raise StoreError(f"write to {table} failed: {e}") from None
+
+    def write(self, ops: Sequence[Op]) -> None:
+        db = self._check()
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for table, key, value in ops:
+            if value is None:
+                batch.delete(key, self._handles[table])
+            else:
+                batch.put(key, value, self._handles[table])
+        try:
+            db.write(batch, self._wopts)
+        except Exception as e:
+            raise StoreError(f"batch write failed: {e}") from None
+
+    def scan(self, table: str, start: bytes, end: bytes | None = None, *,
+             reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+        self._check()
+        it = self._cf[table].iter()
+        try:
+            if reverse:
+                if end is None:
+                    it.seek_to_last()
+                else:
+                    it.seek_for_prev(end)
+                    if it.valid() and it.key() >= end:
+                        it.prev()
+                while it.valid():
+                    k = it.key()
+                    if k < start:
+                        return
+                    yield k, it.value()
+                    it.prev()
+            else:
+                it.seek(start)
+                while it.valid():
+                    k = it.key()
+                    if end is not None and k >= end:
+                        return
+                    yield k, it.value()
+                    it.next()
+        except Exception as e:
+            if isinstance(e, StoreError):
+                raise
+            raise StoreError(f"scan of {table} failed: {e}") from None
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._cf.clear()
+            self._handles.clear()
+            try:
+                self._db.close()
+            finally:
+                self._db = None
+                self._unlock()

@@ -1,0 +1,211 @@
+"""Oplog entry types and their stored form.
+
+Stored form of one entry::
+
+    u8 format version | u8 kind | u32 LE crc32(version, kind, payload) | payload
+
+``payload`` is the entry's fields as a list in :mod:`codec` encoding. The
+checksum covers everything but itself, so a flipped bit anywhere is caught
+before a wrong value can reach a guest.
+
+Typed wasm values (arguments and results) are stored as ``[type, value]``
+pairs where type is one of ``i32 i64 f32 f64``; floats are stored as binary64,
+which represents every f32 exactly.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+from . import codec
+from .errors import CorruptionError
+
+FORMAT_VERSION = 1
+_HEADER = struct.Struct("<BBI")
+
+#: A wasm value with its type name, e.g. ("i64", 5).
+TypedValue = tuple[str, "int | float"]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """Base of every oplog entry. Subclasses set KIND and declare fields."""
+
+    KIND: ClassVar[int] = 0
+    NAME: ClassVar[str] = "entry"
+
+    def summary(self) -> str:
+        """One human-readable line for `golemish worker oplog`."""
+        return ""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.NAME}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bytes):
+                try:
+                    v = v.decode("utf-8")
+                except UnicodeDecodeError:
+                    v = v.hex()
+            out[f.name] = v
+        return out
+
+
+def _fmt_values(values: list[TypedValue] | tuple[TypedValue, ...]) -> str:
+    return ", ".join(f"{v!r}:{t}" for t, v in values)
+
+
+def _preview(data: bytes, limit: int = 60) -> str:
+    text = data.decode("utf-8", "replace").rstrip("\n")
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+@dataclass(frozen=True, slots=True)
+class Create(Entry):
+    """Index 1 of every oplog: what the worker is and the inputs fixed for its life."""
+
+    KIND: ClassVar[int] = 1
+    NAME: ClassVar[str] = "create"
+    component: str
+    version: int
+    component_hash: str
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    timestamp_ns: int = 0
+
+    def summary(self) -> str:
+        return f"{self.component} v{self.version} ({self.component_hash[:12]})"
+
+
+@dataclass(frozen=True, slots=True)
+class InvokeStart(Entry):
+    """An invocation of an export begins."""
+
+    KIND: ClassVar[int] = 2
+    NAME: ClassVar[str] = "invoke"
+    function: str
+    params: tuple[TypedValue, ...] = ()
+    idempotency_key: str | None = None
+    timestamp_ns: int = 0
+
+    def summary(self) -> str:
+        key = f" key={self.idempotency_key}" if self.idempotency_key else ""
+        return f"{self.function}({_fmt_values(self.params)}){key}"
+
+
+@dataclass(frozen=True, slots=True)
+class InvokeEnd(Entry):
+    """The invocation that began last returned these results."""
+
+    KIND: ClassVar[int] = 3
+    NAME: ClassVar[str] = "return"
+    results: tuple[TypedValue, ...] = ()
+    duration_ns: int = 0
+
+    def summary(self) -> str:
+        return f"-> ({_fmt_values(self.results)}) in {self.duration_ns / 1e6:.3f} ms"
+
+
+@dataclass(frozen=True, slots=True)
+class InvokeFailed(Entry):
+    """The invocation that began last failed; the worker keeps its state from before it."""
+
+    KIND: ClassVar[int] = 4
+    NAME: ClassVar[str] = "failed"
+    reason: str = "trap"  # trap | time-limit | memory-limit | exit | host-error
+    message: str = ""
+
+    def summary(self) -> str:
+        return f"{self.reason}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class HostCall(Entry):
+    """A non-deterministic host call: what the guest asked and what it was told."""
+
+    KIND: ClassVar[int] = 5
+    NAME: ClassVar[str] = "host-call"
+    name: str
+    request: bytes = b""
+    response: bytes = b""
+
+    def summary(self) -> str:
+        return f"{self.name} req={self.request.hex() or '-'} resp={self.response.hex()[:48] or '-'}"
+
+
+@dataclass(frozen=True, slots=True)
+class Log(Entry):
+    """Bytes the guest wrote to stdout (1) or stderr (2)."""
+
+    KIND: ClassVar[int] = 6
+    NAME: ClassVar[str] = "log"
+    stream: int
+    data: bytes
+
+    def summary(self) -> str:
+        return f"{'stdout' if self.stream == 1 else 'stderr'} {_preview(self.data)}"
+
+
+ENTRY_TYPES: dict[int, type[Entry]] = {
+    t.KIND: t for t in (Create, InvokeStart, InvokeEnd, InvokeFailed, HostCall, Log)
+}
+
+
+def _tupled(v: Any) -> Any:
+    return tuple(_tupled(x) for x in v) if isinstance(v, list) else v
+
+
+_FIELD_NAMES: dict[type[Entry], tuple[str, ...]] = {
+    t: tuple(f.name for f in fields(t)) for t in ENTRY_TYPES.values()
+}
+
+
+def encode_entry(entry: Entry) -> bytes:
+    """Entry -> stored bytes (header with checksum, then payload)."""
+    if type(entry) is HostCall:
+        # The hot path: one of these per non-deterministic host call.
+        payload = codec.encode_bytes_triple(entry.name.encode(), entry.request, entry.response)
+    else:
+        payload = codec.encode([getattr(entry, n) for n in _FIELD_NAMES[type(entry)]])
+    head = bytes((FORMAT_VERSION, entry.KIND))
+    crc = zlib.crc32(payload, zlib.crc32(head))
+    return _HEADER.pack(FORMAT_VERSION, entry.KIND, crc) + payload
+
+
+def peek_kind(raw: bytes) -> int:
+    """The kind byte of a stored entry, without verifying it (planners skim with this)."""
+    return raw[1] if len(raw) >= 2 else 0
+
+
+def decode_entry(raw: bytes, *, key: str = "oplog", index: int | None = None) -> Entry:
+    """Stored bytes -> Entry. Any damage raises CorruptionError naming key and index."""
+    def bad(detail: str) -> CorruptionError:
+        return CorruptionError("oplog entry", key, detail, index=index,
+                               hint="the store was damaged; run `golemish store check`")
+
+    if len(raw) < _HEADER.size:
+        raise bad(f"only {len(raw)} bytes")
+    version, kind, crc = _HEADER.unpack_from(raw)
+    if version != FORMAT_VERSION:
+        raise bad(f"unknown format version {version}")
+    payload = raw[_HEADER.size:]
+    if zlib.crc32(payload, zlib.crc32(bytes((version, kind)))) != crc:
+        raise bad("checksum mismatch")
+    cls = ENTRY_TYPES.get(kind)
+    if cls is None:
+        raise bad(f"unknown entry kind {kind}")
+    try:
+        values = codec.decode(payload)
+        return cls(*_tupled(values))
+    except (codec.DecodeError, TypeError) as e:
+        raise bad(f"undecodable payload: {e}") from None
+
+
+__all__ = [
+    "FORMAT_VERSION", "Entry", "Create", "InvokeStart", "InvokeEnd", "InvokeFailed",
+    "HostCall", "Log", "ENTRY_TYPES", "TypedValue", "encode_entry", "decode_entry",
+    "peek_kind",
+]

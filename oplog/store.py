@@ -1,0 +1,243 @@
+"""The golemish store: components, workers and their oplogs on top of a Backend.
+
+Key layout (tables are the backend's)::
+
+    components  name \\0 u32be(version)      -> checked JSON metadata
+    wasm        content hash (hex)           -> module bytes (verified by hash on read)
+    compiled    cache key                    -> serialized native code
+    workers     worker id                    -> checked JSON metadata
+    oplog       worker id \\0 u64be(index)    -> encoded entry (see entries)
+    meta        b"format"                    -> store format version
+
+Worker ids and component names never contain NUL, so ``id \\0`` is an exact
+prefix and big-endian indexes sort numerically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+from .backends.base import Backend
+from .entries import Entry, decode_entry, encode_entry, peek_kind
+from .errors import CorruptionError, StoreError
+
+STORE_FORMAT = b"1"
+_U64 = struct.Struct(">Q")
+_U32 = struct.Struct(">I")
+_CRC = struct.Struct("<I")
+
+
+def _pack_json(obj: Any) -> bytes:
+    body = json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+    return _CRC.pack(zlib.crc32(body)) + body
+
+
+def _unpack_json(raw: bytes, what: str, key: str) -> Any:
+    body = raw[_CRC.size:]
+    if len(raw) < _CRC.size or _CRC.unpack_from(raw)[0] != zlib.crc32(body):
+        raise CorruptionError(what, key, "checksum mismatch",
+                              hint="run `golemish store check`")
+    try:
+        return json.loads(body)
+    except ValueError as e:
+        raise CorruptionError(what, key, f"undecodable: {e}") from None
+
+
+def content_hash(data: bytes) -> str:
+    """The content address of a module: sha256, hex."""
+    return hashlib.sha256(data).hexdigest()
+
+
+class WorkerOplog:
+    """The append-only oplog of one worker. Entries are indexed 1..n densely."""
+
+    def __init__(self, backend: Backend, worker_id: str) -> None:
+        self._b = backend
+        self.worker_id = worker_id
+        self._prefix = worker_id.encode() + b"\0"
+        self._end = worker_id.encode() + b"\1"
+        last = next(backend.scan("oplog", self._prefix, self._end, reverse=True), None)
+        self._last = self._index_of(last[0]) if last else 0
+
+    def _key(self, index: int) -> bytes:
+        return self._prefix + _U64.pack(index)
+
+    def _index_of(self, key: bytes) -> int:
+        return _U64.unpack_from(key, len(self._prefix))[0]
+
+    @property
+    def last_index(self) -> int:
+        """Index of the newest entry; 0 when the oplog is empty."""
+        return self._last
+
+    def append(self, entry: Entry) -> int:
+        """Append durably and return the new entry's index."""
+        index = self._last + 1
+        self._b.put("oplog", self._key(index), encode_entry(entry))
+        self._last = index
+        return index
+
+    def append_ops(self, entry: Entry) -> tuple[int, tuple[str, bytes, bytes]]:
+        """An append as a batch op, for callers that commit it with other writes.
+
+        Call :meth:`committed` after the batch is written.
+        """
+        index = self._last + 1
+        return index, ("oplog", self._key(index), encode_entry(entry))
+
+    def committed(self, index: int) -> None:
+        self._last = index
+
+    def raw(self, start: int = 1, end: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """(index, stored bytes) for start <= index <= end, not verified."""
+        stop = self._end if end is None else self._key(end + 1)
+        for k, v in self._b.scan("oplog", self._key(start), stop):
+            yield self._index_of(k), v
+
+    def read(self, start: int = 1, end: int | None = None) -> Iterator[tuple[int, Entry]]:
+        """Verified, decoded entries for start <= index <= end.
+
+        Raises CorruptionError on a damaged entry or a gap in the indexes.
+        """
+        expected = start
+        for index, raw in self.raw(start, end):
+            if index != expected:
+                raise CorruptionError("oplog", self.worker_id, f"missing entry {expected}",
+                                      index=expected, hint="run `golemish store check`")
+            yield index, decode_entry(raw, key=self.worker_id, index=index)
+            expected += 1
+
+    def get(self, index: int) -> Entry | None:
+        raw = self._b.get("oplog", self._key(index))
+        return None if raw is None else decode_entry(raw, key=self.worker_id, index=index)
+
+    def kinds(self) -> Iterator[tuple[int, int]]:
+        """(index, kind) for every entry, skimming headers only: planners use this."""
+        for index, raw in self.raw():
+            yield index, peek_kind(raw)
+
+    def delete_ops(self) -> list[tuple[str, bytes, None]]:
+        return [("oplog", k, None) for k, _ in self._b.scan("oplog", self._prefix, self._end)]
+
+
+class Store:
+    """Typed access to everything golemish keeps. Create with :func:`open_store`."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        fmt = backend.get("meta", b"format")
+        if fmt is None:
+            backend.put("meta", b"format", STORE_FORMAT)
+        elif fmt != STORE_FORMAT:
+            raise StoreError(f"store {backend.location} has format {fmt!r}; "
+                             f"this golemish reads format {STORE_FORMAT!r}")
+
+    @property
+    def location(self) -> str:
+        return self.backend.location
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- components -------------------------------------------------------
+    @staticmethod
+    def _component_key(name: str, version: int) -> bytes:
+        return name.encode() + b"\0" + _U32.pack(version)
+
+    def add_component(self, meta: dict[str, Any], wasm: bytes) -> None:
+        """Store one component version with its bytes, atomically."""
+        key = self._component_key(meta["name"], meta["version"])
+        self.backend.write([
+            ("wasm", meta["hash"].encode(), wasm),
+            ("components", key, _pack_json(meta)),
+        ])
+
+    def component_versions(self, name: str) -> list[dict[str, Any]]:
+        prefix = name.encode() + b"\0"
+        return [_unpack_json(v, "component", f"{name} v{_U32.unpack_from(k, len(prefix))[0]}")
+                for k, v in self.backend.scan("components", prefix, name.encode() + b"\1")]
+
+    def get_component(self, name: str, version: int | None = None) -> dict[str, Any] | None:
+        """One version's metadata; the latest when version is None."""
+        if version is None:
+            versions = self.component_versions(name)
+            return versions[-1] if versions else None
+        raw = self.backend.get("components", self._component_key(name, version))
+        return None if raw is None else _unpack_json(raw, "component", f"{name} v{version}")
+
+    def list_components(self) -> list[dict[str, Any]]:
+        return [_unpack_json(v, "component", k.split(b"\0")[0].decode())
+                for k, v in self.backend.scan("components", b"")]
+
+    def get_wasm(self, digest: str) -> bytes:
+        raw = self.backend.get("wasm", digest.encode())
+        if raw is None:
+            raise CorruptionError("module bytes", digest[:16], "missing")
+        if content_hash(raw) != digest:
+            raise CorruptionError("module bytes", digest[:16], "content hash mismatch")
+        return raw
+
+    def get_compiled(self, key: str) -> bytes | None:
+        return self.backend.get("compiled", key.encode())
+
+    def put_compiled(self, key: str, code: bytes) -> None:
+        self.backend.put("compiled", key.encode(), code)
+
+    # -- workers ----------------------------------------------------------
+    def get_worker(self, worker_id: str) -> dict[str, Any] | None:
+        raw = self.backend.get("workers", worker_id.encode())
+        return None if raw is None else _unpack_json(raw, "worker", worker_id)
+
+    def put_worker(self, meta: dict[str, Any]) -> None:
+        self.backend.put("workers", meta["id"].encode(), _pack_json(meta))
+
+    def create_worker(self, meta: dict[str, Any], create_entry: Entry) -> WorkerOplog:
+        """Write the worker's metadata and oplog entry 1 in one batch."""
+        log = WorkerOplog(self.backend, meta["id"])
+        if log.last_index:
+            raise StoreError(f"worker {meta['id']} already has an oplog")
+        index, op = log.append_ops(create_entry)
+        self.backend.write([("workers", meta["id"].encode(), _pack_json(meta)), op])
+        log.committed(index)
+        return log
+
+    def list_workers(self) -> list[dict[str, Any]]:
+        return [_unpack_json(v, "worker", k.decode()) for k, v in self.backend.scan("workers", b"")]
+
+    def delete_worker(self, worker_id: str) -> None:
+        """Remove the worker and its oplog (retention is explicit: this is the user's call)."""
+        ops: list[Any] = WorkerOplog(self.backend, worker_id).delete_ops()
+        ops.append(("workers", worker_id.encode(), None))
+        self.backend.write(ops)
+
+    def oplog(self, worker_id: str) -> WorkerOplog:
+        return WorkerOplog(self.backend, worker_id)
+
+
+def open_store(url: str, *, sync: bool = False) -> Store:
+    """Open a store by URL: ``memory://``, ``rocksdb:///path`` or a plain path (RocksDB)."""
+    if url.startswith("memory://"):
+        from .backends.memory import MemoryBackend
+        return Store(MemoryBackend())
+    if url.startswith("rocksdb://"):
+        url = url[len("rocksdb://"):]
+    elif "://" in url:
+        raise StoreError(f"unknown store URL scheme in {url!r} (use memory:// or rocksdb://)")
+    from .backends.rocksdb import RocksBackend
+    backend = RocksBackend(url, sync=sync)
+    try:
+        return Store(backend)
+    except BaseException:
+        backend.close()
+        raise

@@ -1,0 +1,298 @@
+"""The `golemish` command line. Human tables by default, ``--json`` for scripts.
+
+Errors print one line and exit non-zero; ``--debug`` adds the traceback.
+Guest stdout/stderr are streamed to ours as they are recorded; status lines
+from golemish itself go to stderr so stdout stays the guest's and the result's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from golemish.oplog import GolemishError
+
+from .crash import CrashPoints
+from .errors import ArgumentError
+from .executor import Runtime, RuntimeConfig
+from .values import format_value
+
+
+class Ctx:
+    def __init__(self, home: str, as_json: bool, debug: bool, sync: bool) -> None:
+        self.home = home
+        self.json = as_json
+        self.debug = debug
+        self.sync = sync
+        self.memory_limit_mib = 256
+        self.time_limit = 60.0
+
+    def runtime(self, crash_at: str | None = None) -> Runtime:
+        crash = CrashPoints(crash_at) if crash_at else CrashPoints.from_env()
+        return Runtime(RuntimeConfig(home=self.home, sync=self.sync, crash=crash,
+                                     memory_limit=self.memory_limit_mib << 20,
+                                     time_limit=self.time_limit))
+
+
+def _fail(ctx: Ctx, err: BaseException) -> NoReturn:
+    if ctx.debug:
+        traceback.print_exception(err)
+    msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(1)
+
+
+def _run(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn golemish errors into one-line messages."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx: Ctx = click.get_current_context().find_object(Ctx)  # type: ignore[assignment]
+        try:
+            return fn(ctx, *args, **kwargs)
+        except GolemishError as e:
+            _fail(ctx, e)
+        except OSError as e:
+            _fail(ctx, e)
+    return wrapper
+
+
+def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    line = "  ".join(h.upper().ljust(w) for h, w in zip(headers, widths)).rstrip()
+    click.echo(line)
+    for r in cells:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def _when(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _emit_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+@click.group()
+@click.option("--home", envvar="GOLEMISH_HOME", default=".golemish", show_default=True,
+              help="Store directory (RocksDB), or memory:// for a throwaway store.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+@click.option("--sync", is_flag=True, envvar="GOLEMISH_SYNC",
+              help="fsync every commit (survives power loss, slower).")
+@click.pass_context
+def main(click_ctx: click.Context, home: str, as_json: bool, debug: bool, sync: bool) -> None:
+    """golemish: durable WebAssembly workers that survive crashes."""
+    click_ctx.obj = Ctx(home, as_json, debug, sync)
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--name", help="Component name (default: the file name without .wasm).")
+@_run
+def deploy(ctx: Ctx, path: Path, name: str | None) -> None:
+    """Deploy a WASI preview 1 module as a new component version."""
+    try:
+        wasm = path.read_bytes()
+    except OSError as e:
+        raise ArgumentError(f"cannot read {path}: {e.strerror}") from None
+    name = name or path.name.removesuffix(".wasm")
+    with ctx.runtime() as rt:
+        res = rt.deploy(wasm, name)
+    m = res.meta
+    if ctx.json:
+        _emit_json({"created": res.created, **m})
+    elif res.created:
+        click.echo(f"deployed {m['name']} v{m['version']} ({m['size']:,} bytes, "
+                   f"{m['hash'][:12]})")
+    else:
+        click.echo(f"{m['name']} v{m['version']} already has these bytes ({m['hash'][:12]}); "
+                   "nothing to do")
+
+
+def _writer(stream: int, data: bytes, as_json: bool) -> None:
+    out = sys.stderr if (stream == 2 or as_json) else sys.stdout
+    out.buffer.write(data)
+    out.flush()
+
+
+def _typed_json(values: Sequence[tuple[str, Any]]) -> list[dict[str, Any]]:
+    return [{"type": t, "value": v} for t, v in values]
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("worker")
+@click.argument("function")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("--idempotency-key", "-k", help="Run at most once per key (recorded).")
+@click.option("--env", "-e", "env", multiple=True, metavar="K=V",
+              help="Environment for a worker created by this call.")
+@click.option("--memory-limit", type=click.IntRange(min=1), envvar="GOLEMISH_MEMORY_LIMIT_MIB",
+              default=256, show_default=True, metavar="MIB",
+              help="Memory cap of a worker created by this call (fixed for its life).")
+@click.option("--time-limit", type=click.FloatRange(min=0.01), envvar="GOLEMISH_TIME_LIMIT",
+              default=60.0, show_default=True, metavar="SECONDS",
+              help="Time bound per invocation of a worker created by this call.")
+@click.option("--crash-at", metavar="POINT:N",
+              help="Kill this process with SIGKILL at a crash point (try recovery).")
+@_run
+def invoke(ctx: Ctx, worker: str, function: str, args: tuple[str, ...],
+           idempotency_key: str | None, env: tuple[str, ...], memory_limit: int,
+           time_limit: float, crash_at: str | None) -> None:
+    """Invoke FUNCTION on WORKER (COMPONENT/NAME), creating the worker on first use.
+
+    Negative numbers need `--` before them: `golemish invoke counter/a add -- -5`.
+    """
+    ctx.memory_limit_mib, ctx.time_limit = memory_limit, time_limit
+    pairs = []
+    for item in env:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise ArgumentError(f"--env {item!r} should be KEY=VALUE")
+        pairs.append((k, v))
+    with ctx.runtime(crash_at) as rt:
+        res = rt.invoke(worker, function, args, idempotency_key=idempotency_key,
+                        output=lambda s, d: _writer(s, d, ctx.json), env=pairs)
+    if res.recovery is not None and res.recovery.finished is not None:
+        click.echo(f"golemish: worker {worker} {res.recovery.describe()}", err=True)
+    if ctx.json:
+        _emit_json({"worker": worker, "function": function, "oplog_index": res.index,
+                    "results": _typed_json(res.results), "seconds": res.seconds,
+                    "recovery": vars(res.recovery) if res.recovery else None})
+    elif res.results:
+        click.echo(" ".join(format_value(v) for v in res.results))
+
+
+@main.group()
+def worker() -> None:
+    """Inspect and manage workers."""
+
+
+@worker.command("list")
+@_run
+def worker_list(ctx: Ctx) -> None:
+    """List workers."""
+    with ctx.runtime() as rt:
+        infos = [rt.worker_info(w) for w in rt.worker_ids()]
+    if ctx.json:
+        _emit_json(infos)
+        return
+    _table([(i["id"], f"{i['component']} v{i['version']}", i["status"], i["oplog_length"],
+             i["invocations"], _when(i["created_at"])) for i in infos],
+           ["worker", "component", "status", "oplog", "invocations", "created"])
+
+
+@worker.command("show")
+@click.argument("worker_id", metavar="WORKER")
+@_run
+def worker_show(ctx: Ctx, worker_id: str) -> None:
+    """Show one worker."""
+    with ctx.runtime() as rt:
+        info = rt.worker_info(worker_id)
+    if ctx.json:
+        _emit_json(info)
+        return
+    rows = [("worker", info["id"]), ("component", f"{info['component']} v{info['version']}"),
+            ("status", info["status"]), ("oplog length", info["oplog_length"]),
+            ("invocations", info["invocations"]), ("created", _when(info["created_at"])),
+            ("limits", f"memory {info.get('memory_limit', 0) >> 20} MiB, "
+                       f"{info.get('time_limit', 0):g} s per invocation")]
+    if info.get("error"):
+        rows.append(("error", info["error"]))
+    for k, v in rows:
+        click.echo(f"{k + ':':<14} {v}")
+
+
+@worker.command("oplog")
+@click.argument("worker_id", metavar="WORKER")
+@click.option("--from", "start", type=click.IntRange(min=1), default=1, help="First index.")
+@click.option("--to", "end", type=click.IntRange(min=1), default=None, help="Last index.")
+@_run
+def worker_oplog(ctx: Ctx, worker_id: str, start: int, end: int | None) -> None:
+    """Print a worker's oplog: index, kind and a summary per entry."""
+    with ctx.runtime() as rt:
+        entries = rt.oplog(worker_id, start, end)
+    if ctx.json:
+        _emit_json([{"index": i, **e.to_json()} for i, e in entries])
+        return
+    _table([(i, e.NAME, e.summary()) for i, e in entries], ["index", "kind", "summary"])
+
+
+@worker.command("resume")
+@click.argument("worker_id", metavar="WORKER")
+@_run
+def worker_resume(ctx: Ctx, worker_id: str) -> None:
+    """Recover a worker now, finishing an invocation a crash interrupted."""
+    with ctx.runtime() as rt:
+        report = rt.resume(worker_id, output=lambda s, d: _writer(s, d, ctx.json))
+    if ctx.json:
+        _emit_json(vars(report) if report else None)
+    elif report is not None:
+        click.echo(f"worker {worker_id} {report.describe()}")
+
+
+@worker.command("delete")
+@click.argument("worker_id", metavar="WORKER")
+@_run
+def worker_delete(ctx: Ctx, worker_id: str) -> None:
+    """Delete a worker and its oplog."""
+    with ctx.runtime() as rt:
+        rt.delete_worker(worker_id)
+    if not ctx.json:
+        click.echo(f"deleted {worker_id}")
+
+
+@main.group()
+def component() -> None:
+    """Inspect deployed components."""
+
+
+@component.command("list")
+@_run
+def component_list(ctx: Ctx) -> None:
+    """List components and their versions."""
+    with ctx.runtime() as rt:
+        comps = rt.list_components()
+    if ctx.json:
+        _emit_json(comps)
+        return
+    _table([(c["name"], c["version"], f"{c['size']:,}", c["hash"][:12], c["model"],
+             _when(c["deployed_at"])) for c in comps],
+           ["name", "version", "bytes", "hash", "model", "deployed"])
+
+
+@component.command("show")
+@click.argument("name")
+@click.option("--version", "version", type=int, default=None, help="Default: the latest.")
+@_run
+def component_show(ctx: Ctx, name: str, version: int | None) -> None:
+    """Show a component's imports and exports with their signatures."""
+    with ctx.runtime() as rt:
+        c = rt.component(name, version)
+    if ctx.json:
+        _emit_json(c)
+        return
+    click.echo(f"{c['name']} v{c['version']}  {c['size']:,} bytes  {c['model']}  "
+               f"sha256 {c['hash']}")
+    click.echo("exports:")
+    for ename, kind, sig in c["exports"]:
+        click.echo(f"  {kind:<7} {ename}{'' if kind != 'func' else ' '}{sig if kind == 'func' else '  ' + sig}")
+    click.echo("imports:")
+    for mod, iname, kind, sig in c["imports"]:
+        click.echo(f"  {kind:<7} {mod}.{iname} {sig}")
+
+
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

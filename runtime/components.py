@@ -1,0 +1,151 @@
+"""Components: deploy (validate, check imports, version, cache compiled code) and load.
+
+A component is a WASI preview 1 core module stored under a name with
+versions 0, 1, 2, … Identical bytes deployed again under the same name are a
+no-op. The compiled code is kept in the store and, for a store on disk, also
+as a file that wasmtime maps with ``Module.deserialize_file`` in well under a
+millisecond instead of compiling again.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import wasmtime
+
+from golemish.oplog import Store, content_hash
+
+from .engine import Engine, FuncSig
+from .errors import ComponentError, MissingImportsError, NotFoundError
+from .wasi import MODULE as WASI_MODULE
+from .wasi import SIGNATURES as WASI_SIGNATURES
+from .wasi import signature as wasi_signature
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+def host_provides() -> dict[tuple[str, str], FuncSig]:
+    """Every function the host offers guests, with its core signature."""
+    return {(WASI_MODULE, n): wasi_signature(n) for n in WASI_SIGNATURES}
+
+
+def check_name(name: str, what: str = "component") -> str:
+    if not NAME_RE.match(name):
+        raise ComponentError(f"invalid {what} name {name!r}: use lowercase letters, digits, "
+                             "'-', '_' or '.', starting with a letter or digit")
+    return name
+
+
+def missing_imports(engine: Engine, module: wasmtime.Module) -> list[str]:
+    provided = host_provides()
+    missing = []
+    for mod, name, kind, sig in engine.imports(module):
+        want = provided.get((mod, name))
+        if kind != "func":
+            missing.append(f"{mod}.{name} ({kind} imports are not supported)")
+        elif want is None:
+            missing.append(f"{mod}.{name}")
+        elif str(want) != sig:
+            missing.append(f"{mod}.{name} (imported as {sig}, host has {want})")
+    return missing
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    meta: dict[str, Any]
+    created: bool  # False when identical bytes were already deployed
+
+
+def deploy(store: Store, engine: Engine, wasm: bytes, name: str) -> DeployResult:
+    check_name(name)
+    digest = content_hash(wasm)
+    versions = store.component_versions(name)
+    for meta in versions:
+        if meta["hash"] == digest:
+            return DeployResult(meta, created=False)
+    module = engine.compile(wasm)
+    missing = missing_imports(engine, module)
+    if missing:
+        raise MissingImportsError(missing)
+    exports = engine.exports(module)
+    meta = {
+        "name": name,
+        "version": len(versions),
+        "hash": digest,
+        "size": len(wasm),
+        "deployed_at": time.time(),
+        "imports": [list(i) for i in engine.imports(module)],
+        "exports": [list(e) for e in exports],
+        "model": "reactor" if any(e[0] == "_initialize" for e in exports)
+        else "command" if any(e[0] == "_start" for e in exports) else "plain",
+    }
+    store.put_compiled(_compiled_key(engine, digest), engine.serialize(module))
+    store.add_component(meta, wasm)
+    return DeployResult(meta, created=True)
+
+
+def _compiled_key(engine: Engine, digest: str) -> str:
+    return f"{digest}:{engine.fingerprint}"
+
+
+def resolve(store: Store, name: str, version: int | None = None) -> dict[str, Any]:
+    meta = store.get_component(name, version)
+    if meta is None:
+        if version is None or not store.component_versions(name):
+            raise NotFoundError(f"no component named {name!r}; deploy it first "
+                                "with `golemish deploy FILE.wasm`")
+        raise NotFoundError(f"component {name} has no version {version}")
+    return meta
+
+
+class ModuleCache:
+    """Loads compiled modules: memory, then the file cache, then the store, then compiles."""
+
+    def __init__(self, store: Store, engine: Engine, cache_dir: Path | None) -> None:
+        self.store = store
+        self.engine = engine
+        self.cache_dir = cache_dir
+        self._loaded: dict[str, wasmtime.Module] = {}
+
+    def load(self, meta: dict[str, Any]) -> wasmtime.Module:
+        digest = meta["hash"]
+        module = self._loaded.get(digest)
+        if module is None:
+            module = self._load(digest)
+            self._loaded[digest] = module
+        return module
+
+    def _load(self, digest: str) -> wasmtime.Module:
+        key = _compiled_key(self.engine, digest)
+        path = self.cache_dir / f"{key.replace(':', '-')}.cwasm" if self.cache_dir else None
+        if path is not None and path.exists():
+            try:
+                return self.engine.deserialize(path=path)
+            except wasmtime.WasmtimeError:
+                path.unlink(missing_ok=True)  # stale or damaged: rebuild below
+        code = self.store.get_compiled(key)
+        if code is not None:
+            try:
+                module = self.engine.deserialize(code=code)
+            except wasmtime.WasmtimeError:
+                code = None
+        if code is None:
+            module = self.engine.compile(self.store.get_wasm(digest))
+            code = self.engine.serialize(module)
+            self.store.put_compiled(key, code)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                f.write(code)
+            os.replace(tmp, path)
+        return module
+
+    def signatures(self, meta: dict[str, Any]) -> dict[str, FuncSig]:
+        return self.engine.func_exports(self.load(meta))

@@ -1,0 +1,260 @@
+"""The one place that talks to wasmtime.
+
+Everything else in the runtime sees modules, instances, memory and typed calls
+through this adapter, so engine quirks (trap classification, epoch deadlines,
+pointer handling) are dealt with once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import wasmtime
+
+from .errors import (
+    GuestTrap, InvalidModuleError, InvocationFailed, MemoryLimitExceeded, NotFoundError,
+    TimeLimitExceeded,
+)
+
+WASM_PAGE = 65536
+#: How often the epoch advances. Deadlines are counted in these ticks.
+EPOCH_TICK_S = 0.01
+
+
+@dataclass(frozen=True, slots=True)
+class FuncSig:
+    """A core function signature as type names, e.g. params=("i32", "i64")."""
+
+    params: tuple[str, ...]
+    results: tuple[str, ...]
+
+    def __str__(self) -> str:
+        res = ", ".join(self.results)
+        return f"({', '.join(self.params)}) -> ({res})" if len(self.results) != 1 \
+            else f"({', '.join(self.params)}) -> {res}"
+
+    def functype(self) -> wasmtime.FuncType:
+        return wasmtime.FuncType([_VALTYPES[p]() for p in self.params],
+                                 [_VALTYPES[r]() for r in self.results])
+
+
+_VALTYPES: dict[str, Callable[[], wasmtime.ValType]] = {
+    "i32": wasmtime.ValType.i32, "i64": wasmtime.ValType.i64,
+    "f32": wasmtime.ValType.f32, "f64": wasmtime.ValType.f64,
+}
+
+
+def _sig_of(ft: wasmtime.FuncType) -> FuncSig:
+    return FuncSig(tuple(str(p) for p in ft.params), tuple(str(r) for r in ft.results))
+
+
+def _describe(ty: Any) -> tuple[str, str]:
+    """(kind, signature text) of an import/export type."""
+    if isinstance(ty, wasmtime.FuncType):
+        return "func", str(_sig_of(ty))
+    if isinstance(ty, wasmtime.MemoryType):
+        lim = ty.limits
+        return "memory", f"pages {lim.min}..{'' if lim.max is None else lim.max}"
+    if isinstance(ty, wasmtime.GlobalType):
+        return "global", f"{'mut ' if ty.mutable else ''}{ty.content}"
+    if isinstance(ty, wasmtime.TableType):
+        return "table", f"{ty.element} {ty.limits.min}.."
+    return type(ty).__name__.lower(), ""
+
+
+@dataclass(frozen=True, slots=True)
+class HostFunc:
+    module: str
+    name: str
+    sig: FuncSig
+    func: Callable[..., Any]
+
+
+class Engine:
+    """A wasmtime engine with epoch interruption and a background epoch ticker."""
+
+    def __init__(self) -> None:
+        config = wasmtime.Config()
+        config.epoch_interruption = True
+        # Linear memory never moves, so a host function may cache its base pointer.
+        config.memory_may_move = False
+        self._engine = wasmtime.Engine(config)
+        self._ticker: threading.Thread | None = None
+        self._closing = threading.Event()
+        # Serialized code only loads under the same engine build and settings.
+        self.fingerprint = f"wasmtime-{wasmtime.__version__ if hasattr(wasmtime, '__version__') else 'x'}-epoch-nomove-v1"
+
+    def _start_ticker(self) -> None:
+        if self._ticker is not None:
+            return
+
+        def tick() -> None:
+            while not self._closing.wait(EPOCH_TICK_S):
+                self._engine.increment_epoch()
+
+        self._ticker = threading.Thread(target=tick, name="golemish-epoch", daemon=True)
+        self._ticker.start()
+
+    def close(self) -> None:
+        self._closing.set()
+
+    # -- modules ----------------------------------------------------------
+    def compile(self, wasm: bytes) -> wasmtime.Module:
+        try:
+            return wasmtime.Module(self._engine, wasm)
+        except wasmtime.WasmtimeError as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid"
+            detail = " ".join(line.strip() for line in str(e).splitlines()[1:] if line.strip())
+            raise InvalidModuleError(f"not a valid WebAssembly module: {first}"
+                                     + (f" ({detail})" if detail else "")) from None
+
+    @staticmethod
+    def serialize(module: wasmtime.Module) -> bytes:
+        return bytes(module.serialize())
+
+    def deserialize(self, code: bytes | None = None, path: Path | None = None) -> wasmtime.Module:
+        if path is not None:
+            return wasmtime.Module.deserialize_file(self._engine, str(path))
+        assert code is not None
+        return wasmtime.Module.deserialize(self._engine, code)
+
+    @staticmethod
+    def imports(module: wasmtime.Module) -> list[tuple[str, str, str, str]]:
+        """(module, name, kind, signature) of every import."""
+        return [(i.module, i.name or "", *_describe(i.type)) for i in module.imports]
+
+    @staticmethod
+    def exports(module: wasmtime.Module) -> list[tuple[str, str, str]]:
+        """(name, kind, signature) of every export."""
+        return [(e.name, *_describe(e.type)) for e in module.exports]
+
+    @staticmethod
+    def func_exports(module: wasmtime.Module) -> dict[str, FuncSig]:
+        return {e.name: _sig_of(e.type) for e in module.exports
+                if isinstance(e.type, wasmtime.FuncType)}
+
+    def instantiate(self, module: wasmtime.Module, host: Sequence[HostFunc], *,
+                    memory_limit: int) -> Instance:
+        return Instance(self, module, host, memory_limit=memory_limit)
+
+
+class Instance:
+    """One instantiated module in its own wasmtime Store."""
+
+    def __init__(self, engine: Engine, module: wasmtime.Module, host: Sequence[HostFunc], *,
+                 memory_limit: int) -> None:
+        engine._start_ticker()
+        self.engine = engine
+        self.memory_limit = memory_limit
+        self._store = wasmtime.Store(engine._engine)
+        self._store.set_limits(memory_size=memory_limit)
+        # A start function runs inside instantiate; it gets the same budget as a call.
+        self._store.set_epoch_deadline(1 << 40)
+        linker = wasmtime.Linker(engine._engine)
+        for h in host:
+            linker.define_func(h.module, h.name, h.sig.functype(), h.func)
+        try:
+            self._instance = linker.instantiate(self._store, module)
+        except wasmtime.Trap as t:
+            raise self._classify(t) from None
+        except wasmtime.WasmtimeError as e:
+            msg = str(e).strip().splitlines()[0]
+            if "memory" in msg and ("limit" in msg or "minimum" in msg or "exceeds" in msg):
+                raise MemoryLimitExceeded(
+                    f"module needs more memory than the worker's cap of "
+                    f"{memory_limit // (1 << 20)} MiB: {msg}") from None
+            raise InvocationFailed(f"instantiation failed: {msg}") from None
+        self._exports = self._instance.exports(self._store)
+        mem = self._exports.get("memory") if "memory" in {e.name for e in module.exports} else None
+        self._memory: wasmtime.Memory | None = mem if isinstance(mem, wasmtime.Memory) else None
+        self.base = 0
+        self.size = 0
+        if self._memory is not None:
+            self.base = ctypes.cast(self._memory.data_ptr(self._store), ctypes.c_void_p).value or 0
+            self.size = self._memory.data_len(self._store)
+
+    # -- memory, for host functions ---------------------------------------
+    def memory_size(self) -> int:
+        """Current byte length (refreshes the cached value; memory only grows)."""
+        if self._memory is None:
+            return 0
+        self.size = self._memory.data_len(self._store)
+        return self.size
+
+    def check(self, ptr: int, n: int) -> bool:
+        """True when [ptr, ptr+n) lies inside linear memory."""
+        end = ptr + n
+        if ptr < 0 or n < 0:
+            return False
+        return end <= self.size or end <= self.memory_size()
+
+    def read(self, ptr: int, n: int) -> bytes:
+        return ctypes.string_at(self.base + ptr, n)
+
+    def write(self, ptr: int, data: bytes) -> None:
+        ctypes.memmove(self.base + ptr, data, len(data))
+
+    # -- calls --------------------------------------------------------------
+    def has_export(self, name: str) -> bool:
+        return isinstance(self._exports.get(name), wasmtime.Func)
+
+    def call(self, name: str, args: Sequence[int | float], *, time_limit: float) -> list[Any]:
+        """Call an exported function; results come back as a list of Python numbers.
+
+        Traps are translated into InvocationFailed subclasses. Exceptions raised by host
+        functions propagate unchanged.
+        """
+        func = self._exports.get(name)
+        if not isinstance(func, wasmtime.Func):
+            raise NotFoundError(f"no exported function {name!r}")
+        self._store.set_epoch_deadline(max(1, int(time_limit / EPOCH_TICK_S) + 1))
+        self._deadline_s = time_limit
+        try:
+            out = func(self._store, *args)
+        except wasmtime.Trap as t:
+            raise self._classify(t) from None
+        except wasmtime.WasmtimeError as e:
+            raise GuestTrap(str(e).strip().splitlines()[0]) from None
+        if out is None:
+            return []
+        return list(out) if isinstance(out, (tuple, list)) else [out]
+
+    def _classify(self, t: wasmtime.Trap) -> InvocationFailed:
+        code = t.trap_code
+        where = ""
+        frames = t.frames or []
+        if frames:
+            f = frames[0]
+            where = f" in {f.func_name or f'function {f.func_index}'}"
+        if code == wasmtime.TrapCode.INTERRUPT:
+            limit = getattr(self, "_deadline_s", 0)
+            return TimeLimitExceeded(f"invocation exceeded its time limit of {limit:g} s"
+                                     f"{where} (a runaway loop?)")
+        name = code.name.lower().replace("_", " ") if code is not None else "trap"
+        if self._memory is not None:
+            # wasmtime does not report a refused memory.grow; the guest sees -1 and
+            # usually ends in an abort or a null dereference. A trap with memory close
+            # to the cap is reported as the cap, with the numbers so a user can judge.
+            size = self.memory_size()
+            if size >= self.memory_limit - max(self.memory_limit // 8, 1 << 20):
+                return MemoryLimitExceeded(
+                    f"guest trapped ({name}{where}) with memory at {size / (1 << 20):.1f} "
+                    f"MiB of its memory cap of {self.memory_limit >> 20} MiB: "
+                    "it most likely ran out of memory")
+        return GuestTrap(f"guest trapped: {name}{where}")
+
+    def close(self) -> None:
+        self._exports = None  # type: ignore[assignment]
+        self._instance = None  # type: ignore[assignment]
+        self._memory = None
+        self._store = None  # type: ignore[assignment]
+
+
+def monotonic_ns() -> int:
+    return time.monotonic_ns()

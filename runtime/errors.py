@@ -1,0 +1,106 @@
+"""Errors raised by the runtime. Every one is a :class:`GolemishError`.
+
+::
+
+    GolemishError                      (golemish.oplog.errors)
+    ├── StoreError …                   storage; see golemish.oplog.errors
+    ├── ComponentError                 deploy refused or component unusable
+    │   ├── InvalidModuleError         not a valid wasm module
+    │   └── MissingImportsError        imports the host does not provide
+    ├── NotFoundError                  unknown component, worker or function
+    ├── ArgumentError                  wrong argument count or types
+    ├── InvocationFailed               the guest failed; the worker keeps its prior state
+    │   ├── GuestTrap                  wasm trap (unreachable, out of bounds, …)
+    │   ├── TimeLimitExceeded          runaway loop stopped by the epoch deadline
+    │   ├── MemoryLimitExceeded        the worker hit its memory cap
+    │   └── GuestExit                  the guest called proc_exit
+    ├── DivergenceError                replay asked for something other than what was recorded
+    ├── WorkerFailedError              the worker is marked failed (after a divergence)
+    └── CrashPointError                a bad GOLEMISH_CRASH_AT specification
+
+``InvocationFailed`` is terminal for that invocation but not for the worker:
+the next invocation runs on the state from before the failed one.
+"""
+
+from __future__ import annotations
+
+from golemish.oplog.errors import GolemishError
+
+
+class ComponentError(GolemishError):
+    """A component cannot be deployed or loaded."""
+
+
+class InvalidModuleError(ComponentError):
+    """The bytes are not a valid WebAssembly module for this engine."""
+
+
+class MissingImportsError(ComponentError):
+    """The module imports functions the host does not provide (or with other types)."""
+
+    def __init__(self, missing: list[str]) -> None:
+        self.missing = missing
+        super().__init__(f"component imports {len(missing)} function(s) the host does not "
+                         f"provide: {', '.join(missing)}")
+
+
+class NotFoundError(GolemishError):
+    """An unknown component, worker, function or oplog index."""
+
+
+class ArgumentError(GolemishError):
+    """Invocation arguments do not match the export's signature."""
+
+
+class InvocationFailed(GolemishError):
+    """The guest failed during an invocation. ``reason`` is what the oplog records."""
+
+    reason = "trap"
+
+
+class GuestTrap(InvocationFailed):
+    reason = "trap"
+
+
+class TimeLimitExceeded(InvocationFailed):
+    reason = "time-limit"
+
+
+class MemoryLimitExceeded(InvocationFailed):
+    reason = "memory-limit"
+
+
+class GuestExit(InvocationFailed):
+    reason = "exit"
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+        super().__init__(f"guest called proc_exit({code})")
+
+
+class DivergenceError(GolemishError):
+    """Replay met a call other than the recorded one (DESIGN.md invariant 2)."""
+
+    def __init__(self, worker_id: str, index: int, recorded: str, asked: str) -> None:
+        self.worker_id = worker_id
+        self.index = index
+        self.recorded = recorded
+        self.asked = asked
+        super().__init__(f"worker {worker_id} diverged from its oplog at index {index}: "
+                         f"recorded {recorded}, but the guest asked for {asked}")
+
+
+class WorkerFailedError(GolemishError):
+    """The worker is marked failed and refuses invocations until it is deleted."""
+
+
+class CrashPointError(GolemishError):
+    """GOLEMISH_CRASH_AT names an unknown point or a bad count."""
+
+
+__all__ = [
+    "GolemishError", "ComponentError", "InvalidModuleError", "MissingImportsError",
+    "NotFoundError", "ArgumentError", "InvocationFailed", "GuestTrap", "TimeLimitExceeded",
+    "MemoryLimitExceeded", "GuestExit", "DivergenceError", "WorkerFailedError",
+    "CrashPointError",
+]

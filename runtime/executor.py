@@ -1,0 +1,191 @@
+"""The Runtime: one open store, an engine, and the workers running in this process.
+
+A Runtime is an ordinary object (no globals): tests create and close as many
+as they like. Invocations on one worker run one at a time; different workers
+may run in parallel threads (wasmtime releases the GIL while wasm runs).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from golemish.oplog import Create, Entry, Store, open_store
+
+from . import components
+from .components import DeployResult, ModuleCache
+from .crash import CrashPoints
+from .engine import Engine, FuncSig
+from .errors import ArgumentError, ComponentError, NotFoundError
+from .journal import OutputFn
+from .values import parse_args
+from .worker import InvocationResult, RecoveryReport, Worker
+
+DEFAULT_HOME = ".golemish"
+
+
+@dataclass
+class RuntimeConfig:
+    """Settings for one Runtime. ``home`` is a directory (RocksDB) or ``memory://``."""
+
+    home: str = field(default_factory=lambda: os.environ.get("GOLEMISH_HOME", DEFAULT_HOME))
+    #: fsync every commit (power-loss safety) instead of relying on the WAL alone.
+    sync: bool = False
+    #: Linear memory cap per worker, in bytes.
+    memory_limit: int = 256 << 20
+    #: Wall-clock bound on one invocation, in seconds (epoch interruption).
+    time_limit: float = 60.0
+    crash: CrashPoints | None = None
+
+
+def parse_worker_id(worker_id: str) -> tuple[str, str]:
+    comp, sep, name = worker_id.partition("/")
+    if not sep or not comp or not name:
+        raise ArgumentError(f"worker {worker_id!r} should be COMPONENT/NAME, e.g. counter/alice")
+    components.check_name(comp)
+    components.check_name(name, "worker")
+    return comp, name
+
+
+class Runtime:
+    """Deploys components and runs durable workers on one store."""
+
+    def __init__(self, config: RuntimeConfig | None = None) -> None:
+        self.config = config or RuntimeConfig()
+        self.crash = self.config.crash or CrashPoints.from_env()
+        self.store: Store = open_store(self.config.home, sync=self.config.sync)
+        self.engine = Engine()
+        on_disk = "://" not in self.config.home or self.config.home.startswith("rocksdb://")
+        cache = Path(self.config.home.removeprefix("rocksdb://")) / "cache" if on_disk else None
+        self.modules = ModuleCache(self.store, self.engine, cache)
+        self._workers: dict[str, Worker] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def close(self) -> None:
+        for w in self._workers.values():
+            w.discard()
+        self._workers.clear()
+        self.engine.close()
+        self.store.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- components -----------------------------------------------------------
+    def deploy(self, wasm: bytes, name: str) -> DeployResult:
+        return components.deploy(self.store, self.engine, bytes(wasm), name)
+
+    def component(self, name: str, version: int | None = None) -> dict[str, Any]:
+        return components.resolve(self.store, name, version)
+
+    def list_components(self) -> list[dict[str, Any]]:
+        return self.store.list_components()
+
+    # -- workers --------------------------------------------------------------
+    def _lock(self, worker_id: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(worker_id, threading.Lock())
+
+    def _get(self, worker_id: str, output: OutputFn | None, *, create: bool,
+             env: Sequence[tuple[str, str]] = (), args: Sequence[str] = ()) -> Worker:
+        w = self._workers.get(worker_id)
+        if w is not None:
+            w.journal.output = output
+            return w
+        comp, _ = parse_worker_id(worker_id)
+        meta = self.store.get_worker(worker_id)
+        if meta is None:
+            if not create:
+                raise NotFoundError(f"no worker {worker_id}")
+            cmeta = self.component(comp)
+            # Limits are fixed for the worker's life: a guest can observe its memory cap
+            # (malloc returning NULL), so replay must run under the same one.
+            meta = {"id": worker_id, "component": comp, "version": cmeta["version"],
+                    "created_at": time.time(), "status": "idle",
+                    "memory_limit": self.config.memory_limit,
+                    "time_limit": self.config.time_limit}
+            entry = Create(comp, cmeta["version"], cmeta["hash"], tuple(args),
+                           tuple((k, v) for k, v in env), time.time_ns())
+            self.crash.hit("before-oplog-append")
+            self.store.create_worker(meta, entry)
+            self.crash.hit("after-oplog-append")
+            w = Worker(self, meta, output)
+            try:
+                w.create(entry)
+            except BaseException:
+                w.discard()
+                self.store.delete_worker(worker_id)
+                raise
+        else:
+            w = Worker(self, meta, output)
+        self._workers[worker_id] = w
+        return w
+
+    def signature(self, worker_id: str, function: str) -> FuncSig:
+        """The export's signature, from the worker's version or the latest component."""
+        meta = self.store.get_worker(worker_id)
+        comp, _ = parse_worker_id(worker_id)
+        cmeta = (self.component(meta["component"], meta["version"]) if meta
+                 else self.component(comp))
+        sigs = self.modules.signatures(cmeta)
+        if function not in sigs or function.startswith("_initialize"):
+            callable_ = sorted(n for n in sigs if not n.startswith("_initialize"))
+            raise NotFoundError(f"component {cmeta['name']} v{cmeta['version']} exports no "
+                                f"function {function!r}; it has: {', '.join(callable_) or 'none'}")
+        return sigs[function]
+
+    def invoke(self, worker_id: str, function: str, args: Sequence[str] = (), *,
+               idempotency_key: str | None = None, output: OutputFn | None = None,
+               env: Sequence[tuple[str, str]] = ()) -> InvocationResult:
+        """Invoke an export with CLI-style string arguments, creating the worker if new."""
+        sig = self.signature(worker_id, function)
+        params = parse_args(function, sig, args)
+        with self._lock(worker_id):
+            w = self._get(worker_id, output, create=True, env=env)
+            return w.invoke(function, params, idempotency_key)
+
+    def resume(self, worker_id: str, output: OutputFn | None = None) -> RecoveryReport | None:
+        """Load a worker, finishing an interrupted invocation if there is one."""
+        with self._lock(worker_id):
+            w = self._get(worker_id, output, create=False)
+            return w.ensure_ready()
+
+    def worker_ids(self) -> list[str]:
+        return [m["id"] for m in self.store.list_workers()]
+
+    def worker_info(self, worker_id: str) -> dict[str, Any]:
+        meta = self.store.get_worker(worker_id)
+        if meta is None:
+            raise NotFoundError(f"no worker {worker_id}")
+        w = self._workers.get(worker_id) or Worker(self, meta, None)
+        oplog = w.oplog
+        invocations = sum(1 for _, k in oplog.kinds() if k == 2)
+        return {**meta, "status": w.status(), "oplog_length": oplog.last_index,
+                "invocations": invocations}
+
+    def oplog(self, worker_id: str, start: int = 1,
+              end: int | None = None) -> list[tuple[int, Entry]]:
+        if self.store.get_worker(worker_id) is None:
+            raise NotFoundError(f"no worker {worker_id}")
+        return list(self.store.oplog(worker_id).read(start, end))
+
+    def delete_worker(self, worker_id: str) -> None:
+        with self._lock(worker_id):
+            if self.store.get_worker(worker_id) is None:
+                raise NotFoundError(f"no worker {worker_id}")
+            w = self._workers.pop(worker_id, None)
+            if w is not None:
+                w.discard()
+            self.store.delete_worker(worker_id)
+
+
+__all__ = ["Runtime", "RuntimeConfig", "parse_worker_id", "ComponentError"]

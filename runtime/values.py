@@ -1,0 +1,92 @@
+"""Numeric wasm values: parse CLI arguments by an export's signature, print results."""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+
+from golemish.oplog import TypedValue
+
+from .engine import FuncSig
+from .errors import ArgumentError
+
+_INT_BITS = {"i32": 32, "i64": 64}
+
+
+def _parse_int(text: str, bits: int) -> int:
+    try:
+        v = int(text.replace("_", ""), 0)
+    except ValueError:
+        raise ValueError("not an integer") from None
+    if not -(1 << (bits - 1)) <= v < (1 << bits):
+        raise ValueError(f"out of range for i{bits}")
+    # Accept unsigned spellings; wasm integers are sign-agnostic. Store signed.
+    return v - (1 << bits) if v >= (1 << (bits - 1)) else v
+
+
+def _parse_float(text: str, ty: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise ValueError("not a number") from None
+    if ty == "f32" and math.isfinite(v):
+        v = struct.unpack("<f", struct.pack("<f", v))[0] if abs(v) <= 3.4028234663852886e38 \
+            else math.copysign(math.inf, v)
+    return v
+
+
+def describe_params(name: str, sig: FuncSig) -> str:
+    return f"{name}({', '.join(sig.params)})"
+
+
+def parse_args(name: str, sig: FuncSig, raw: Sequence[str]) -> list[TypedValue]:
+    """CLI strings -> typed values, or an ArgumentError that names what was expected."""
+    if len(raw) != len(sig.params):
+        raise ArgumentError(f"{describe_params(name, sig)} takes {len(sig.params)} "
+                            f"argument{'s' if len(sig.params) != 1 else ''}, got {len(raw)}")
+    out: list[TypedValue] = []
+    for i, (ty, text) in enumerate(zip(sig.params, raw), 1):
+        try:
+            if ty in _INT_BITS:
+                out.append((ty, _parse_int(text, _INT_BITS[ty])))
+            elif ty in ("f32", "f64"):
+                out.append((ty, _parse_float(text, ty)))
+            else:
+                raise ArgumentError(f"{name}: parameter {i} has type {ty}, which cannot be "
+                                    "passed from the command line")
+        except ValueError as e:
+            raise ArgumentError(f"{describe_params(name, sig)}: argument {i} {text!r} is not "
+                                f"a valid {ty} ({e})") from None
+    return out
+
+
+def typed(types: Sequence[str], values: Sequence[int | float]) -> list[TypedValue]:
+    return [(t, v) for t, v in zip(types, values)]
+
+
+def _bits(v: TypedValue) -> tuple[str, int | bytes]:
+    t, x = v
+    if t == "f32":
+        return t, struct.pack("<f", x)
+    if t == "f64":
+        return t, struct.pack("<d", x)
+    return t, int(x)
+
+
+def same_values(a: Sequence[TypedValue], b: Sequence[TypedValue]) -> bool:
+    """Bitwise equality (so NaN equals the same NaN)."""
+    return len(a) == len(b) and all(_bits(x) == _bits(y) for x, y in zip(a, b))
+
+
+def format_value(v: TypedValue) -> str:
+    t, x = v
+    if t in ("f32", "f64"):
+        return repr(float(x))
+    return str(int(x))
+
+
+def format_results(values: Sequence[TypedValue]) -> str:
+    if not values:
+        return "()"
+    return ", ".join(format_value(v) for v in values)

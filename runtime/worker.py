@@ -1,0 +1,264 @@
+"""A durable worker: one component instance whose life is its oplog.
+
+Live path of an invocation: record InvokeStart, run the export with the journal
+live, record InvokeEnd (or InvokeFailed, after which the instance is thrown
+away, DESIGN.md invariant 5). Recovery rebuilds the instance by replaying the
+oplog as planned by :mod:`recovery`, and finishes an invocation that a crash
+cut off.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from golemish.oplog import (
+    Create, Entry, GolemishError, InvokeEnd, InvokeFailed, InvokeStart, TypedValue,
+)
+
+from .errors import (
+    DivergenceError, InvocationFailed, NotFoundError, WorkerFailedError,
+)
+from .journal import Cursor, Journal, OutputFn, describe
+from .recovery import plan_recovery
+from .values import format_results, same_values, typed
+from .wasi import WasiHost
+
+if TYPE_CHECKING:
+    from .engine import FuncSig, Instance
+    from .executor import Runtime
+
+
+@dataclass
+class RecoveryReport:
+    """What a recovery did, for the CLI and benchmarks."""
+
+    mode: str = "replay"
+    entries: int = 0
+    replayed_invocations: int = 0
+    skipped_failed: int = 0
+    replayed_host_calls: int = 0
+    seconds: float = 0.0
+    #: The invocation a crash had cut off, finished by this recovery.
+    finished: dict[str, Any] | None = None
+
+    def describe(self) -> str:
+        msg = (f"recovered by {self.mode} of {self.entries} oplog entries "
+               f"({self.replayed_invocations} invocations) in {self.seconds * 1e3:.1f} ms")
+        if self.finished:
+            f = self.finished
+            outcome = (f"-> {format_results(f['results'])}" if f["ok"]
+                       else f"failed: {f['error']}")
+            msg += (f"; finished the interrupted invocation {f['function']} "
+                    f"(oplog index {f['index']}) {outcome}")
+        return msg
+
+
+@dataclass
+class InvocationResult:
+    function: str
+    results: list[TypedValue]
+    index: int  # oplog index of the InvokeStart
+    seconds: float
+    recovery: RecoveryReport | None = field(default=None)
+
+
+class Worker:
+    """One worker. Not thread-safe: the Runtime serialises calls per worker."""
+
+    def __init__(self, runtime: Runtime, meta: dict[str, Any], output: OutputFn | None) -> None:
+        self.rt = runtime
+        self.meta = meta
+        self.id: str = meta["id"]
+        self.oplog = runtime.store.oplog(self.id)
+        self.journal = Journal(self.id, self.oplog, runtime.crash, output)
+        self.component = runtime.store.get_component(meta["component"], meta["version"])
+        if self.component is None:
+            raise NotFoundError(f"worker {self.id}: component {meta['component']} "
+                                f"v{meta['version']} is gone")
+        self.module = runtime.modules.load(self.component)
+        self.signatures: dict[str, FuncSig] = runtime.engine.func_exports(self.module)
+        self.instance: Instance | None = None
+        self.memory_limit: int = meta.get("memory_limit", runtime.config.memory_limit)
+        self.time_limit: float = meta.get("time_limit", runtime.config.time_limit)
+
+    # -- instance lifecycle ---------------------------------------------------
+    def _instantiate(self, create: Create) -> Instance:
+        host = WasiHost(self.journal, create.args, create.env)
+        inst = self.rt.engine.instantiate(self.module, host.functions(),
+                                          memory_limit=self.memory_limit)
+        host.bind(inst)
+        if inst.has_export("_initialize"):
+            inst.call("_initialize", [], time_limit=self.time_limit)
+        return inst
+
+    def discard(self) -> None:
+        if self.instance is not None:
+            self.instance.close()
+            self.instance = None
+        self.journal.go_live()
+
+    def _fail(self, err: DivergenceError) -> None:
+        """Mark the worker failed; nothing recorded is touched (invariant 2)."""
+        self.meta = dict(self.meta, status="failed", error=str(err))
+        self.rt.store.put_worker(self.meta)
+
+    def check_usable(self) -> None:
+        if self.meta.get("status") == "failed":
+            raise WorkerFailedError(f"worker {self.id} is failed: {self.meta.get('error')}; "
+                                    f"inspect it with `golemish worker oplog {self.id}` or "
+                                    f"delete it")
+
+    def create(self, create: Create) -> None:
+        """First start: the Create entry is already stored; run initialisation live."""
+        self.journal.go_live()
+        self.instance = self._instantiate(create)
+
+    # -- recovery ------------------------------------------------------------
+    def ensure_ready(self) -> RecoveryReport | None:
+        """Make the instance live, recovering it from the oplog if needed."""
+        self.check_usable()
+        if self.instance is not None:
+            return None
+        try:
+            return self.recover()
+        except DivergenceError as e:
+            self.discard()
+            self._fail(e)
+            raise
+
+    def recover(self) -> RecoveryReport:
+        t0 = time.perf_counter()
+        report = RecoveryReport()
+        plan = plan_recovery(self.id, self.oplog.kinds())
+        report.entries = plan.last_index
+        cursor = Cursor(self.oplog.read())
+        item = cursor.next()
+        assert item is not None and isinstance(item[1], Create)
+        self.journal.replayed_calls = 0
+        self.journal.replay_from(cursor)
+        self.instance = self._instantiate(item[1])
+        replay_limit = self.time_limit * 2 + 1
+        while (item := cursor.peek()) is not None:
+            index, entry = item
+            if not isinstance(entry, InvokeStart):
+                # Initialisation or the previous invocation made fewer calls than recorded.
+                raise DivergenceError(self.id, index, describe(entry),
+                                      "nothing more (the guest had returned)")
+            cursor.next()
+            if index in plan.skip:
+                cursor.skip_through(plan.skip[index])
+                report.skipped_failed += 1
+                continue
+            self.journal.replay_from(cursor)
+            if index == plan.open_start:
+                report.finished = self._finish_open(index, entry)
+                break
+            self._replay_one(index, entry, cursor, replay_limit)
+            report.replayed_invocations += 1
+        self.journal.go_live()
+        report.replayed_host_calls = self.journal.replayed_calls
+        report.seconds = time.perf_counter() - t0
+        if report.finished is not None and not report.finished["ok"]:
+            # The finished invocation failed and took the instance with it: rebuild.
+            # The plan now skips it, so this cannot loop.
+            again = self.recover()
+            again.finished = report.finished
+            again.seconds += report.seconds
+            return again
+        return report
+
+    def _replay_one(self, index: int, entry: InvokeStart, cursor: Cursor, limit: float) -> None:
+        inst = self.instance
+        assert inst is not None
+        try:
+            values = inst.call(entry.function, [v for _, v in entry.params], time_limit=limit)
+        except InvocationFailed as e:
+            end = cursor.peek()
+            raise DivergenceError(self.id, end[0] if end else index,
+                                  describe(end[1]) if end else "a completed invocation",
+                                  f"a failure ({e})") from None
+        got = typed(self.signatures[entry.function].results, values)
+        end = cursor.next()
+        if end is None or not isinstance(end[1], InvokeEnd):
+            raise DivergenceError(self.id, end[0] if end else index + 1,
+                                  describe(end[1]) if end else "nothing",
+                                  f"the end of the invocation with {format_results(got)}")
+        if not same_values(end[1].results, got):
+            raise DivergenceError(self.id, end[0],
+                                  f"result {format_results(end[1].results)}",
+                                  f"result {format_results(got)}")
+
+    def _finish_open(self, index: int, entry: InvokeStart) -> dict[str, Any]:
+        """Re-run the cut-off invocation: recorded calls from the oplog, then live."""
+        info: dict[str, Any] = {"function": entry.function, "index": index,
+                                "params": list(entry.params)}
+        try:
+            results = self._run(entry.function, entry.params)
+        except InvocationFailed as e:
+            info.update(ok=False, error=str(e), results=[])
+            return info
+        info.update(ok=True, results=results)
+        return info
+
+    # -- invocation ----------------------------------------------------------
+    def _run(self, function: str, params: Sequence[TypedValue]) -> list[TypedValue]:
+        """Run the body of an invocation whose InvokeStart is recorded; record its end."""
+        inst = self.instance
+        assert inst is not None
+        t0 = time.perf_counter_ns()
+        try:
+            values = inst.call(function, [v for _, v in params],
+                               time_limit=self.time_limit)
+        except InvocationFailed as e:
+            self.discard()
+            self.journal.append(InvokeFailed(e.reason, str(e)))
+            raise
+        except DivergenceError:
+            raise
+        except GolemishError:
+            self.discard()
+            raise
+        except Exception as e:  # a host function bug must not leave the invocation open
+            self.discard()
+            failure = InvocationFailed(f"host error: {type(e).__name__}: {e}")
+            self.journal.append(InvokeFailed("host-error", str(failure)))
+            raise failure from e
+        if self.journal.replaying:
+            left = self.journal.pending()
+            if left is not None:
+                raise DivergenceError(self.id, left[0], describe(left[1]),
+                                      "nothing more (the guest had returned)")
+            # Every recorded call was consumed and the guest returned: the crash came
+            # just before the end was recorded. Whatever follows is live.
+            self.journal.go_live()
+        results = typed(self.signatures[function].results, values)
+        self.journal.append(InvokeEnd(tuple(results), time.perf_counter_ns() - t0))
+        self.rt.crash.hit("after-invocation")
+        return results
+
+    def invoke(self, function: str, params: Sequence[TypedValue],
+               idempotency_key: str | None = None) -> InvocationResult:
+        t0 = time.perf_counter()
+        recovery = self.ensure_ready()
+        start = self.journal.append(InvokeStart(function, tuple(params), idempotency_key,
+                                                time.time_ns()))
+        self.rt.crash.hit("before-invocation")
+        try:
+            results = self._run(function, params)
+        except DivergenceError as e:
+            self.discard()
+            self._fail(e)
+            raise
+        return InvocationResult(function, results, start, time.perf_counter() - t0, recovery)
+
+    def status(self) -> str:
+        if self.meta.get("status") == "failed":
+            return "failed"
+        plan = plan_recovery(self.id, self.oplog.kinds())
+        return "interrupted" if plan.open_start is not None else "idle"
+
+    def entries(self, start: int = 1, end: int | None = None) -> list[tuple[int, Entry]]:
+        return list(self.oplog.read(start, end))

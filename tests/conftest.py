@@ -1,0 +1,100 @@
+"""Shared fixtures: built guest modules, WAT modules, runtimes and the CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import wasmtime
+
+from golemish.runtime.executor import Runtime, RuntimeConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def guests() -> dict[str, Path]:
+    """The C guest examples, built (or taken from the build cache)."""
+    spec = importlib.util.spec_from_file_location("guest_build", ROOT / "guest_examples/build.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.build(verbose=False)
+
+
+def wat(text: str) -> bytes:
+    return wasmtime.wat2wasm(text)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> str:
+    return str(tmp_path / "store")
+
+
+@pytest.fixture
+def make_runtime(home: str) -> Iterator:
+    """Factory for runtimes on one on-disk store; each is closed at teardown."""
+    made: list[Runtime] = []
+
+    def make(**kw) -> Runtime:
+        kw.setdefault("home", home)
+        kw.setdefault("time_limit", 5.0)
+        rt = Runtime(RuntimeConfig(**kw))
+        made.append(rt)
+        return rt
+
+    yield make
+    for rt in made:
+        try:
+            rt.close()
+        except Exception:
+            pass
+
+
+class Output:
+    """Collects what guests write, per stream."""
+
+    def __init__(self) -> None:
+        self.chunks: list[tuple[int, bytes]] = []
+
+    def __call__(self, stream: int, data: bytes) -> None:
+        self.chunks.append((stream, data))
+
+    @property
+    def stdout(self) -> str:
+        return b"".join(d for s, d in self.chunks if s == 1).decode()
+
+
+@pytest.fixture
+def output() -> Output:
+    return Output()
+
+
+def golemish_cmd() -> list[str]:
+    exe = shutil.which("golemish")
+    return [exe] if exe else [sys.executable, "-m", "golemish.runtime.cli"]
+
+
+@pytest.fixture
+def cli(home: str):
+    """Run the real `golemish` in a subprocess on the test's store."""
+
+    def run(*args: str, env: dict[str, str] | None = None, check: bool = False,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        full_env = {**os.environ, "GOLEMISH_HOME": home, "GOLEMISH_TIME_LIMIT": "10"}
+        full_env.pop("GOLEMISH_CRASH_AT", None)
+        full_env.update(env or {})
+        proc = subprocess.run([*golemish_cmd(), *args], capture_output=True, text=True,
+                              env=full_env, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"golemish {' '.join(args)} failed ({proc.returncode}):\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    return run
