@@ -166,13 +166,21 @@ _FIELD_NAMES: dict[type[Entry], tuple[str, ...]] = {
 def encode_entry(entry: Entry) -> bytes:
     """Entry -> stored bytes (header with checksum, then payload)."""
     if type(entry) is HostCall:
-        # The hot path: one of these per non-deterministic host call.
-        payload = codec.encode_bytes_triple(entry.name.encode(), entry.request, entry.response)
-    else:
-        payload = codec.encode([getattr(entry, n) for n in _FIELD_NAMES[type(entry)]])
+        return encode_host_call(entry.name.encode(), entry.request, entry.response)
+    payload = codec.encode([getattr(entry, n) for n in _FIELD_NAMES[type(entry)]])
     head = bytes((FORMAT_VERSION, entry.KIND))
     crc = zlib.crc32(payload, zlib.crc32(head))
     return _HEADER.pack(FORMAT_VERSION, entry.KIND, crc) + payload
+
+
+def encode_host_call(name_utf8: bytes, request: bytes, response: bytes) -> bytes:
+    """``encode_entry(HostCall(...))`` without building the entry: the journal's hot path."""
+    payload = codec.encode_bytes_triple(name_utf8, request, response)
+    return _HEADER.pack(FORMAT_VERSION, HostCall.KIND,
+                        zlib.crc32(payload, _HOST_CALL_SEED)) + payload
+
+
+_HOST_CALL_SEED = zlib.crc32(bytes((FORMAT_VERSION, HostCall.KIND)))
 
 
 def peek_kind(raw: bytes) -> int:
@@ -207,5 +215,5 @@ def decode_entry(raw: bytes, *, key: str = "oplog", index: int | None = None) ->
 __all__ = [
     "FORMAT_VERSION", "Entry", "Create", "InvokeStart", "InvokeEnd", "InvokeFailed",
     "HostCall", "Log", "ENTRY_TYPES", "TypedValue", "encode_entry", "decode_entry",
-    "peek_kind",
+    "peek_kind", "encode_host_call",
 ]

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .backends.base import Backend
-from .entries import Entry, decode_entry, encode_entry, peek_kind
+from .entries import Entry, decode_entry, encode_entry, encode_host_call, peek_kind
 from .errors import CorruptionError, StoreError
 
 STORE_FORMAT = b"1"
@@ -79,6 +79,14 @@ class WorkerOplog:
         """Append durably and return the new entry's index."""
         index = self._last + 1
         self._b.put("oplog", self._key(index), encode_entry(entry))
+        self._last = index
+        return index
+
+    def append_host_call(self, name_utf8: bytes, request: bytes, response: bytes) -> int:
+        """:meth:`append` of a HostCall entry, skipping the entry object (hot path)."""
+        index = self._last + 1
+        self._b.put("oplog", self._prefix + _U64.pack(index),
+                    encode_host_call(name_utf8, request, response))
         self._last = index
         return index
 

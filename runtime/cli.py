@@ -143,12 +143,14 @@ def _typed_json(values: Sequence[tuple[str, Any]]) -> list[dict[str, Any]]:
 @click.option("--time-limit", type=click.FloatRange(min=0.01), envvar="GOLEMISH_TIME_LIMIT",
               default=60.0, show_default=True, metavar="SECONDS",
               help="Time bound per invocation of a worker created by this call.")
+@click.option("--ephemeral", is_flag=True,
+              help="Create the worker without an oplog: nothing recorded, nothing recovered.")
 @click.option("--crash-at", metavar="POINT:N",
               help="Kill this process with SIGKILL at a crash point (try recovery).")
 @_run
 def invoke(ctx: Ctx, worker: str, function: str, args: tuple[str, ...],
            idempotency_key: str | None, env: tuple[str, ...], memory_limit: int,
-           time_limit: float, crash_at: str | None) -> None:
+           time_limit: float, ephemeral: bool, crash_at: str | None) -> None:
     """Invoke FUNCTION on WORKER (COMPONENT/NAME), creating the worker on first use.
 
     Negative numbers need `--` before them: `golemish invoke counter/a add -- -5`.
@@ -160,11 +162,18 @@ def invoke(ctx: Ctx, worker: str, function: str, args: tuple[str, ...],
         if not sep or not k:
             raise ArgumentError(f"--env {item!r} should be KEY=VALUE")
         pairs.append((k, v))
+    write = lambda s, d: _writer(s, d, ctx.json)  # noqa: E731
     with ctx.runtime(crash_at) as rt:
+        recovery = None
+        if rt.store.get_worker(worker) is not None:
+            # Recover first, so that a finished interrupted invocation is reported
+            # before this invocation's own output.
+            recovery = rt.resume(worker, output=write)
+            if recovery is not None and recovery.finished is not None and not ctx.json:
+                click.echo(f"golemish: worker {worker} {recovery.describe()}", err=True)
         res = rt.invoke(worker, function, args, idempotency_key=idempotency_key,
-                        output=lambda s, d: _writer(s, d, ctx.json), env=pairs)
-    if res.recovery is not None and res.recovery.finished is not None:
-        click.echo(f"golemish: worker {worker} {res.recovery.describe()}", err=True)
+                        output=write, env=pairs, durable=not ephemeral)
+        res.recovery = res.recovery or recovery
     if ctx.json:
         _emit_json({"worker": worker, "function": function, "oplog_index": res.index,
                     "results": _typed_json(res.results), "seconds": res.seconds,

@@ -27,7 +27,7 @@ from .wasi import MODULE as WASI_MODULE
 from .wasi import SIGNATURES as WASI_SIGNATURES
 from .wasi import signature as wasi_signature
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def host_provides() -> dict[tuple[str, str], FuncSig]:
@@ -37,7 +37,7 @@ def host_provides() -> dict[tuple[str, str], FuncSig]:
 
 def check_name(name: str, what: str = "component") -> str:
     if not NAME_RE.match(name):
-        raise ComponentError(f"invalid {what} name {name!r}: use lowercase letters, digits, "
+        raise ComponentError(f"invalid {what} name {name!r}: use letters, digits, "
                              "'-', '_' or '.', starting with a letter or digit")
     return name
 

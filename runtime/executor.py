@@ -96,7 +96,8 @@ class Runtime:
             return self._locks.setdefault(worker_id, threading.Lock())
 
     def _get(self, worker_id: str, output: OutputFn | None, *, create: bool,
-             env: Sequence[tuple[str, str]] = (), args: Sequence[str] = ()) -> Worker:
+             env: Sequence[tuple[str, str]] = (), args: Sequence[str] = (),
+             durable: bool = True) -> Worker:
         w = self._workers.get(worker_id)
         if w is not None:
             w.journal.output = output
@@ -112,7 +113,7 @@ class Runtime:
             meta = {"id": worker_id, "component": comp, "version": cmeta["version"],
                     "created_at": time.time(), "status": "idle",
                     "memory_limit": self.config.memory_limit,
-                    "time_limit": self.config.time_limit}
+                    "time_limit": self.config.time_limit, "durable": durable}
             entry = Create(comp, cmeta["version"], cmeta["hash"], tuple(args),
                            tuple((k, v) for k, v in env), time.time_ns())
             self.crash.hit("before-oplog-append")
@@ -145,12 +146,17 @@ class Runtime:
 
     def invoke(self, worker_id: str, function: str, args: Sequence[str] = (), *,
                idempotency_key: str | None = None, output: OutputFn | None = None,
-               env: Sequence[tuple[str, str]] = ()) -> InvocationResult:
-        """Invoke an export with CLI-style string arguments, creating the worker if new."""
+               env: Sequence[tuple[str, str]] = (), durable: bool = True) -> InvocationResult:
+        """Invoke an export with CLI-style string arguments, creating the worker if new.
+
+        ``env`` and ``durable`` apply when this call creates the worker. An ephemeral
+        (``durable=False``) worker records nothing: it is fast, and it forgets its state
+        when the process ends.
+        """
         sig = self.signature(worker_id, function)
         params = parse_args(function, sig, args)
         with self._lock(worker_id):
-            w = self._get(worker_id, output, create=True, env=env)
+            w = self._get(worker_id, output, create=True, env=env, durable=durable)
             return w.invoke(function, params, idempotency_key)
 
     def resume(self, worker_id: str, output: OutputFn | None = None) -> RecoveryReport | None:

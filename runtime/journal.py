@@ -73,6 +73,8 @@ class Journal:
         self.crash = crash
         self.output = output
         self._cursor: Cursor | None = None
+        #: False for an ephemeral worker: calls run live and nothing is written.
+        self.recording = True
         #: Host calls answered from the oplog since the last reset, for reports.
         self.replayed_calls = 0
 
@@ -108,6 +110,8 @@ class Journal:
     # -- recording ------------------------------------------------------------
     def append(self, entry: Entry) -> int:
         """Append one entry durably (with the crash points around it)."""
+        if not self.recording:
+            return 0
         self.crash.hit("before-oplog-append")
         index = self.oplog.append(entry)
         self.crash.hit("after-oplog-append")
@@ -125,8 +129,13 @@ class Journal:
                 self.replayed_calls += 1
                 return entry.response
         response = perform()
-        self.crash.hit("after-host-call")
-        self.append(HostCall(name, request, response))
+        if not self.recording:
+            return response
+        if self.crash.armed:
+            self.crash.hit("after-host-call")
+            self.append(HostCall(name, request, response))
+        else:
+            self.oplog.append_host_call(name.encode(), request, response)
         return response
 
     def log(self, stream: int, data: bytes) -> None:

@@ -74,6 +74,7 @@ class Worker:
         self.id: str = meta["id"]
         self.oplog = runtime.store.oplog(self.id)
         self.journal = Journal(self.id, self.oplog, runtime.crash, output)
+        self.journal.recording = self.durable = meta.get("durable", True)
         self.component = runtime.store.get_component(meta["component"], meta["version"])
         if self.component is None:
             raise NotFoundError(f"worker {self.id}: component {meta['component']} "

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""The golemish demo: deploy, invoke, kill -9 mid-invocation, recover.
+
+Runs the real `golemish` command against the embedded default store
+(./.golemish, or $GOLEMISH_HOME) and prints each command as a shell would.
+Exits non-zero if recovery does not reach the right state.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = "counter/demo"
+
+
+def golemish() -> list[str]:
+    exe = shutil.which("golemish")
+    return [exe] if exe else [sys.executable, "-m", "golemish.runtime.cli"]
+
+
+def run(*args: str, crash: str | None = None, quiet: bool = False) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    prefix = ""
+    if crash:
+        env["GOLEMISH_CRASH_AT"] = crash
+        prefix = f"GOLEMISH_CRASH_AT={crash} "
+    if not quiet:
+        print(f"\n$ {prefix}golemish {' '.join(args)}", flush=True)
+    # stderr joins stdout so messages appear in the order a terminal would show them.
+    proc = subprocess.run([*golemish(), *args], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, env=env)
+    if not quiet:
+        sys.stdout.write(proc.stdout)
+        if proc.returncode < 0:
+            print(f"[process killed by signal {-proc.returncode} (SIGKILL)]")
+    return proc
+
+
+def main() -> int:
+    print("building the counter guest (the first build fills zig's cache: ~20 s)…", flush=True)
+    subprocess.run([sys.executable, str(ROOT / "guest_examples/build.py"), "counter"],
+                   check=True)
+    wasm = ROOT / "guest_examples/build/counter.wasm"
+    run("worker", "delete", WORKER, quiet=True)  # start the demo afresh
+
+    run("deploy", str(wasm.relative_to(Path.cwd()) if wasm.is_relative_to(Path.cwd()) else wasm))
+    for n in ("5", "7", "30"):
+        run("invoke", WORKER, "add", n)
+
+    print("\n# Kill the process with SIGKILL inside the next invocation, after its random")
+    print("# number was drawn but before it was recorded or anything was printed:")
+    dead = run("invoke", WORKER, "add", "100", crash="after-host-call:2")
+    if dead.returncode != -9:
+        print("expected the invocation to be killed", file=sys.stderr)
+        return 1
+    run("worker", "show", WORKER)
+
+    print("\n# The next command recovers the worker from its oplog, finishes add(100)")
+    print("# where it stopped, then runs its own invocation:")
+    after = run("invoke", WORKER, "add", "1")
+    run("worker", "oplog", WORKER, "--from", "14")
+
+    total = after.stdout.strip().splitlines()[-1] if after.stdout.strip() else ""
+    ok = (after.returncode == 0 and total == "143"
+          and "finished the interrupted invocation add" in after.stdout
+          and after.stdout.count("add 100 -> total 142") == 1)
+    print(f"\n{'OK' if ok else 'FAILED'}: total {total or '?'} (expected 5+7+30+100+1 = 143), "
+          "add(100) ran exactly once, nothing printed twice")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""The `golemish` command, run as a real subprocess: output, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import wasmtime
+
+from conftest import golemish_cmd
+
+
+def one_line_error(proc, *fragments):
+    assert proc.returncode != 0, proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.fixture
+def counter(cli, guests):
+    cli("deploy", str(guests["counter"]), check=True)
+    return guests["counter"]
+
+
+def test_deploy_invoke_and_inspect(cli, counter):
+    again = cli("deploy", str(counter), check=True)
+    assert "already has these bytes" in again.stdout
+    first = cli("invoke", "counter/alice", "add", "5", check=True)
+    assert first.stdout.splitlines() == ["add 5 -> total 5 (entry 1)", "5"]
+    assert cli("invoke", "counter/alice", "add", "-2", check=True).stdout.endswith("3\n")
+    res = json.loads(cli("--json", "invoke", "counter/alice", "get", check=True).stdout)
+    assert res["results"] == [{"type": "i64", "value": 3}]
+
+    listing = cli("worker", "list", check=True).stdout
+    assert "counter/alice" in listing and "idle" in listing
+    oplog = json.loads(cli("--json", "worker", "oplog", "counter/alice", "--from", "2",
+                           "--to", "3", check=True).stdout)
+    assert [e["index"] for e in oplog] == [2, 3]
+    assert oplog[0]["kind"] == "invoke" and oplog[0]["function"] == "add"
+    text = cli("worker", "oplog", "counter/alice", check=True).stdout
+    assert "stdout 'add 5 -> total 5 (entry 1)'" in text
+    shown = cli("component", "show", "counter", check=True).stdout
+    assert "add (i64) -> i64" in shown and "wasi_snapshot_preview1.random_get" in shown
+    assert "counter" in cli("component", "list", check=True).stdout
+    assert cli("worker", "delete", "counter/alice", check=True).returncode == 0
+    assert "counter/alice" not in cli("worker", "list", check=True).stdout
+
+
+def test_bad_wasm_and_missing_imports(cli, tmp_path):
+    bad = tmp_path / "bad.wasm"
+    bad.write_bytes(b"this is not wasm")
+    one_line_error(cli("deploy", str(bad)), "not a valid WebAssembly module")
+    needy = tmp_path / "needy.wasm"
+    needy.write_bytes(wasmtime.wat2wasm(
+        '(module (import "golemish" "sleep" (func)) (import "x" "y" (func)))'))
+    one_line_error(cli("deploy", str(needy)), "golemish.sleep", "x.y")
+    one_line_error(cli("deploy", str(tmp_path / "absent.wasm")), "absent.wasm")
+
+
+def test_invocation_errors(cli, counter):
+    one_line_error(cli("invoke", "counter/a", "nope"), "exports no function 'nope'", "add")
+    one_line_error(cli("invoke", "counter/a", "add"), "add(i64) takes 1 argument, got 0")
+    one_line_error(cli("invoke", "counter/a", "add", "five"), "'five' is not a valid i64")
+    one_line_error(cli("invoke", "nothing/a", "add", "1"), "no component named 'nothing'")
+    one_line_error(cli("invoke", "counter", "add", "1"), "COMPONENT/NAME")
+    one_line_error(cli("worker", "show", "counter/ghost"), "no worker counter/ghost")
+
+
+def test_guest_failures_are_one_line_and_the_worker_goes_on(cli, counter):
+    cli("invoke", "counter/a", "add", "5", check=True)
+    one_line_error(cli("invoke", "counter/a", "add_then_trap", "1"), "guest trapped")
+    one_line_error(cli("invoke", "counter/a", "spin", env={"GOLEMISH_TIME_LIMIT": "0.3"}),
+                   "time limit")
+    bomb = cli("invoke", "counter/b", "hog", "500", "--memory-limit", "16", check=True)
+    assert int(bomb.stdout.split()[-1]) < 16
+    assert cli("invoke", "counter/a", "get", check=True).stdout.strip() == "5"
+
+
+def test_corrupt_store_is_reported_not_used(cli, counter, home):
+    from golemish.oplog import open_store
+
+    cli("invoke", "counter/a", "add", "5", check=True)
+    with open_store(home) as store:
+        key = b"counter/a\0" + (2).to_bytes(8, "big")
+        raw = bytearray(store.backend.get("oplog", key))
+        raw[-1] ^= 0xFF
+        store.backend.put("oplog", key, bytes(raw))
+    one_line_error(cli("invoke", "counter/a", "get"), "corrupt oplog entry at counter/a index 2")
+
+
+def test_busy_store_names_the_owner(cli, counter, home):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys,time; from golemish.oplog import open_store; "
+         f"s = open_store({home!r}); print('ready', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        one_line_error(cli("invoke", "counter/a", "get"), f"in use by pid {holder.pid}")
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert cli("invoke", "counter/a", "get", check=True).returncode == 0
+
+
+def test_crash_at_flag_kills_and_the_next_command_recovers(cli, counter):
+    cli("invoke", "counter/a", "add", "1", check=True)
+    dead = cli("invoke", "counter/a", "add", "10", "--crash-at", "after-host-call:2")
+    assert dead.returncode == -9
+    assert dead.stdout == ""  # killed before the line was recorded or shown
+    shown = cli("worker", "show", "counter/a", check=True).stdout
+    assert "interrupted" in shown
+    resumed = cli("worker", "resume", "counter/a", check=True)
+    assert "finished the interrupted invocation add" in resumed.stdout
+    assert "-> 11" in resumed.stdout
+    assert resumed.stdout.count("add 10 -> total 11") == 1
+    assert cli("invoke", "counter/a", "get", check=True).stdout.strip() == "11"
+
+
+def test_help_runs_without_a_store(tmp_path):
+    proc = subprocess.run([*golemish_cmd(), "--help"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0 and "invoke" in proc.stdout
+    assert not (tmp_path / ".golemish").exists()
