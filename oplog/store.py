@@ -112,6 +112,8 @@ class WorkerOplog:
 
         Raises CorruptionError on a damaged entry or a gap in the indexes.
         """
+        if start < 1:
+            raise ValueError("oplog indexes start at 1")
         expected = start
         for index, raw in self.raw(start, end):
             if index != expected:

@@ -112,6 +112,7 @@ class ModuleCache:
         self.engine = engine
         self.cache_dir = cache_dir
         self._loaded: dict[str, wasmtime.Module] = {}
+        self._sigs: dict[str, dict[str, FuncSig]] = {}
 
     def load(self, meta: dict[str, Any]) -> wasmtime.Module:
         digest = meta["hash"]
@@ -148,4 +149,8 @@ class ModuleCache:
         return module
 
     def signatures(self, meta: dict[str, Any]) -> dict[str, FuncSig]:
-        return self.engine.func_exports(self.load(meta))
+        # Walking wasmtime's export list costs ~0.2 ms; an invocation asks every time.
+        sigs = self._sigs.get(meta["hash"])
+        if sigs is None:
+            sigs = self._sigs[meta["hash"]] = self.engine.func_exports(self.load(meta))
+        return sigs

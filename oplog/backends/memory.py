@@ -10,12 +10,24 @@ from .base import TABLES, Op
 
 
 class MemoryBackend:
-    """Tables are dicts plus a sorted key list, so scans cost O(log n + k)."""
+    """Tables are dicts plus a key list that is sorted lazily, before a scan.
+
+    Oplog appends arrive in key order per worker but interleave across workers, so
+    keeping the list sorted on every insert would cost O(n) per put.
+    """
 
     def __init__(self) -> None:
         self.location = "memory://"
         self._data: dict[str, dict[bytes, bytes]] | None = {t: {} for t in TABLES}
         self._keys: dict[str, list[bytes]] = {t: [] for t in TABLES}
+        self._unsorted: set[str] = set()
+
+    def _sorted_keys(self, table: str) -> list[bytes]:
+        keys = self._keys[table]
+        if table in self._unsorted:
+            keys.sort()
+            self._unsorted.discard(table)
+        return keys
 
     def _table(self, table: str) -> dict[bytes, bytes]:
         if self._data is None:
@@ -27,13 +39,16 @@ class MemoryBackend:
 
     def _set(self, table: str, key: bytes, value: bytes | None) -> None:
         data = self._table(table)
-        keys = self._keys[table]
         if value is None:
             if data.pop(key, None) is not None:
+                keys = self._sorted_keys(table)
                 del keys[bisect.bisect_left(keys, key)]
             return
         if key not in data:
-            bisect.insort(keys, key)
+            keys = self._keys[table]
+            if keys and key < keys[-1]:
+                self._unsorted.add(table)
+            keys.append(key)
         data[key] = bytes(value)
 
     def put(self, table: str, key: bytes, value: bytes) -> None:
@@ -48,7 +63,7 @@ class MemoryBackend:
     def scan(self, table: str, start: bytes, end: bytes | None = None, *,
              reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
         data = self._table(table)
-        keys = self._keys[table]
+        keys = self._sorted_keys(table)
         lo = bisect.bisect_left(keys, start)
         hi = len(keys) if end is None else bisect.bisect_left(keys, end)
         # Copy the slice so writes during iteration don't disturb it.

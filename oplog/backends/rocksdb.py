@@ -15,7 +15,8 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-from collections.abc import Iterator, Sequence
+import weakref
+from collections.abc import Generator, Iterator, Sequence
 
 import rocksdict
 
@@ -70,6 +71,10 @@ class RocksBackend:
         self._handles = {n: self._db.get_column_family_handle(n) for n in TABLES}
         self._wopts = rocksdict.WriteOptions()
         self._wopts.sync = sync
+        # Open iterators keep the database (and RocksDB's own LOCK) alive; close()
+        # ends them first so that closing really releases the store.
+        self._scans: weakref.WeakSet[Generator[tuple[bytes, bytes], None, None]] = \
+            weakref.WeakSet()
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:
@@ -111,6 +116,12 @@ class RocksBackend:
 
     def scan(self, table: str, start: bytes, end: bytes | None = None, *,
              reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+        gen = self._scan(table, start, end, reverse)
+        self._scans.add(gen)
+        return gen
+
+    def _scan(self, table: str, start: bytes, end: bytes | None,
+              reverse: bool) -> Generator[tuple[bytes, bytes], None, None]:
         self._check()
         it = self._cf[table].iter()
         try:
@@ -142,6 +153,8 @@ class RocksBackend:
 
     def close(self) -> None:
         if self._db is not None:
+            for gen in list(self._scans):
+                gen.close()
             self._cf.clear()
             self._handles.clear()
             try:
