@@ -1,15 +1,17 @@
 """golemish.oplog: entries, their encoding and the store. Knows nothing about wasm."""
 
 from .entries import (
-    Create, Entry, HostCall, InvokeEnd, InvokeFailed, InvokeStart, Log, TypedValue,
+    Create, Entry, HostCall, InvokeEnd, InvokeFailed, InvokeStart, Log, Snapshot, TypedValue,
     decode_entry, encode_entry,
 )
 from .errors import CorruptionError, GolemishError, StoreClosedError, StoreError, StoreInUseError
+from .snapshots import Manifest, SnapshotStore, page_hash
 from .store import Store, WorkerOplog, content_hash, open_store
 
 __all__ = [
     "Create", "Entry", "HostCall", "InvokeEnd", "InvokeFailed", "InvokeStart", "Log",
-    "TypedValue", "decode_entry", "encode_entry",
+    "Snapshot", "TypedValue", "decode_entry", "encode_entry", "Manifest", "SnapshotStore",
+    "page_hash",
     "CorruptionError", "GolemishError", "StoreClosedError", "StoreError", "StoreInUseError",
     "Store", "WorkerOplog", "content_hash", "open_store",
 ]

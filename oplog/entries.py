@@ -149,8 +149,30 @@ class Log(Entry):
         return f"{'stdout' if self.stream == 1 else 'stderr'} {_preview(self.data)}"
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot(Entry):
+    """Memory and globals were captured here; the manifest is stored under this index.
+
+    Written in one batch with the manifest and its new pages (DESIGN.md invariant 3).
+    """
+
+    KIND: ClassVar[int] = 7
+    NAME: ClassVar[str] = "snapshot"
+    memory_size: int
+    page_size: int
+    changed_pages: int = 0
+    stored_bytes: int = 0
+    tracker: str = ""
+    duration_ns: int = 0
+
+    def summary(self) -> str:
+        return (f"{self.memory_size >> 10} KiB in {self.page_size >> 10} KiB pages, "
+                f"{self.changed_pages} changed, {self.stored_bytes:,} bytes stored "
+                f"({self.tracker}, {self.duration_ns / 1e6:.2f} ms)")
+
+
 ENTRY_TYPES: dict[int, type[Entry]] = {
-    t.KIND: t for t in (Create, InvokeStart, InvokeEnd, InvokeFailed, HostCall, Log)
+    t.KIND: t for t in (Create, InvokeStart, InvokeEnd, InvokeFailed, HostCall, Log, Snapshot)
 }
 
 
@@ -214,6 +236,6 @@ def decode_entry(raw: bytes, *, key: str = "oplog", index: int | None = None) ->
 
 __all__ = [
     "FORMAT_VERSION", "Entry", "Create", "InvokeStart", "InvokeEnd", "InvokeFailed",
-    "HostCall", "Log", "ENTRY_TYPES", "TypedValue", "encode_entry", "decode_entry",
+    "HostCall", "Log", "Snapshot", "ENTRY_TYPES", "TypedValue", "encode_entry", "decode_entry",
     "peek_kind", "encode_host_call",
 ]

@@ -22,9 +22,10 @@ import zlib
 from collections.abc import Iterator
 from typing import Any
 
-from .backends.base import Backend
-from .entries import Entry, decode_entry, encode_entry, encode_host_call, peek_kind
+from .backends.base import Backend, Op
+from .entries import Entry, Snapshot, decode_entry, encode_entry, encode_host_call, peek_kind
 from .errors import CorruptionError, StoreError
+from .snapshots import Manifest, SnapshotStore
 
 STORE_FORMAT = b"1"
 _U64 = struct.Struct(">Q")
@@ -126,9 +127,9 @@ class WorkerOplog:
         raw = self._b.get("oplog", self._key(index))
         return None if raw is None else decode_entry(raw, key=self.worker_id, index=index)
 
-    def kinds(self) -> Iterator[tuple[int, int]]:
-        """(index, kind) for every entry, skimming headers only: planners use this."""
-        for index, raw in self.raw():
+    def kinds(self, start: int = 1) -> Iterator[tuple[int, int]]:
+        """(index, kind) from ``start`` on, skimming headers only: planners use this."""
+        for index, raw in self.raw(start):
             yield index, peek_kind(raw)
 
     def delete_ops(self) -> list[tuple[str, bytes, None]]:
@@ -140,6 +141,7 @@ class Store:
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
+        self.snapshots = SnapshotStore(backend)
         fmt = backend.get("meta", b"format")
         if fmt is None:
             backend.put("meta", b"format", STORE_FORMAT)
@@ -228,11 +230,27 @@ class Store:
     def delete_worker(self, worker_id: str) -> None:
         """Remove the worker and its oplog (retention is explicit: this is the user's call)."""
         ops: list[Any] = WorkerOplog(self.backend, worker_id).delete_ops()
+        ops.extend(self.snapshots.delete_all_ops(worker_id))
         ops.append(("workers", worker_id.encode(), None))
         self.backend.write(ops)
 
     def oplog(self, worker_id: str) -> WorkerOplog:
         return WorkerOplog(self.backend, worker_id)
+
+    def write_snapshot(self, log: WorkerOplog, entry: Snapshot, manifest: Manifest,
+                       page_ops: list[Op], keep: int) -> int:
+        """Pages, manifest, Snapshot entry and pruning of old snapshots in one batch.
+
+        ``manifest.index`` must be the index the entry gets. Returns that index.
+        """
+        index, entry_op = log.append_ops(entry)
+        if manifest.index != index:
+            raise StoreError(f"manifest for index {manifest.index} written at {index}")
+        ops = [*page_ops, self.snapshots.manifest_op(log.worker_id, manifest), entry_op,
+               *self.snapshots.prune_ops(log.worker_id, keep, pending=manifest)]
+        self.backend.write(ops)
+        log.committed(index)
+        return index
 
 
 def open_store(url: str, *, sync: bool = False) -> Store:

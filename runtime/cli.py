@@ -23,15 +23,19 @@ from golemish.oplog import GolemishError
 from .crash import CrashPoints
 from .errors import ArgumentError
 from .executor import Runtime, RuntimeConfig
+from .policy import SnapshotPolicy
 from .values import format_value
 
 
 class Ctx:
-    def __init__(self, home: str, as_json: bool, debug: bool, sync: bool) -> None:
+    def __init__(self, home: str, as_json: bool, debug: bool, sync: bool, recovery: str,
+                 policy: SnapshotPolicy) -> None:
         self.home = home
         self.json = as_json
         self.debug = debug
         self.sync = sync
+        self.recovery = recovery
+        self.policy = policy
         self.memory_limit_mib = 256
         self.time_limit = 60.0
 
@@ -39,7 +43,8 @@ class Ctx:
         crash = CrashPoints(crash_at) if crash_at else CrashPoints.from_env()
         return Runtime(RuntimeConfig(home=self.home, sync=self.sync, crash=crash,
                                      memory_limit=self.memory_limit_mib << 20,
-                                     time_limit=self.time_limit))
+                                     time_limit=self.time_limit, recovery=self.recovery,
+                                     snapshot_policy=self.policy))
 
 
 def _fail(ctx: Ctx, err: BaseException) -> NoReturn:
@@ -90,10 +95,22 @@ def _emit_json(obj: Any) -> None:
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
 @click.option("--sync", is_flag=True, envvar="GOLEMISH_SYNC",
               help="fsync every commit (survives power loss, slower).")
+@click.option("--recovery", type=click.Choice(["auto", "snapshot", "replay"]), default="auto",
+              envvar="GOLEMISH_RECOVERY", show_default=True,
+              help="Rebuild workers from the newest snapshot plus the oplog tail, or by "
+                   "replaying the whole oplog (for comparisons).")
+@click.option("--snapshot-policy", "policy", default="adaptive", envvar="GOLEMISH_SNAPSHOT_POLICY",
+              show_default=True, metavar="POLICY",
+              help="Default snapshot policy: adaptive[:TARGET_S], every:N, interval:S or off.")
 @click.pass_context
-def main(click_ctx: click.Context, home: str, as_json: bool, debug: bool, sync: bool) -> None:
+def main(click_ctx: click.Context, home: str, as_json: bool, debug: bool, sync: bool,
+         recovery: str, policy: str) -> None:
     """golemish: durable WebAssembly workers that survive crashes."""
-    click_ctx.obj = Ctx(home, as_json, debug, sync)
+    try:
+        parsed = SnapshotPolicy.parse(policy)
+    except GolemishError as e:
+        raise click.BadParameter(str(e), param_hint="--snapshot-policy") from None
+    click_ctx.obj = Ctx(home, as_json, debug, sync, recovery, parsed)
 
 
 @main.command()

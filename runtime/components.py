@@ -22,7 +22,8 @@ import wasmtime
 from golemish.oplog import Store, content_hash
 
 from .engine import Engine, FuncSig
-from .errors import ComponentError, MissingImportsError, NotFoundError
+from .errors import ComponentError, InvalidModuleError, MissingImportsError, NotFoundError
+from .instrument import GLOBAL_PREFIX, TABLE_PREFIX, InstrumentError, instrument
 from .wasi import MODULE as WASI_MODULE
 from .wasi import SIGNATURES as WASI_SIGNATURES
 from .wasi import signature as wasi_signature
@@ -56,6 +57,20 @@ def missing_imports(engine: Engine, module: wasmtime.Module) -> list[str]:
     return missing
 
 
+def compile_instrumented(engine: Engine, wasm: bytes) -> wasmtime.Module:
+    """Compile the module with its hidden globals and tables exported for snapshots."""
+    engine.compile(wasm)  # validate the module as given first, for a clear message
+    try:
+        rewritten = instrument(wasm).wasm
+    except InstrumentError as e:
+        raise InvalidModuleError(f"cannot prepare the module for snapshots: {e}") from None
+    return engine.compile(rewritten)
+
+
+def is_internal_export(name: str) -> bool:
+    return name.startswith((GLOBAL_PREFIX, TABLE_PREFIX))
+
+
 @dataclass(frozen=True)
 class DeployResult:
     meta: dict[str, Any]
@@ -69,11 +84,11 @@ def deploy(store: Store, engine: Engine, wasm: bytes, name: str) -> DeployResult
     for meta in versions:
         if meta["hash"] == digest:
             return DeployResult(meta, created=False)
-    module = engine.compile(wasm)
+    module = compile_instrumented(engine, wasm)
     missing = missing_imports(engine, module)
     if missing:
         raise MissingImportsError(missing)
-    exports = engine.exports(module)
+    exports = [e for e in engine.exports(module) if not is_internal_export(e[0])]
     meta = {
         "name": name,
         "version": len(versions),
@@ -90,8 +105,12 @@ def deploy(store: Store, engine: Engine, wasm: bytes, name: str) -> DeployResult
     return DeployResult(meta, created=True)
 
 
+#: Bumped whenever instrumentation changes what gets compiled.
+INSTRUMENTATION_VERSION = 1
+
+
 def _compiled_key(engine: Engine, digest: str) -> str:
-    return f"{digest}:{engine.fingerprint}"
+    return f"{digest}:{engine.fingerprint}:i{INSTRUMENTATION_VERSION}"
 
 
 def resolve(store: Store, name: str, version: int | None = None) -> dict[str, Any]:
@@ -137,7 +156,7 @@ class ModuleCache:
             except wasmtime.WasmtimeError:
                 code = None
         if code is None:
-            module = self.engine.compile(self.store.get_wasm(digest))
+            module = compile_instrumented(self.engine, self.store.get_wasm(digest))
             code = self.engine.serialize(module)
             self.store.put_compiled(key, code)
         if path is not None:
@@ -152,5 +171,7 @@ class ModuleCache:
         # Walking wasmtime's export list costs ~0.2 ms; an invocation asks every time.
         sigs = self._sigs.get(meta["hash"])
         if sigs is None:
-            sigs = self._sigs[meta["hash"]] = self.engine.func_exports(self.load(meta))
+            sigs = self._sigs[meta["hash"]] = {
+                n: sig for n, sig in self.engine.func_exports(self.load(meta)).items()
+                if not is_internal_export(n)}
         return sigs

@@ -8,6 +8,7 @@ pointer handling) are dealt with once.
 from __future__ import annotations
 
 import ctypes
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -68,6 +69,41 @@ def _describe(ty: Any) -> tuple[str, str]:
     return type(ty).__name__.lower(), ""
 
 
+def _wasmtime_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("wasmtime")
+    except PackageNotFoundError:  # pragma: no cover - vendored copies
+        return "unknown"
+
+
+_F32 = struct.Struct("<f")
+_F64 = struct.Struct("<d")
+_I32 = struct.Struct("<i")
+_I64 = struct.Struct("<q")
+
+
+def to_bits(ty: str, value: int | float) -> int:
+    """A global's value as the unsigned bit pattern that snapshots store."""
+    if ty == "f32":
+        return int.from_bytes(_F32.pack(value), "little")
+    if ty == "f64":
+        return int.from_bytes(_F64.pack(value), "little")
+    if ty == "i32":
+        return int(value) & 0xFFFFFFFF
+    return int(value) & 0xFFFFFFFFFFFFFFFF
+
+
+def from_bits(ty: str, bits: int) -> int | float:
+    if ty == "f32":
+        return _F32.unpack(bits.to_bytes(4, "little"))[0]
+    if ty == "f64":
+        return _F64.unpack(bits.to_bytes(8, "little"))[0]
+    if ty == "i32":
+        return _I32.unpack(bits.to_bytes(4, "little"))[0]
+    return _I64.unpack(bits.to_bytes(8, "little"))[0]
+
+
 @dataclass(frozen=True, slots=True)
 class HostFunc:
     module: str
@@ -84,11 +120,14 @@ class Engine:
         config.epoch_interruption = True
         # Linear memory never moves, so a host function may cache its base pointer.
         config.memory_may_move = False
+        # Plain anonymous memory (no copy-on-write image of the data segments), so
+        # userfaultfd write-protection sees every page of it.
+        config.memory_init_cow = False
         self._engine = wasmtime.Engine(config)
         self._ticker: threading.Thread | None = None
         self._closing = threading.Event()
         # Serialized code only loads under the same engine build and settings.
-        self.fingerprint = f"wasmtime-{wasmtime.__version__ if hasattr(wasmtime, '__version__') else 'x'}-epoch-nomove-v1"
+        self.fingerprint = f"wasmtime-{_wasmtime_version()}-epoch-nomove-nocow-v1"
 
     def _start_ticker(self) -> None:
         if self._ticker is not None:
@@ -199,6 +238,38 @@ class Instance:
 
     def write(self, ptr: int, data: bytes) -> None:
         ctypes.memmove(self.base + ptr, data, len(data))
+
+    def grow_to(self, size: int) -> None:
+        """Grow linear memory to ``size`` bytes (a restore needs the snapshot's size)."""
+        assert self._memory is not None
+        have = self.memory_size()
+        if size > have:
+            if self._memory.grow(self._store, (size - have) // WASM_PAGE) < 0:
+                raise MemoryLimitExceeded(
+                    f"snapshot needs {size >> 20} MiB, above the memory cap of "
+                    f"{self.memory_limit >> 20} MiB")
+            self.memory_size()
+
+    def zero(self, ptr: int, n: int) -> None:
+        ctypes.memset(self.base + ptr, 0, n)
+
+    # -- globals and tables, through the exports added at deploy ----------------
+    def get_global(self, name: str) -> tuple[str, int]:
+        """(type, bit pattern) of an exported global."""
+        g = self._exports[name]
+        assert isinstance(g, wasmtime.Global)
+        ty = str(g.type(self._store).content)
+        return ty, to_bits(ty, g.value(self._store))
+
+    def set_global(self, name: str, ty: str, bits: int) -> None:
+        g = self._exports[name]
+        assert isinstance(g, wasmtime.Global)
+        g.set_value(self._store, from_bits(ty, bits))
+
+    def table_size(self, name: str) -> int:
+        t = self._exports[name]
+        assert isinstance(t, wasmtime.Table)
+        return t.size(self._store)
 
     # -- calls --------------------------------------------------------------
     def has_export(self, name: str) -> bool:

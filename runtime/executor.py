@@ -23,6 +23,8 @@ from .crash import CrashPoints
 from .engine import Engine, FuncSig
 from .errors import ArgumentError, ComponentError, NotFoundError
 from .journal import OutputFn
+from .policy import SnapshotPolicy
+from .snapshots import SnapshotConfig
 from .values import parse_args
 from .worker import InvocationResult, RecoveryReport, Worker
 
@@ -41,6 +43,12 @@ class RuntimeConfig:
     #: Wall-clock bound on one invocation, in seconds (epoch interruption).
     time_limit: float = 60.0
     crash: CrashPoints | None = None
+    #: Default snapshot policy; a worker's own policy (``worker config``) overrides it.
+    snapshot_policy: SnapshotPolicy = field(default_factory=lambda: SnapshotPolicy.parse(
+        os.environ.get("GOLEMISH_SNAPSHOT_POLICY", "adaptive")))
+    snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
+    #: "auto"/"snapshot": newest valid snapshot plus the oplog tail; "replay": from Create.
+    recovery: str = "auto"
 
 
 def parse_worker_id(worker_id: str) -> tuple[str, str]:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from golemish.oplog import Entry, HostCall, InvokeEnd, InvokeFailed, InvokeStart, Log, WorkerOplog
+from golemish.oplog import (
+    Entry, HostCall, InvokeEnd, InvokeFailed, InvokeStart, Log, Snapshot, WorkerOplog,
+)
 
 from .crash import CrashPoints
 from .errors import DivergenceError
@@ -22,7 +24,7 @@ from .errors import DivergenceError
 OutputFn = Callable[[int, bytes], None]
 
 #: Entries that end an invocation's body; the guest must not read past them.
-_BOUNDARY = (InvokeStart, InvokeEnd, InvokeFailed)
+_BOUNDARY = (InvokeStart, InvokeEnd, InvokeFailed, Snapshot)
 
 
 def describe(entry: Entry) -> str:

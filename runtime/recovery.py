@@ -14,9 +14,11 @@ from golemish.oplog import Create, CorruptionError, InvokeEnd, InvokeFailed, Inv
 
 @dataclass(frozen=True)
 class RecoveryPlan:
-    """How to rebuild a worker from its oplog by replay."""
+    """How to rebuild a worker: from a snapshot (or Create), then replay of the tail."""
 
     last_index: int
+    #: The snapshot index the tail starts after; 0 means full replay from Create.
+    start: int = 0
     #: Completed invocations to re-execute, in order (their InvokeStart indexes).
     replay: tuple[int, ...] = ()
     #: Failed invocations to skip: start index -> end index. Their effects were discarded.
@@ -25,9 +27,17 @@ class RecoveryPlan:
     open_start: int | None = None
 
 
-def plan_recovery(worker_id: str, kinds: Iterable[tuple[int, int]]) -> RecoveryPlan:
-    """Plan from (index, entry kind) pairs in index order.
+def snapshot_candidates(snapshot_indexes: Iterable[int], last_index: int) -> list[int]:
+    """Snapshots worth trying, newest first: those the oplog actually reaches."""
+    return sorted((i for i in snapshot_indexes if 1 < i <= last_index), reverse=True)
 
+
+def plan_recovery(worker_id: str, kinds: Iterable[tuple[int, int]], start: int = 0
+                  ) -> RecoveryPlan:
+    """Plan the replay of (index, entry kind) pairs in index order.
+
+    ``start`` is the index of the snapshot being restored (the kinds then begin
+    at start + 1), or 0 for full replay (they begin with the Create entry).
     Raises CorruptionError when the sequence cannot have been written by golemish
     (no Create first, a gap, an end without a start, nested starts).
     """
@@ -38,7 +48,7 @@ def plan_recovery(worker_id: str, kinds: Iterable[tuple[int, int]]) -> RecoveryP
     replay: list[int] = []
     skip: dict[int, int] = {}
     open_start: int | None = None
-    last = 0
+    last = start
     for index, kind in kinds:
         if index != last + 1:
             raise bad(last + 1, "missing entry")
@@ -63,4 +73,4 @@ def plan_recovery(worker_id: str, kinds: Iterable[tuple[int, int]]) -> RecoveryP
             raise bad(index, "a second create entry")
     if last == 0:
         raise bad(1, "the oplog is empty")
-    return RecoveryPlan(last, tuple(replay), skip, open_start)
+    return RecoveryPlan(last, start, tuple(replay), skip, open_start)

@@ -15,14 +15,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from golemish.oplog import (
-    Create, Entry, GolemishError, InvokeEnd, InvokeFailed, InvokeStart, TypedValue,
+    CorruptionError, Create, Entry, GolemishError, InvokeEnd, InvokeFailed, InvokeStart,
+    Manifest, Snapshot, TypedValue,
 )
 
 from .errors import (
     DivergenceError, InvocationFailed, NotFoundError, WorkerFailedError,
 )
 from .journal import Cursor, Journal, OutputFn, describe
-from .recovery import plan_recovery
+from .policy import PolicyState, SnapshotPolicy
+from .recovery import plan_recovery, snapshot_candidates
+from .snapshots import Layout, MemoryImage, SnapshotError, restore
 from .values import format_results, same_values, typed
 from .wasi import WasiHost
 
@@ -36,6 +39,11 @@ class RecoveryReport:
     """What a recovery did, for the CLI and benchmarks."""
 
     mode: str = "replay"
+    #: Oplog index of the snapshot restored (0: full replay from Create).
+    snapshot_index: int = 0
+    restore_seconds: float = 0.0
+    #: Snapshots that could not be used, and why (newest first).
+    fallbacks: list[str] = field(default_factory=list)
     entries: int = 0
     replayed_invocations: int = 0
     skipped_failed: int = 0
@@ -45,8 +53,15 @@ class RecoveryReport:
     finished: dict[str, Any] | None = None
 
     def describe(self) -> str:
-        msg = (f"recovered by {self.mode} of {self.entries} oplog entries "
-               f"({self.replayed_invocations} invocations) in {self.seconds * 1e3:.1f} ms")
+        if self.mode == "snapshot":
+            msg = (f"recovered from the snapshot at oplog index {self.snapshot_index} plus "
+                   f"{self.entries} entries ({self.replayed_invocations} invocations) in "
+                   f"{self.seconds * 1e3:.1f} ms")
+        else:
+            msg = (f"recovered by replay of {self.entries} oplog entries "
+                   f"({self.replayed_invocations} invocations) in {self.seconds * 1e3:.1f} ms")
+        if self.fallbacks:
+            msg += f"; unusable snapshots skipped: {'; '.join(self.fallbacks)}"
         if self.finished:
             f = self.finished
             outcome = (f"-> {format_results(f['results'])}" if f["ok"]
@@ -80,22 +95,37 @@ class Worker:
             raise NotFoundError(f"worker {self.id}: component {meta['component']} "
                                 f"v{meta['version']} is gone")
         self.module = runtime.modules.load(self.component)
-        self.signatures: dict[str, FuncSig] = runtime.engine.func_exports(self.module)
+        self.signatures: dict[str, FuncSig] = runtime.modules.signatures(self.component)
+        self.layout = Layout.of(e[0] for e in runtime.engine.exports(self.module))
         self.instance: Instance | None = None
+        self.image: MemoryImage | None = None
+        self.policy = SnapshotPolicy.parse(meta["snapshot_policy"]) \
+            if meta.get("snapshot_policy") else runtime.config.snapshot_policy
+        self.policy_state = PolicyState(self.policy)
+        self.last_recovery: RecoveryReport | None = None
         self.memory_limit: int = meta.get("memory_limit", runtime.config.memory_limit)
         self.time_limit: float = meta.get("time_limit", runtime.config.time_limit)
 
     # -- instance lifecycle ---------------------------------------------------
-    def _instantiate(self, create: Create) -> Instance:
+    def _instantiate(self, create: Create, *, initialize: bool = True) -> Instance:
         host = WasiHost(self.journal, create.args, create.env)
         inst = self.rt.engine.instantiate(self.module, host.functions(),
                                           memory_limit=self.memory_limit)
         host.bind(inst)
-        if inst.has_export("_initialize"):
+        if initialize and inst.has_export("_initialize"):
             inst.call("_initialize", [], time_limit=self.time_limit)
         return inst
 
+    def _track(self, base: Manifest | None) -> None:
+        """Start dirty tracking of the live instance, relative to ``base``."""
+        assert self.instance is not None
+        if self.durable:
+            self.image = MemoryImage(self.instance, self.layout, self.rt.config.snapshots, base)
+
     def discard(self) -> None:
+        if self.image is not None:
+            self.image.close()
+            self.image = None
         if self.instance is not None:
             self.instance.close()
             self.instance = None
@@ -116,6 +146,7 @@ class Worker:
         """First start: the Create entry is already stored; run initialisation live."""
         self.journal.go_live()
         self.instance = self._instantiate(create)
+        self._track(None)
 
     # -- recovery ------------------------------------------------------------
     def ensure_ready(self) -> RecoveryReport | None:
@@ -124,26 +155,68 @@ class Worker:
         if self.instance is not None:
             return None
         try:
-            return self.recover()
+            report = self.recover()
         except DivergenceError as e:
             self.discard()
             self._fail(e)
             raise
+        except BaseException:
+            self.discard()
+            raise
+        self.maybe_snapshot()
+        return report
+
+    def _restore_latest(self, create: Create, report: RecoveryReport) -> Manifest | None:
+        """Restore the newest snapshot that verifies; None when there is none."""
+        if self.rt.config.recovery == "replay":
+            return None
+        snaps = self.rt.store.snapshots
+        for index in snapshot_candidates(snaps.indexes(self.id), self.oplog.last_index):
+            t0 = time.perf_counter()
+            inst = None
+            try:
+                manifest = snaps.manifest(self.id, index)
+                if manifest.component_hash != self.component["hash"]:
+                    raise SnapshotError("it was taken of another component version")
+                inst = self._instantiate(create, initialize=False)
+                restore(inst, manifest, self.layout,
+                        lambda hashes: snaps.load_pages(self.id, hashes))
+            except (CorruptionError, SnapshotError, InvocationFailed) as e:
+                if inst is not None:
+                    inst.close()
+                report.fallbacks.append(f"index {index}: {e}")
+                continue
+            self.instance = inst
+            report.mode, report.snapshot_index = "snapshot", index
+            report.restore_seconds = time.perf_counter() - t0
+            return manifest
+        return None
 
     def recover(self) -> RecoveryReport:
         t0 = time.perf_counter()
         report = RecoveryReport()
-        plan = plan_recovery(self.id, self.oplog.kinds())
-        report.entries = plan.last_index
-        cursor = Cursor(self.oplog.read())
-        item = cursor.next()
-        assert item is not None and isinstance(item[1], Create)
+        create = self.oplog.get(1)
+        if not isinstance(create, Create):
+            raise CorruptionError("oplog", self.id, "the first entry is not a create entry",
+                                  index=1)
         self.journal.replayed_calls = 0
+        base = self._restore_latest(create, report)
+        start = report.snapshot_index
+        plan = plan_recovery(self.id, self.oplog.kinds(start + 1), start)
+        report.entries = plan.last_index - start
+        cursor = Cursor(self.oplog.read(start + 1))
         self.journal.replay_from(cursor)
-        self.instance = self._instantiate(item[1])
+        if base is None:
+            cursor.next()  # the Create entry
+            self.instance = self._instantiate(create)
+        self._track(base)
+        t_tail = time.perf_counter()
         replay_limit = self.time_limit * 2 + 1
         while (item := cursor.peek()) is not None:
             index, entry = item
+            if isinstance(entry, Snapshot):
+                cursor.next()
+                continue
             if not isinstance(entry, InvokeStart):
                 # Initialisation or the previous invocation made fewer calls than recorded.
                 raise DivergenceError(self.id, index, describe(entry),
@@ -169,6 +242,15 @@ class Worker:
             again.finished = report.finished
             again.seconds += report.seconds
             return again
+        # The replayed tail is work a crash now would replay again: the policy counts it.
+        cost = None
+        if start:
+            snap = self.oplog.get(start)
+            cost = snap.duration_ns / 1e9 if isinstance(snap, Snapshot) else None
+        self.policy_state = PolicyState(self.policy, tail_s=time.perf_counter() - t_tail,
+                                        tail_invocations=report.replayed_invocations,
+                                        snapshot_cost_s=cost)
+        self.last_recovery = report
         return report
 
     def _replay_one(self, index: int, entry: InvokeStart, cursor: Cursor, limit: float) -> None:
@@ -240,6 +322,40 @@ class Worker:
         self.rt.crash.hit("after-invocation")
         return results
 
+    # -- snapshots -------------------------------------------------------------
+    def snapshot(self) -> Snapshot | None:
+        """Capture memory and globals now (between invocations). None if not possible."""
+        self.ensure_ready()
+        if self.image is None:
+            return None
+        t0 = time.perf_counter_ns()
+        index = self.oplog.last_index + 1
+        snaps = self.rt.store.snapshots
+        try:
+            manifest, new, changed = self.image.capture(
+                index, self.component["hash"], lambda h: snaps.has_page(self.id, h))
+        except SnapshotError as e:
+            self.image.close()
+            self.image = None
+            self.meta = dict(self.meta, snapshots_disabled=str(e))
+            self.rt.store.put_worker(self.meta)
+            return None
+        page_ops, stored = snaps.page_ops(self.id, new)
+        entry = Snapshot(manifest.memory_size, manifest.page_size, changed, stored,
+                         self.image.tracker_name, time.perf_counter_ns() - t0)
+        self.rt.crash.hit("mid-snapshot-write")
+        self.rt.store.write_snapshot(self.oplog, entry, manifest, page_ops,
+                                     self.rt.config.snapshots.keep)
+        self.rt.crash.hit("after-snapshot-write")
+        self.image.committed(manifest)
+        self.policy_state.snapshotted(entry.duration_ns / 1e9)
+        return entry
+
+    def maybe_snapshot(self) -> Snapshot | None:
+        if self.image is not None and self.policy_state.due():
+            return self.snapshot()
+        return None
+
     def invoke(self, function: str, params: Sequence[TypedValue],
                idempotency_key: str | None = None) -> InvocationResult:
         t0 = time.perf_counter()
@@ -247,12 +363,15 @@ class Worker:
         start = self.journal.append(InvokeStart(function, tuple(params), idempotency_key,
                                                 time.time_ns()))
         self.rt.crash.hit("before-invocation")
+        t_run = time.perf_counter()
         try:
             results = self._run(function, params)
         except DivergenceError as e:
             self.discard()
             self._fail(e)
             raise
+        self.policy_state.invoked(time.perf_counter() - t_run)
+        self.maybe_snapshot()
         return InvocationResult(function, results, start, time.perf_counter() - t0, recovery)
 
     def status(self) -> str:

@@ -90,7 +90,8 @@ def test_corrupt_store_is_reported_not_used(cli, counter, home):
         raw = bytearray(store.backend.get("oplog", key))
         raw[-1] ^= 0xFF
         store.backend.put("oplog", key, bytes(raw))
-    one_line_error(cli("invoke", "counter/a", "get"), "corrupt oplog entry at counter/a index 2")
+    one_line_error(cli("--recovery", "replay", "invoke", "counter/a", "get"),
+                   "corrupt oplog entry at counter/a index 2")
 
 
 def test_busy_store_names_the_owner(cli, counter, home):

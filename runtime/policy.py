@@ -1,0 +1,101 @@
+"""When to snapshot: every N invocations, every T seconds, or adaptively.
+
+The adaptive policy bounds recovery time. Replaying the tail of the oplog
+costs about what running those invocations cost, so we keep an estimate of the
+work done since the last snapshot and snapshot when it reaches an interval τ:
+
+    τ = max(min(sqrt(2·C·M), target), C / max_overhead)
+
+where C is the measured cost of a snapshot and M the assumed mean time between
+crashes. sqrt(2·C·M) is Young's optimal checkpoint interval (Daly refined it);
+``target`` caps the expected replay of the tail, which is what users feel as
+recovery time; ``C / max_overhead`` keeps snapshotting from eating more than
+that fraction of throughput when snapshots are expensive (large, dirty memory).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from .errors import ArgumentError
+
+
+@dataclass(frozen=True)
+class SnapshotPolicy:
+    kind: str = "adaptive"          # adaptive | every | interval | off
+    every: int = 0                  # invocations, for "every"
+    interval_s: float = 0.0         # seconds, for "interval"
+    target_tail_s: float = 0.05     # adaptive: bound on the tail's replay time
+    max_overhead: float = 0.05      # adaptive: share of time snapshots may take
+    mtbf_s: float = 3600.0          # adaptive: assumed mean time between crashes
+
+    @classmethod
+    def parse(cls, text: str) -> SnapshotPolicy:
+        """``adaptive[:TARGET_S]``, ``every:N``, ``interval:SECONDS`` or ``off``."""
+        kind, _, arg = text.strip().partition(":")
+        try:
+            if kind == "adaptive":
+                return cls("adaptive", target_tail_s=float(arg) if arg else 0.05)
+            if kind == "every" and int(arg) >= 1:
+                return cls("every", every=int(arg))
+            if kind == "interval" and float(arg) > 0:
+                return cls("interval", interval_s=float(arg))
+            if kind == "off" and not arg:
+                return cls("off")
+        except ValueError:
+            pass
+        raise ArgumentError(f"bad snapshot policy {text!r}: use adaptive[:SECONDS], "
+                            "every:N, interval:SECONDS or off")
+
+    def __str__(self) -> str:
+        if self.kind == "every":
+            return f"every:{self.every}"
+        if self.kind == "interval":
+            return f"interval:{self.interval_s:g}"
+        if self.kind == "adaptive":
+            return f"adaptive:{self.target_tail_s:g}"
+        return "off"
+
+
+class PolicyState:
+    """What the policy has seen since the last snapshot of one worker."""
+
+    def __init__(self, policy: SnapshotPolicy, *, tail_s: float = 0.0, tail_invocations: int = 0,
+                 snapshot_cost_s: float | None = None, last_snapshot_wall: float | None = None
+                 ) -> None:
+        self.policy = policy
+        self.tail_s = tail_s
+        self.tail_invocations = tail_invocations
+        self.cost_s = snapshot_cost_s
+        self.last_wall = last_snapshot_wall if last_snapshot_wall is not None else time.time()
+
+    def interval_s(self) -> float:
+        """The adaptive τ for the current cost estimate."""
+        p = self.policy
+        if self.cost_s is None:  # no snapshot measured yet: aim at the target alone
+            return p.target_tail_s
+        c = self.cost_s
+        return max(min(math.sqrt(2 * c * p.mtbf_s), p.target_tail_s), c / p.max_overhead)
+
+    def invoked(self, seconds: float) -> None:
+        self.tail_s += seconds
+        self.tail_invocations += 1
+
+    def due(self) -> bool:
+        p = self.policy
+        if p.kind == "off" or self.tail_invocations == 0:
+            return False
+        if p.kind == "every":
+            return self.tail_invocations >= p.every
+        if p.kind == "interval":
+            return time.time() - self.last_wall >= p.interval_s
+        return self.tail_s >= self.interval_s()
+
+    def snapshotted(self, cost_s: float) -> None:
+        # An exponential average: one slow snapshot should not stretch τ for long.
+        self.cost_s = cost_s if self.cost_s is None else 0.7 * self.cost_s + 0.3 * cost_s
+        self.tail_s = 0.0
+        self.tail_invocations = 0
+        self.last_wall = time.time()

@@ -1,0 +1,200 @@
+"""Capture and restore of a live instance's memory and globals (DESIGN.md invariants 3-4).
+
+Capture happens only between invocations. It hashes the pages that may have
+changed since the last snapshot — the pages userfaultfd saw written, or every
+page when the kernel cannot tell us (the hashing tracker) — and stores only the
+pages whose content hash is new. Both trackers produce the same manifest.
+
+Restore goes into a fresh instance: grow memory to the snapshot's size, copy
+the pages in, set the mutable globals through the exports added at deploy, and
+check the table sizes. ``_initialize`` and the start function are not run again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from golemish.oplog import Manifest
+from golemish.oplog.snapshots import HASH_SIZE, ZERO_HASH, page_hash
+
+from .dirty import OS_PAGE, DirtyTrackingError, UffdTracker, pages_from_ranges
+from .engine import Instance
+from .errors import GolemishError
+from .instrument import GLOBAL_PREFIX, TABLE_PREFIX
+
+DEFAULT_PAGE_SIZE = 16384
+
+
+class SnapshotError(GolemishError):
+    """A snapshot cannot be taken or does not fit the instance it is restored into."""
+
+
+@dataclass(frozen=True)
+class SnapshotConfig:
+    #: Bytes per snapshot page: a multiple of 4 KiB dividing 64 KiB.
+    page_size: int = DEFAULT_PAGE_SIZE
+    zstd_level: int = 1
+    #: How many snapshots to keep per worker.
+    keep: int = 3
+    #: "auto" (userfaultfd where the kernel has it, else hashing), "uffd" or "hash".
+    tracker: str = "auto"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The state a snapshot covers beyond memory: instrumented global and table exports."""
+
+    globals: tuple[str, ...]
+    tables: tuple[str, ...]
+
+    @classmethod
+    def of(cls, export_names: Iterable[str]) -> Layout:
+        names = sorted(export_names)
+        return cls(tuple(n for n in names if n.startswith(GLOBAL_PREFIX)),
+                   tuple(n for n in names if n.startswith(TABLE_PREFIX)))
+
+
+class HashTracker:
+    """The fallback: no kernel help, so every page is a candidate and hashing decides."""
+
+    name = "hash"
+
+    def start(self, base: int, length: int) -> None:
+        pass
+
+    def grow(self, new_length: int) -> None:
+        pass
+
+    def collect(self) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def make_tracker(kind: str) -> UffdTracker | HashTracker:
+    if kind == "hash" or (kind == "auto" and not UffdTracker.available()):
+        return HashTracker()
+    if kind == "uffd" and not UffdTracker.available():
+        raise SnapshotError("userfaultfd write-protect tracking is not available here "
+                            "(needs Linux >= 6.7); use the hash tracker")
+    return UffdTracker()
+
+
+class MemoryImage:
+    """Tracks one live instance between snapshots and captures it."""
+
+    def __init__(self, inst: Instance, layout: Layout, config: SnapshotConfig,
+                 base: Manifest | None) -> None:
+        self.inst = inst
+        self.layout = layout
+        self.config = config
+        self.base = base if base is not None and base.page_size == config.page_size else None
+        self._known = self.base.nonzero() if self.base is not None else set()
+        self.tables = {t: inst.table_size(t) for t in layout.tables}
+        self.tracker = make_tracker(config.tracker)
+        self._tracked = inst.memory_size()
+        try:
+            self.tracker.start(inst.base, self._tracked)
+        except DirtyTrackingError:
+            self.tracker.close()
+            self.tracker = HashTracker()
+
+    @property
+    def tracker_name(self) -> str:
+        return self.tracker.name
+
+    def close(self) -> None:
+        self.tracker.close()
+
+    def _candidates(self, npages: int) -> Iterable[int]:
+        size = self.inst.memory_size()
+        if size != self._tracked:
+            self.tracker.grow(size)
+            self._tracked = size
+        ranges = self.tracker.collect()
+        if ranges is None or self.base is None:
+            return range(npages)
+        dirty = set(pages_from_ranges(ranges, self.config.page_size))
+        dirty.update(range(self.base.page_count, npages))  # grown since the base
+        return sorted(p for p in dirty if p < npages)
+
+    def capture(self, index: int, component_hash: str, has_page: Callable[[bytes], bool],
+                stats: tuple[tuple[str, int], ...] = ()) -> tuple[Manifest, dict[bytes, bytes], int]:
+        """(manifest, pages to store, number of changed pages). Resets dirty tracking."""
+        inst = self.inst
+        for name, size in self.tables.items():
+            if inst.table_size(name) != size:
+                raise SnapshotError(f"table {name} changed size ({size} -> "
+                                    f"{inst.table_size(name)}); its contents cannot be "
+                                    "captured, so this worker recovers by replay")
+        ps = self.config.page_size
+        size = inst.memory_size()
+        npages = size // ps
+        zero = bytes(ps)
+        if self.base is not None:
+            pages = bytearray(self.base.pages[:npages * HASH_SIZE])
+            pages += ZERO_HASH * (npages - self.base.page_count)
+        else:
+            pages = bytearray(ZERO_HASH * npages)
+        new: dict[bytes, bytes] = {}
+        changed = 0
+        read = inst.read
+        for p in self._candidates(npages):
+            data = read(p * ps, ps)
+            h = ZERO_HASH if data == zero else page_hash(data)
+            off = p * HASH_SIZE
+            if pages[off:off + HASH_SIZE] != h:
+                changed += 1
+                pages[off:off + HASH_SIZE] = h
+                if h != ZERO_HASH and h not in self._known and h not in new and not has_page(h):
+                    new[h] = data
+        globals_ = tuple((n, *inst.get_global(n)) for n in self.layout.globals)
+        manifest = Manifest(index, component_hash, ps, size, bytes(pages), globals_,
+                            tuple(self.tables.items()), time.time_ns(), stats)
+        return manifest, new, changed
+
+    def committed(self, manifest: Manifest) -> None:
+        """The manifest is stored: it is the base for the next incremental capture."""
+        self.base = manifest
+        self._known = manifest.nonzero()
+
+
+def restore(inst: Instance, manifest: Manifest, layout: Layout,
+            load_pages: Callable[[Iterable[bytes]], dict[bytes, bytes]],
+            batch: int = 512) -> None:
+    """Rebuild memory and globals of a fresh instance from a manifest.
+
+    Raises SnapshotError when the snapshot does not fit the module, and lets
+    CorruptionError from ``load_pages`` through; either way the instance must be
+    thrown away.
+    """
+    names = tuple(g[0] for g in manifest.globals)
+    if names != layout.globals or tuple(t[0] for t in manifest.tables) != layout.tables:
+        raise SnapshotError("snapshot globals/tables do not match the module's")
+    for name, size in manifest.tables:
+        if inst.table_size(name) != size:
+            raise SnapshotError(f"table {name} has size {inst.table_size(name)}, "
+                                f"snapshot expects {size}")
+    ps = manifest.page_size
+    if ps % OS_PAGE or 65536 % ps:
+        raise SnapshotError(f"unsupported snapshot page size {ps}")
+    initial = inst.memory_size()
+    if manifest.memory_size < initial:
+        raise SnapshotError("snapshot memory is smaller than the module's initial memory")
+    inst.grow_to(manifest.memory_size)
+    n = manifest.page_count
+    for lo in range(0, n, batch):
+        hi = min(n, lo + batch)
+        wanted = [manifest.page(p) for p in range(lo, hi)]
+        data = load_pages({h for h in wanted if h != ZERO_HASH})
+        for p, h in zip(range(lo, hi), wanted):
+            if h == ZERO_HASH:
+                if p * ps < initial:  # fresh pages past the initial size are zero already
+                    inst.zero(p * ps, ps)
+            else:
+                inst.write(p * ps, data[h])
+    for name, ty, bits in manifest.globals:
+        inst.set_global(name, ty, bits)
