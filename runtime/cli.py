@@ -233,10 +233,22 @@ def worker_show(ctx: Ctx, worker_id: str) -> None:
             ("invocations", info["invocations"]), ("created", _when(info["created_at"])),
             ("limits", f"memory {info.get('memory_limit', 0) >> 20} MiB, "
                        f"{info.get('time_limit', 0):g} s per invocation")]
+    rows.append(("snapshots", f"{info['snapshots']} kept, policy {info['snapshot_policy']}, "
+                              f"dirty tracking by {info['dirty_tracker']}"))
+    if info.get("latest_snapshot"):
+        rows += [("latest", f"at oplog index {info['latest_snapshot']}, memory "
+                            f"{info['memory_bytes'] / (1 << 20):.1f} MiB"),
+                 ("stored", f"{info['snapshot_pages']} pages, "
+                            f"{info['snapshot_stored_bytes']:,} bytes; dedup "
+                            f"{info['dedup_ratio']}x, compression {info['compression_ratio']}x")]
+    if info.get("snapshots_disabled"):
+        rows.append(("no snapshots", info["snapshots_disabled"]))
+    if info.get("last_recovery"):
+        rows.append(("last recovery", info["last_recovery"]))
     if info.get("error"):
         rows.append(("error", info["error"]))
     for k, v in rows:
-        click.echo(f"{k + ':':<14} {v}")
+        click.echo(f"{k + ':':<15} {v}")
 
 
 @worker.command("oplog")
@@ -252,6 +264,39 @@ def worker_oplog(ctx: Ctx, worker_id: str, start: int, end: int | None) -> None:
         _emit_json([{"index": i, **e.to_json()} for i, e in entries])
         return
     _table([(i, e.NAME, e.summary()) for i, e in entries], ["index", "kind", "summary"])
+
+
+@worker.command("snapshot")
+@click.argument("worker_id", metavar="WORKER")
+@click.option("--full", is_flag=True, help="Capture every page, ignoring earlier snapshots.")
+@_run
+def worker_snapshot(ctx: Ctx, worker_id: str, full: bool) -> None:
+    """Take a snapshot of a worker now."""
+    with ctx.runtime() as rt:
+        entry = rt.snapshot(worker_id, full=full)
+        index = rt.store.oplog(worker_id).last_index
+        meta = rt.store.get_worker(worker_id) or {}
+    if entry is None:
+        raise GolemishError(f"worker {worker_id} cannot be snapshotted: "
+                            f"{meta.get('snapshots_disabled', 'it is ephemeral')}")
+    if ctx.json:
+        _emit_json({"index": index, **entry.to_json()})
+    else:
+        click.echo(f"snapshot of {worker_id} at oplog index {index}: {entry.summary()}")
+
+
+@worker.command("config")
+@click.argument("worker_id", metavar="WORKER")
+@click.option("--snapshot-policy", "policy", metavar="POLICY",
+              help="adaptive[:TARGET_S], every:N, interval:SECONDS or off.")
+@_run
+def worker_config(ctx: Ctx, worker_id: str, policy: str | None) -> None:
+    """Change a worker's settings."""
+    parsed = SnapshotPolicy.parse(policy) if policy else None
+    with ctx.runtime() as rt:
+        rt.configure(worker_id, snapshot_policy=parsed)
+        info = rt.worker_info(worker_id)
+    click.echo(f"{worker_id}: snapshot policy {info['snapshot_policy']}")
 
 
 @worker.command("resume")

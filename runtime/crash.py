@@ -20,6 +20,8 @@ POINTS = {
     "after-host-call": "after a host call ran live, before its result is recorded",
     "before-invocation": "after the invocation is recorded, before the guest runs",
     "after-invocation": "after the invocation's result is recorded, before it is returned",
+    "mid-snapshot-write": "after a snapshot is captured and compressed, before its batch is written",
+    "after-snapshot-write": "after a snapshot's batch (pages, manifest, entry) is written",
 }
 
 

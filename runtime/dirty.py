@@ -55,8 +55,11 @@ class DirtyTracker(Protocol):
     def grow(self, new_length: int) -> None:
         """The memory grew in place; ``[old, new_length)`` is dirty at the next collect."""
 
-    def collect(self) -> list[tuple[int, int]]:
-        """Ranges written since start()/the previous collect(); re-arms tracking."""
+    def collect(self) -> list[tuple[int, int]] | None:
+        """Ranges written since start()/the previous collect(); re-arms tracking.
+
+        ``None`` means "no information": every page is a candidate (hashing fallback).
+        """
 
     def close(self) -> None:
         """Release kernel resources (idempotent); the memory stays as it is."""
@@ -114,7 +117,6 @@ _PmScanArg = _struct(  # linux/fs.h
     "pm_scan_arg", "size", "flags", "start", "end", "walk_end", "vec", "vec_len",
     "max_pages", "category_inverted", "category_mask", "category_anyof_mask", "return_mask")
 
-
 # linux/userfaultfd.h
 UFFD_API = 0xAA
 UFFDIO = 0xAA  # ioctl type
@@ -134,7 +136,6 @@ PM_SCAN_CHECK_WPASYNC = 1 << 1  # fail (EPERM) rather than skip pages not under 
 PAGEMAP_SCAN = _iowr(ord("f"), 16, ctypes.sizeof(_PmScanArg))  # 0xC0606610
 # userfaultfd(2) is not in libc's wrappers everywhere; its number is per-arch.
 _NR_USERFAULTFD = {"x86_64": 323, "aarch64": 282}
-
 _VEC_LEN = 1024  # page_region slots per PAGEMAP_SCAN call (24 KiB); we loop on walk_end
 
 

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from golemish.oplog import Create, Entry, Store, open_store
+from golemish.oplog import CorruptionError, Create, Entry, InvokeStart, Store, open_store
 
 from . import components
 from .components import DeployResult, ModuleCache
 from .crash import CrashPoints
+from .dirty import UffdTracker
 from .engine import Engine, FuncSig
 from .errors import ArgumentError, ComponentError, NotFoundError
 from .journal import OutputFn
@@ -173,6 +174,30 @@ class Runtime:
             w = self._get(worker_id, output, create=False)
             return w.ensure_ready()
 
+    def snapshot(self, worker_id: str, *, full: bool = False) -> Any:
+        """Take a snapshot of a worker now; returns the Snapshot entry (None if impossible)."""
+        with self._lock(worker_id):
+            w = self._get(worker_id, None, create=False)
+            return w.snapshot(full=full)
+
+    def worker(self, worker_id: str) -> Worker:
+        """The loaded worker object (recovered if needed), for tools and benchmarks."""
+        with self._lock(worker_id):
+            w = self._get(worker_id, None, create=False)
+            w.ensure_ready()
+            return w
+
+    def configure(self, worker_id: str, *, snapshot_policy: SnapshotPolicy | None) -> None:
+        """Per-worker settings that may change over its life."""
+        with self._lock(worker_id):
+            meta = self.store.get_worker(worker_id)
+            if meta is None:
+                raise NotFoundError(f"no worker {worker_id}")
+            if snapshot_policy is not None:
+                meta["snapshot_policy"] = str(snapshot_policy)
+            self.store.put_worker(meta)
+            self._workers.pop(worker_id, None)
+
     def worker_ids(self) -> list[str]:
         return [m["id"] for m in self.store.list_workers()]
 
@@ -182,9 +207,36 @@ class Runtime:
             raise NotFoundError(f"no worker {worker_id}")
         w = self._workers.get(worker_id) or Worker(self, meta, None)
         oplog = w.oplog
-        invocations = sum(1 for _, k in oplog.kinds() if k == 2)
+        invocations = sum(1 for _, k in oplog.kinds() if k == InvokeStart.KIND)
         return {**meta, "status": w.status(), "oplog_length": oplog.last_index,
-                "invocations": invocations}
+                "invocations": invocations, "snapshot_policy": str(w.policy),
+                **self._snapshot_info(w)}
+
+    def _snapshot_info(self, w: Worker) -> dict[str, Any]:
+        snaps = self.store.snapshots
+        indexes = snaps.indexes(w.id)
+        info: dict[str, Any] = {"snapshots": len(indexes), "dirty_tracker": (
+            w.image.tracker_name if w.image is not None
+            else "uffd" if UffdTracker.available() else "hash")}
+        if not indexes:
+            return info
+        manifests = []
+        for i in indexes:
+            try:
+                manifests.append(snaps.manifest(w.id, i))
+            except CorruptionError:
+                pass
+        pages, stored = snaps.page_sizes(w.id)
+        latest = manifests[0] if manifests else None
+        logical = sum(len(m.nonzero()) * m.page_size for m in manifests)
+        unique = pages * (latest.page_size if latest else 1)
+        info.update(
+            latest_snapshot=indexes[0],
+            memory_bytes=latest.memory_size if latest else None,
+            snapshot_pages=pages, snapshot_stored_bytes=stored,
+            dedup_ratio=round(logical / unique, 2) if unique else None,
+            compression_ratio=round(unique / stored, 2) if stored else None)
+        return info
 
     def oplog(self, worker_id: str, start: int = 1,
               end: int | None = None) -> list[tuple[int, Entry]]:

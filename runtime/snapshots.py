@@ -122,8 +122,16 @@ class MemoryImage:
         return sorted(p for p in dirty if p < npages)
 
     def capture(self, index: int, component_hash: str, has_page: Callable[[bytes], bool],
-                stats: tuple[tuple[str, int], ...] = ()) -> tuple[Manifest, dict[bytes, bytes], int]:
-        """(manifest, pages to store, number of changed pages). Resets dirty tracking."""
+                stats: tuple[tuple[str, int], ...] = (), *, full: bool = False
+                ) -> tuple[Manifest, dict[bytes, bytes], int]:
+        """(manifest, pages to store, number of changed pages). Resets dirty tracking.
+
+        ``full`` ignores the base and the page store: every non-zero page is hashed and
+        returned for storing (the baseline incremental capture is measured against).
+        """
+        if full:
+            self.base, self._known = None, set()
+            has_page = _never
         inst = self.inst
         for name, size in self.tables.items():
             if inst.table_size(name) != size:
@@ -160,6 +168,10 @@ class MemoryImage:
         """The manifest is stored: it is the base for the next incremental capture."""
         self.base = manifest
         self._known = manifest.nonzero()
+
+
+def _never(_: bytes) -> bool:
+    return False
 
 
 def restore(inst: Instance, manifest: Manifest, layout: Layout,

@@ -119,7 +119,7 @@ class Worker:
     def _track(self, base: Manifest | None) -> None:
         """Start dirty tracking of the live instance, relative to ``base``."""
         assert self.instance is not None
-        if self.durable:
+        if self.durable and not self.meta.get("snapshots_disabled"):
             self.image = MemoryImage(self.instance, self.layout, self.rt.config.snapshots, base)
 
     def discard(self) -> None:
@@ -251,6 +251,10 @@ class Worker:
                                         tail_invocations=report.replayed_invocations,
                                         snapshot_cost_s=cost)
         self.last_recovery = report
+        if report.finished is not None or report.fallbacks:
+            # Worth remembering for `worker show`: a crash was repaired, or snapshots failed.
+            self.meta = dict(self.meta, last_recovery=report.describe(), status="idle")
+            self.rt.store.put_worker(self.meta)
         return report
 
     def _replay_one(self, index: int, entry: InvokeStart, cursor: Cursor, limit: float) -> None:
@@ -323,8 +327,11 @@ class Worker:
         return results
 
     # -- snapshots -------------------------------------------------------------
-    def snapshot(self) -> Snapshot | None:
-        """Capture memory and globals now (between invocations). None if not possible."""
+    def snapshot(self, *, full: bool = False) -> Snapshot | None:
+        """Capture memory and globals now (between invocations). None if not possible.
+
+        ``full`` captures every page as if there were no earlier snapshot.
+        """
         self.ensure_ready()
         if self.image is None:
             return None
@@ -333,7 +340,7 @@ class Worker:
         snaps = self.rt.store.snapshots
         try:
             manifest, new, changed = self.image.capture(
-                index, self.component["hash"], lambda h: snaps.has_page(self.id, h))
+                index, self.component["hash"], lambda h: snaps.has_page(self.id, h), full=full)
         except SnapshotError as e:
             self.image.close()
             self.image = None
