@@ -22,6 +22,9 @@ import zlib
 from collections.abc import Iterator
 from typing import Any
 
+import zstandard
+
+from . import codec
 from .backends.base import Backend, Op
 from .entries import Entry, Snapshot, decode_entry, encode_entry, encode_host_call, peek_kind
 from .errors import CorruptionError, StoreError
@@ -31,6 +34,8 @@ STORE_FORMAT = b"1"
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
 _CRC = struct.Struct("<I")
+#: Entries per archive chunk.
+ARCHIVE_CHUNK = 1024
 
 
 def _pack_json(obj: Any) -> bytes:
@@ -62,6 +67,7 @@ class WorkerOplog:
         self.worker_id = worker_id
         self._prefix = worker_id.encode() + b"\0"
         self._end = worker_id.encode() + b"\1"
+        # Archiving never takes the newest entries, so the last index is always live.
         last = next(backend.scan("oplog", self._prefix, self._end, reverse=True), None)
         self._last = self._index_of(last[0]) if last else 0
 
@@ -102,11 +108,58 @@ class WorkerOplog:
     def committed(self, index: int) -> None:
         self._last = index
 
+    def archive_span(self) -> tuple[int, int]:
+        """[lo, hi) of the archived indexes; (2, 2) when nothing is archived.
+
+        The Create entry (index 1) is never archived: every recovery needs it.
+        """
+        first = next(self._b.scan("archive", self._prefix, self._end), None)
+        if first is None:
+            return 2, 2
+        last = next(self._b.scan("archive", self._prefix, self._end, reverse=True))
+        return self._index_of(first[0]), self._index_of(last[0]) + ARCHIVE_CHUNK
+
+    def _archived(self, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+        """Archived entries in [start, end), from the chunks overlapping it."""
+        first_chunk = max(2, start - (start - 2) % ARCHIVE_CHUNK)
+        for k, blob in self._b.scan("archive", self._key(first_chunk), self._key(end)):
+            first = self._index_of(k)
+            for i, raw in enumerate(_unpack_chunk(blob, self.worker_id, first)):
+                if start <= first + i < end:
+                    yield first + i, raw
+
+    def _live(self, a: int, b: int | None) -> Iterator[tuple[int, bytes]]:
+        if b is None or a < b:
+            stop = self._end if b is None else self._key(b)
+            for k, v in self._b.scan("oplog", self._key(a), stop):
+                yield self._index_of(k), v
+
     def raw(self, start: int = 1, end: int | None = None) -> Iterator[tuple[int, bytes]]:
         """(index, stored bytes) for start <= index <= end, not verified."""
-        stop = self._end if end is None else self._key(end + 1)
-        for k, v in self._b.scan("oplog", self._key(start), stop):
-            yield self._index_of(k), v
+        stop = None if end is None else end + 1
+        lo, hi = self.archive_span()
+        yield from self._live(start, lo if stop is None else min(lo, stop))  # Create
+        if lo < hi:
+            yield from self._archived(max(start, lo), hi if stop is None else min(hi, stop))
+        yield from self._live(max(start, hi), stop)
+
+    def archive_ops(self, before: int) -> list[tuple[str, bytes, bytes | None]]:
+        """Ops moving whole chunks of live entries with 2 <= index < ``before`` to the archive.
+
+        Only full chunks move, so the archive is never a litter of tiny pieces.
+        """
+        _, first = self.archive_span()
+        ops: list[tuple[str, bytes, bytes | None]] = []
+        while before - first >= ARCHIVE_CHUNK:
+            chunk = [v for _, v in self._b.scan("oplog", self._key(first),
+                                                 self._key(first + ARCHIVE_CHUNK))]
+            if len(chunk) != ARCHIVE_CHUNK:
+                raise CorruptionError("oplog", self.worker_id, "gap in entries to archive",
+                                      index=first)
+            ops.append(("archive", self._key(first), _pack_chunk(chunk)))
+            ops.extend(("oplog", self._key(i), None) for i in range(first, first + ARCHIVE_CHUNK))
+            first += ARCHIVE_CHUNK
+        return ops
 
     def read(self, start: int = 1, end: int | None = None) -> Iterator[tuple[int, Entry]]:
         """Verified, decoded entries for start <= index <= end.
@@ -125,6 +178,8 @@ class WorkerOplog:
 
     def get(self, index: int) -> Entry | None:
         raw = self._b.get("oplog", self._key(index))
+        if raw is None and 1 <= index <= self._last:
+            raw = next((r for _, r in self.raw(index, index)), None)
         return None if raw is None else decode_entry(raw, key=self.worker_id, index=index)
 
     def kinds(self, start: int = 1) -> Iterator[tuple[int, int]]:
@@ -133,7 +188,26 @@ class WorkerOplog:
             yield index, peek_kind(raw)
 
     def delete_ops(self) -> list[tuple[str, bytes, None]]:
-        return [("oplog", k, None) for k, _ in self._b.scan("oplog", self._prefix, self._end)]
+        return [(t, k, None) for t in ("oplog", "archive")
+                for k, _ in self._b.scan(t, self._prefix, self._end)]
+
+
+def _pack_chunk(entries: list[bytes]) -> bytes:
+    body = zstandard.ZstdCompressor(level=3).compress(codec.encode(entries))
+    return _CRC.pack(zlib.crc32(body)) + body
+
+
+def _unpack_chunk(blob: bytes, worker_id: str, first: int) -> list[bytes]:
+    body = blob[_CRC.size:]
+    if len(blob) < _CRC.size or _CRC.unpack_from(blob)[0] != zlib.crc32(body):
+        raise CorruptionError("archived oplog chunk", worker_id, "checksum mismatch",
+                              index=first, hint="run `golemish store check`")
+    try:
+        entries = codec.decode(zstandard.ZstdDecompressor().decompress(body))
+    except (codec.DecodeError, zstandard.ZstdError) as e:
+        raise CorruptionError("archived oplog chunk", worker_id, f"undecodable: {e}",
+                              index=first) from None
+    return entries
 
 
 class Store:
@@ -238,10 +312,12 @@ class Store:
         return WorkerOplog(self.backend, worker_id)
 
     def write_snapshot(self, log: WorkerOplog, entry: Snapshot, manifest: Manifest,
-                       page_ops: list[Op], keep: int) -> int:
+                       page_ops: list[Op], keep: int, *, archive: bool = False) -> int:
         """Pages, manifest, Snapshot entry and pruning of old snapshots in one batch.
 
-        ``manifest.index`` must be the index the entry gets. Returns that index.
+        ``manifest.index`` must be the index the entry gets. Returns that index. With
+        ``archive``, whole chunks of entries older than the oldest kept snapshot then
+        move to the archive (a second batch: a crash between the two loses nothing).
         """
         index, entry_op = log.append_ops(entry)
         if manifest.index != index:
@@ -250,6 +326,12 @@ class Store:
                *self.snapshots.prune_ops(log.worker_id, keep, pending=manifest)]
         self.backend.write(ops)
         log.committed(index)
+        if archive:
+            kept = self.snapshots.indexes(log.worker_id)
+            if kept:
+                moves = log.archive_ops(min(kept))
+                if moves:
+                    self.backend.write(moves)
         return index
 
 

@@ -29,7 +29,8 @@ from .values import format_value
 
 class Ctx:
     def __init__(self, home: str, as_json: bool, debug: bool, sync: bool, recovery: str,
-                 policy: SnapshotPolicy) -> None:
+                 policy: SnapshotPolicy, retention: str = "keep") -> None:
+        self.retention = retention
         self.home = home
         self.json = as_json
         self.debug = debug
@@ -44,7 +45,8 @@ class Ctx:
         return Runtime(RuntimeConfig(home=self.home, sync=self.sync, crash=crash,
                                      memory_limit=self.memory_limit_mib << 20,
                                      time_limit=self.time_limit, recovery=self.recovery,
-                                     snapshot_policy=self.policy))
+                                     snapshot_policy=self.policy,
+                                     oplog_retention=self.retention))
 
 
 def _fail(ctx: Ctx, err: BaseException) -> NoReturn:
@@ -102,15 +104,19 @@ def _emit_json(obj: Any) -> None:
 @click.option("--snapshot-policy", "policy", default="adaptive", envvar="GOLEMISH_SNAPSHOT_POLICY",
               show_default=True, metavar="POLICY",
               help="Default snapshot policy: adaptive[:TARGET_S], every:N, interval:S or off.")
+@click.option("--oplog-retention", "retention", type=click.Choice(["keep", "archive"]),
+              default="keep", envvar="GOLEMISH_OPLOG_RETENTION", show_default=True,
+              help="Keep every oplog entry live, or archive those older than the oldest kept "
+                   "snapshot as zstd chunks (still readable and replayable).")
 @click.pass_context
 def main(click_ctx: click.Context, home: str, as_json: bool, debug: bool, sync: bool,
-         recovery: str, policy: str) -> None:
+         recovery: str, policy: str, retention: str) -> None:
     """golemish: durable WebAssembly workers that survive crashes."""
     try:
         parsed = SnapshotPolicy.parse(policy)
     except GolemishError as e:
         raise click.BadParameter(str(e), param_hint="--snapshot-policy") from None
-    click_ctx.obj = Ctx(home, as_json, debug, sync, recovery, parsed)
+    click_ctx.obj = Ctx(home, as_json, debug, sync, recovery, parsed, retention)
 
 
 @main.command()
@@ -229,7 +235,10 @@ def worker_show(ctx: Ctx, worker_id: str) -> None:
         _emit_json(info)
         return
     rows = [("worker", info["id"]), ("component", f"{info['component']} v{info['version']}"),
-            ("status", info["status"]), ("oplog length", info["oplog_length"]),
+            ("status", info["status"]),
+            ("oplog length", f"{info['oplog_length']}"
+                             + (f" ({info['oplog_archived']} archived)"
+                                if info["oplog_archived"] else "")),
             ("invocations", info["invocations"]), ("created", _when(info["created_at"])),
             ("limits", f"memory {info.get('memory_limit', 0) >> 20} MiB, "
                        f"{info.get('time_limit', 0):g} s per invocation")]

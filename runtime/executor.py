@@ -50,6 +50,10 @@ class RuntimeConfig:
     snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
     #: "auto"/"snapshot": newest valid snapshot plus the oplog tail; "replay": from Create.
     recovery: str = "auto"
+    #: "keep" every oplog entry live, or "archive" those older than the oldest kept
+    #: snapshot into zstd chunks (still readable, still replayable).
+    oplog_retention: str = field(
+        default_factory=lambda: os.environ.get("GOLEMISH_OPLOG_RETENTION", "keep"))
 
 
 def parse_worker_id(worker_id: str) -> tuple[str, str]:
@@ -208,7 +212,9 @@ class Runtime:
         w = self._workers.get(worker_id) or Worker(self, meta, None)
         oplog = w.oplog
         invocations = sum(1 for _, k in oplog.kinds() if k == InvokeStart.KIND)
+        lo, hi = oplog.archive_span()
         return {**meta, "status": w.status(), "oplog_length": oplog.last_index,
+                "oplog_archived": hi - lo,
                 "invocations": invocations, "snapshot_policy": str(w.policy),
                 **self._snapshot_info(w)}
 

@@ -111,10 +111,17 @@ class MemoryImage:
 
     def _candidates(self, npages: int) -> Iterable[int]:
         size = self.inst.memory_size()
-        if size != self._tracked:
-            self.tracker.grow(size)
-            self._tracked = size
-        ranges = self.tracker.collect()
+        try:
+            if size != self._tracked:
+                self.tracker.grow(size)
+                self._tracked = size
+            ranges = self.tracker.collect()
+        except DirtyTrackingError:
+            # The kernel may have re-armed pages it never reported: trust nothing
+            # and hash every page from now on.
+            self.tracker.close()
+            self.tracker = HashTracker()
+            ranges = None
         if ranges is None or self.base is None:
             return range(npages)
         dirty = set(pages_from_ranges(ranges, self.config.page_size))

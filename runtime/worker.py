@@ -352,7 +352,8 @@ class Worker:
                          self.image.tracker_name, time.perf_counter_ns() - t0)
         self.rt.crash.hit("mid-snapshot-write")
         self.rt.store.write_snapshot(self.oplog, entry, manifest, page_ops,
-                                     self.rt.config.snapshots.keep)
+                                     self.rt.config.snapshots.keep,
+                                     archive=self.rt.config.oplog_retention == "archive")
         self.rt.crash.hit("after-snapshot-write")
         self.image.committed(manifest)
         self.policy_state.snapshotted(entry.duration_ns / 1e9)

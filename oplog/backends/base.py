@@ -13,7 +13,8 @@ from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 #: Every table golemish uses. Backends create them when a store is first opened.
-TABLES = ("meta", "components", "wasm", "compiled", "workers", "oplog", "pages", "snapshots")
+TABLES = ("meta", "components", "wasm", "compiled", "workers", "oplog", "archive", "pages",
+          "snapshots")
 
 #: One write in an atomic batch: (table, key, value), value None deletes the key.
 Op = tuple[str, bytes, "bytes | None"]

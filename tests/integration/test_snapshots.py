@@ -189,3 +189,34 @@ def test_a_grown_table_disables_snapshots_and_replay_still_works(tmp_path):
     with kv_runtime(home) as rt:
         assert rt.resume("tab/a").mode == "replay"
         assert ints(rt.invoke("tab/a", "n")) == [1]
+
+
+def test_archived_oplog_stays_readable_and_replayable(tmp_path, guests):
+    from golemish.oplog import CorruptionError
+    from golemish.oplog.store import ARCHIVE_CHUNK
+
+    home = str(tmp_path / "s")
+    cfg = dict(snapshot_policy=SnapshotPolicy.parse("every:200"), oplog_retention="archive",
+               snapshots=SnapshotConfig(keep=2))
+    with Runtime(RuntimeConfig(home=home, **cfg)) as rt:
+        rt.deploy(guests["counter"].read_bytes(), "counter")
+        for _ in range(1200):
+            rt.invoke("counter/a", "add", ["1"])
+        log = rt.store.oplog("counter/a")
+        lo, hi = log.archive_span()
+        assert lo == 2 and hi - lo >= 2 * ARCHIVE_CHUNK  # Create stays live
+        assert hi <= min(rt.store.snapshots.indexes("counter/a"))
+        entries = rt.oplog("counter/a")
+        assert [i for i, _ in entries] == list(range(1, log.last_index + 1))
+        assert rt.worker_info("counter/a")["invocations"] == 1200
+    with Runtime(RuntimeConfig(home=home, recovery="replay", **cfg)) as rt:
+        assert rt.resume("counter/a").replayed_invocations == 1200
+        assert ints(rt.invoke("counter/a", "get")) == [1200]
+        _corrupt(rt, "archive", b"counter/a\0" + (2).to_bytes(8, "big"))
+    with Runtime(RuntimeConfig(home=home, recovery="replay", **cfg)) as rt:
+        with pytest.raises(CorruptionError, match="archived oplog chunk"):
+            rt.resume("counter/a")
+    with Runtime(RuntimeConfig(home=home, **cfg)) as rt:
+        # Snapshot recovery never reads the archive.
+        assert rt.resume("counter/a").mode == "snapshot"
+        assert ints(rt.invoke("counter/a", "get")) == [1200]
