@@ -52,6 +52,10 @@ def main() -> int:
     for n in ("5", "7", "30"):
         run("invoke", WORKER, "add", n)
 
+    print("\n# Snapshot the worker's memory now (the adaptive policy would do it on its own")
+    print("# once replaying the oplog tail would take long enough to matter):")
+    run("worker", "snapshot", WORKER)
+
     print("\n# Kill the process with SIGKILL inside the next invocation, after its random")
     print("# number was drawn but before it was recorded or anything was printed:")
     dead = run("invoke", WORKER, "add", "100", crash="after-host-call:2")
@@ -63,11 +67,12 @@ def main() -> int:
     print("\n# The next command recovers the worker from its oplog, finishes add(100)")
     print("# where it stopped, then runs its own invocation:")
     after = run("invoke", WORKER, "add", "1")
-    run("worker", "oplog", WORKER, "--from", "14")
+    run("worker", "oplog", WORKER, "--from", "16")
 
     total = after.stdout.strip().splitlines()[-1] if after.stdout.strip() else ""
     ok = (after.returncode == 0 and total == "143"
           and "finished the interrupted invocation add" in after.stdout
+          and "recovered from the snapshot" in after.stdout
           and after.stdout.count("add 100 -> total 142") == 1)
     print(f"\n{'OK' if ok else 'FAILED'}: total {total or '?'} (expected 5+7+30+100+1 = 143), "
           "add(100) ran exactly once, nothing printed twice")
