@@ -58,6 +58,24 @@ def _fmt_values(values: list[TypedValue] | tuple[TypedValue, ...]) -> str:
     return ", ".join(f"{v!r}:{t}" for t, v in values)
 
 
+def _payload(data: bytes, limit: int = 70) -> str:
+    """A readable rendering of a host call's encoded request or answer."""
+    try:
+        value = codec.decode(data)
+    except codec.DecodeError:
+        return data.hex()[:limit] or "-"
+
+    def show(v: Any) -> str:
+        if isinstance(v, bytes):
+            return repr(v[:24]) if len(v) <= 24 else f"<{len(v)} bytes>"
+        if isinstance(v, list):
+            return "[" + ", ".join(show(x) for x in v) + "]"
+        return repr(v) if isinstance(v, str) else str(v)
+
+    text = show(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _preview(data: bytes, limit: int = 60) -> str:
     text = data.decode("utf-8", "replace").rstrip("\n")
     return repr(text if len(text) <= limit else text[:limit] + "…")
@@ -122,6 +140,10 @@ class InvokeFailed(Entry):
         return f"{self.reason}: {self.message}"
 
 
+#: Host calls whose request and answer are codec-encoded (shown decoded).
+_STRUCTURED = {"http_request", "invoke", "promise_await"}
+
+
 @dataclass(frozen=True, slots=True)
 class HostCall(Entry):
     """A non-deterministic host call: what the guest asked and what it was told."""
@@ -133,6 +155,9 @@ class HostCall(Entry):
     response: bytes = b""
 
     def summary(self) -> str:
+        if self.name in _STRUCTURED:
+            req = f" {_payload(self.request)}" if self.request else ""
+            return f"{self.name}{req} -> {_payload(self.response)}"
         return f"{self.name} req={self.request.hex() or '-'} resp={self.response.hex()[:48] or '-'}"
 
 
@@ -171,8 +196,61 @@ class Snapshot(Entry):
                 f"({self.tracker}, {self.duration_ns / 1e6:.2f} ms)")
 
 
+@dataclass(frozen=True, slots=True)
+class EffectBegin(Entry):
+    """A call with an outside effect (HTTP, a call to another worker) is about to start.
+
+    Written before the effect runs. A Begin with no HostCall answer after it tells
+    recovery the effect may already have happened: it is sent again with the same
+    idempotency key, which the receiver uses to deduplicate.
+    """
+
+    KIND: ClassVar[int] = 8
+    NAME: ClassVar[str] = "effect"
+    name: str
+    request: bytes = b""
+    idempotency_key: str = ""
+
+    def summary(self) -> str:
+        return f"{self.name} {_payload(self.request)} key={self.idempotency_key[:12]}…"
+
+
+@dataclass(frozen=True, slots=True)
+class AtomicBegin(Entry):
+    """The guest opened an atomic region: a crash inside it re-runs the whole region."""
+
+    KIND: ClassVar[int] = 9
+    NAME: ClassVar[str] = "atomic-begin"
+
+
+@dataclass(frozen=True, slots=True)
+class AtomicEnd(Entry):
+    """The atomic region begun at ``begin`` is complete."""
+
+    KIND: ClassVar[int] = 10
+    NAME: ClassVar[str] = "atomic-end"
+    begin: int = 0
+
+    def summary(self) -> str:
+        return f"closes the region begun at {self.begin}"
+
+
+@dataclass(frozen=True, slots=True)
+class Rewind(Entry):
+    """Entries after ``to`` up to this one are void: a crash cut an atomic region short
+    and recovery re-ran it from its start. Kept for audit, skipped by replay."""
+
+    KIND: ClassVar[int] = 11
+    NAME: ClassVar[str] = "rewind"
+    to: int = 0
+
+    def summary(self) -> str:
+        return f"entries after {self.to} are void: the atomic region there was re-run"
+
+
 ENTRY_TYPES: dict[int, type[Entry]] = {
-    t.KIND: t for t in (Create, InvokeStart, InvokeEnd, InvokeFailed, HostCall, Log, Snapshot)
+    t.KIND: t for t in (Create, InvokeStart, InvokeEnd, InvokeFailed, HostCall, Log, Snapshot,
+                        EffectBegin, AtomicBegin, AtomicEnd, Rewind)
 }
 
 
@@ -236,6 +314,7 @@ def decode_entry(raw: bytes, *, key: str = "oplog", index: int | None = None) ->
 
 __all__ = [
     "FORMAT_VERSION", "Entry", "Create", "InvokeStart", "InvokeEnd", "InvokeFailed",
-    "HostCall", "Log", "Snapshot", "ENTRY_TYPES", "TypedValue", "encode_entry", "decode_entry",
+    "HostCall", "Log", "Snapshot", "EffectBegin", "AtomicBegin", "AtomicEnd", "Rewind",
+    "ENTRY_TYPES", "TypedValue", "encode_entry", "decode_entry",
     "peek_kind", "encode_host_call",
 ]

@@ -60,6 +60,8 @@ class Manifest:
     created_ns: int = 0
     #: Invocations and host calls the worker had made, for reports.
     stats: tuple[tuple[str, int], ...] = field(default=())
+    #: The host's own state for this worker (opaque here), e.g. a retry policy.
+    host: bytes = b""
 
     @property
     def page_count(self) -> int:
@@ -80,7 +82,7 @@ class Manifest:
         body = codec.encode([self.index, self.component_hash, self.page_size, self.memory_size,
                              self.pages, [list(g) for g in self.globals],
                              [list(t) for t in self.tables], self.created_ns,
-                             [list(s) for s in self.stats]])
+                             [list(s) for s in self.stats], self.host])
         packed = zstandard.ZstdCompressor(level=3).compress(body)
         return _BLOB_HEAD.pack(MANIFEST_VERSION, zlib.crc32(packed)) + packed
 
@@ -100,7 +102,7 @@ class Manifest:
         try:
             v = codec.decode(zstandard.ZstdDecompressor().decompress(packed))
             m = cls(v[0], v[1], v[2], v[3], v[4], tuple(tuple(g) for g in v[5]),
-                    tuple(tuple(t) for t in v[6]), v[7], tuple(tuple(s) for s in v[8]))
+                    tuple(tuple(t) for t in v[6]), v[7], tuple(tuple(s) for s in v[8]), v[9])
         except (codec.DecodeError, zstandard.ZstdError, IndexError, TypeError) as e:
             raise bad(f"undecodable: {e}") from None
         if len(m.pages) % HASH_SIZE or m.page_count * m.page_size != m.memory_size:

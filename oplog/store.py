@@ -7,6 +7,8 @@ Key layout (tables are the backend's)::
     compiled    cache key                    -> serialized native code
     workers     worker id                    -> checked JSON metadata
     oplog       worker id \\0 u64be(index)    -> encoded entry (see entries)
+    idempotency worker id \0 key             -> u64be(index of the InvokeStart)
+    promises    promise id                   -> checked JSON (worker, state, payload)
     meta        b"format"                    -> store format version
 
 Worker ids and component names never contain NUL, so ``id \\0`` is an exact
@@ -305,11 +307,41 @@ class Store:
         """Remove the worker and its oplog (retention is explicit: this is the user's call)."""
         ops: list[Any] = WorkerOplog(self.backend, worker_id).delete_ops()
         ops.extend(self.snapshots.delete_all_ops(worker_id))
+        p = worker_id.encode() + b"\0"
+        ops.extend(("idempotency", k, None)
+                   for k, _ in self.backend.scan("idempotency", p, worker_id.encode() + b"\1"))
         ops.append(("workers", worker_id.encode(), None))
         self.backend.write(ops)
 
     def oplog(self, worker_id: str) -> WorkerOplog:
         return WorkerOplog(self.backend, worker_id)
+
+    # -- idempotency keys -----------------------------------------------------
+    def idempotent_index(self, worker_id: str, key: str) -> int | None:
+        """The InvokeStart index of the invocation that used ``key``, if any."""
+        raw = self.backend.get("idempotency", worker_id.encode() + b"\0" + key.encode())
+        return None if raw is None else _U64.unpack(raw)[0]
+
+    def append_invocation(self, log: WorkerOplog, entry: Entry, key: str | None) -> int:
+        """Append an InvokeStart and, with a key, remember it in the same batch."""
+        if key is None:
+            return log.append(entry)
+        index, op = log.append_ops(entry)
+        self.backend.write([op, ("idempotency", log.worker_id.encode() + b"\0" + key.encode(),
+                                 _U64.pack(index))])
+        log.committed(index)
+        return index
+
+    # -- promises ----------------------------------------------------------------
+    def get_promise(self, promise_id: str) -> dict[str, Any] | None:
+        raw = self.backend.get("promises", promise_id.encode())
+        return None if raw is None else _unpack_json(raw, "promise", promise_id)
+
+    def put_promise(self, promise: dict[str, Any]) -> None:
+        self.backend.put("promises", promise["id"].encode(), _pack_json(promise))
+
+    def list_promises(self) -> list[dict[str, Any]]:
+        return [_unpack_json(v, "promise", k.decode()) for k, v in self.backend.scan("promises", b"")]
 
     def write_snapshot(self, log: WorkerOplog, entry: Snapshot, manifest: Manifest,
                        page_ops: list[Op], keep: int, *, archive: bool = False) -> int:

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ import click
 from golemish.oplog import GolemishError
 
 from .crash import CrashPoints
-from .errors import ArgumentError
+from .errors import ArgumentError, Suspended, WorkerSuspendedError
 from .executor import Runtime, RuntimeConfig
 from .policy import SnapshotPolicy
 from .values import format_value
@@ -66,6 +67,19 @@ def _run(fn: Callable[..., Any]) -> Callable[..., Any]:
         ctx: Ctx = click.get_current_context().find_object(Ctx)  # type: ignore[assignment]
         try:
             return fn(ctx, *args, **kwargs)
+        except WorkerSuspendedError as e:
+            _fail(ctx, GolemishError(
+                f"{e}; complete what it waits for, or abandon its pending invocation with "
+                f"`golemish worker interrupt {e.worker_id}`"))
+        except Suspended as e:
+            # Not a failure: the invocation waits, durably, and the process may exit.
+            if ctx.json:
+                _emit_json({"status": "suspended", "worker": e.worker_id,
+                            "promise": e.promise, "until_ns": e.until_ns})
+            else:
+                click.echo(f"golemish: {e}; resume with `golemish "
+                           + (f"promise complete {e.promise} DATA`" if e.promise
+                              else f"worker resume {e.worker_id}`"), err=True)
         except GolemishError as e:
             _fail(ctx, e)
         except OSError as e:
@@ -197,9 +211,13 @@ def invoke(ctx: Ctx, worker: str, function: str, args: tuple[str, ...],
         res = rt.invoke(worker, function, args, idempotency_key=idempotency_key,
                         output=write, env=pairs, durable=not ephemeral)
         res.recovery = res.recovery or recovery
+    if res.deduplicated and not ctx.json:
+        click.echo(f"golemish: idempotency key {idempotency_key!r} seen before: the recorded "
+                   "result, nothing ran again", err=True)
     if ctx.json:
         _emit_json({"worker": worker, "function": function, "oplog_index": res.index,
                     "results": _typed_json(res.results), "seconds": res.seconds,
+                    "deduplicated": res.deduplicated,
                     "recovery": vars(res.recovery) if res.recovery else None})
     elif res.results:
         click.echo(" ".join(format_value(v) for v in res.results))
@@ -298,23 +316,58 @@ def worker_snapshot(ctx: Ctx, worker_id: str, full: bool) -> None:
 @click.argument("worker_id", metavar="WORKER")
 @click.option("--snapshot-policy", "policy", metavar="POLICY",
               help="adaptive[:TARGET_S], every:N, interval:SECONDS or off.")
+@click.option("--allow-http", multiple=True, metavar="HOST[:PORT]",
+              help="Let the worker reach this host over HTTP ('*': any). Loopback always can.")
+@click.option("--deny-http", multiple=True, metavar="HOST[:PORT]",
+              help="Take a host off the worker's HTTP allow-list.")
 @_run
-def worker_config(ctx: Ctx, worker_id: str, policy: str | None) -> None:
+def worker_config(ctx: Ctx, worker_id: str, policy: str | None, allow_http: tuple[str, ...],
+                  deny_http: tuple[str, ...]) -> None:
     """Change a worker's settings."""
     parsed = SnapshotPolicy.parse(policy) if policy else None
     with ctx.runtime() as rt:
-        rt.configure(worker_id, snapshot_policy=parsed)
+        rt.configure(worker_id, snapshot_policy=parsed, allow_http=allow_http,
+                     deny_http=deny_http)
         info = rt.worker_info(worker_id)
-    click.echo(f"{worker_id}: snapshot policy {info['snapshot_policy']}")
+    if ctx.json:
+        _emit_json(info)
+        return
+    click.echo(f"{worker_id}: snapshot policy {info['snapshot_policy']}, HTTP allow-list: "
+               f"{', '.join(info.get('http_allow', [])) or 'loopback only'}")
+
+
+@worker.command("interrupt")
+@click.argument("worker_id", metavar="WORKER")
+@_run
+def worker_interrupt(ctx: Ctx, worker_id: str) -> None:
+    """Abandon a worker's pending invocation (suspended or cut off by a crash).
+
+    It is recorded as failed and the worker returns to its state from before it;
+    effects it already had (HTTP calls, calls to other workers) are not undone.
+    """
+    with ctx.runtime() as rt:
+        pending = rt.interrupt(worker_id)
+    click.echo(f"interrupted {pending} on {worker_id}" if pending
+               else f"{worker_id} had no pending invocation")
 
 
 @worker.command("resume")
 @click.argument("worker_id", metavar="WORKER")
+@click.option("--wait", is_flag=True, help="If the worker sleeps, wait until it wakes.")
 @_run
-def worker_resume(ctx: Ctx, worker_id: str) -> None:
-    """Recover a worker now, finishing an invocation a crash interrupted."""
+def worker_resume(ctx: Ctx, worker_id: str, wait: bool) -> None:
+    """Recover a worker now: finish an invocation a crash cut off, or one whose timer
+    is due or whose promise was completed."""
     with ctx.runtime() as rt:
-        report = rt.resume(worker_id, output=lambda s, d: _writer(s, d, ctx.json))
+        while True:
+            try:
+                report = rt.resume(worker_id, output=lambda s, d: _writer(s, d, ctx.json))
+                break
+            except WorkerSuspendedError as e:
+                if not (wait and e.until_ns):
+                    raise Suspended(e.worker_id, promise=e.promise, until_ns=e.until_ns) \
+                        from None
+                time.sleep(max(0.0, e.until_ns / 1e9 - time.time() - rt.suspend_after_s()))
     if ctx.json:
         _emit_json(vars(report) if report else None)
     elif report is not None:
@@ -330,6 +383,51 @@ def worker_delete(ctx: Ctx, worker_id: str) -> None:
         rt.delete_worker(worker_id)
     if not ctx.json:
         click.echo(f"deleted {worker_id}")
+
+
+@main.group()
+def promise() -> None:
+    """Promises: values a worker awaits from outside (a human's approval, a webhook)."""
+
+
+@promise.command("list")
+@_run
+def promise_list(ctx: Ctx) -> None:
+    """List promises and their state."""
+    with ctx.runtime() as rt:
+        promises = rt.list_promises()
+    if ctx.json:
+        _emit_json(promises)
+        return
+    _table([(p["id"], p["worker"], p["state"], _when(p["created_at"]),
+             _when(p["completed_at"]) if p.get("completed_at") else "-") for p in promises],
+           ["promise", "worker", "state", "created", "completed"])
+
+
+@promise.command("complete")
+@click.argument("promise_id", metavar="PROMISE")
+@click.argument("data", default="")
+@_run
+def promise_complete(ctx: Ctx, promise_id: str, data: str) -> None:
+    """Complete PROMISE with DATA and resume the worker awaiting it.
+
+    The worker's invocation continues here; its output goes to this command.
+    """
+    with ctx.runtime() as rt:
+        p, outcome = rt.complete_promise(promise_id, data.encode(),
+                                         output=lambda s, d: _writer(s, d, ctx.json))
+    if isinstance(outcome, Suspended):
+        raise outcome
+    finished = getattr(outcome, "finished", None)
+    if ctx.json:
+        _emit_json({"promise": promise_id, "worker": p["worker"], "finished": finished})
+    elif finished:
+        result = (" ".join(format_value(v) for v in finished["results"]) if finished["ok"]
+                  else f"failed: {finished['error']}")
+        click.echo(f"golemish: {p['worker']} finished {finished['function']}: {result}",
+                   err=True)
+        if finished["ok"] and finished["results"]:
+            click.echo(" ".join(format_value(v) for v in finished["results"]))
 
 
 @main.group()

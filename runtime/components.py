@@ -24,6 +24,7 @@ from golemish.oplog import Store, content_hash
 from .engine import Engine, FuncSig
 from .errors import ComponentError, InvalidModuleError, MissingImportsError, NotFoundError
 from .instrument import GLOBAL_PREFIX, TABLE_PREFIX, InstrumentError, instrument
+from . import host_api
 from .wasi import MODULE as WASI_MODULE
 from .wasi import SIGNATURES as WASI_SIGNATURES
 from .wasi import signature as wasi_signature
@@ -33,7 +34,9 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 def host_provides() -> dict[tuple[str, str], FuncSig]:
     """Every function the host offers guests, with its core signature."""
-    return {(WASI_MODULE, n): wasi_signature(n) for n in WASI_SIGNATURES}
+    provided = {(WASI_MODULE, n): wasi_signature(n) for n in WASI_SIGNATURES}
+    provided.update({(host_api.MODULE, n): host_api.signature(n) for n in host_api.SIGNATURES})
+    return provided
 
 
 def check_name(name: str, what: str = "component") -> str:
@@ -54,6 +57,12 @@ def missing_imports(engine: Engine, module: wasmtime.Module) -> list[str]:
             missing.append(f"{mod}.{name}")
         elif str(want) != sig:
             missing.append(f"{mod}.{name} (imported as {sig}, host has {want})")
+    needs = sorted(n for m, n, *_ in engine.imports(module)
+                   if m == host_api.MODULE and n in host_api.NEEDS_REALLOC)
+    realloc = engine.func_exports(module).get("cabi_realloc")
+    if needs and str(realloc) != "(i32, i32, i32, i32) -> i32":
+        missing.append(f"export cabi_realloc (i32, i32, i32, i32) -> i32, which "
+                       f"{', '.join(needs)} use to hand the guest its results")
     return missing
 
 

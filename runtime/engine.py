@@ -296,6 +296,16 @@ class Instance:
             return []
         return list(out) if isinstance(out, (tuple, list)) else [out]
 
+    def call_nested(self, name: str, args: Sequence[int | float]) -> Any:
+        """Call an export from inside a host function (e.g. the guest's allocator).
+
+        The outer call's deadline stays in force; a trap propagates to the outer call.
+        """
+        func = self._exports.get(name)
+        if not isinstance(func, wasmtime.Func):
+            raise NotFoundError(f"the guest exports no {name!r}")
+        return func(self._store, *args)
+
     def _classify(self, t: wasmtime.Trap) -> InvocationFailed:
         code = t.trap_code
         where = ""

@@ -16,6 +16,9 @@
     │   └── GuestExit                  the guest called proc_exit
     ├── DivergenceError                replay asked for something other than what was recorded
     ├── WorkerFailedError              the worker is marked failed (after a divergence)
+    ├── Suspended                      the invocation waits (promise, long sleep): not a failure
+    │   └── WorkerSuspendedError       …and the worker cannot take other work until it resumes
+    ├── PromiseError                   unknown promise, or completed twice
     └── CrashPointError                a bad GOLEMISH_CRASH_AT specification
 
 ``InvocationFailed`` is terminal for that invocation but not for the worker:
@@ -40,7 +43,7 @@ class MissingImportsError(ComponentError):
 
     def __init__(self, missing: list[str]) -> None:
         self.missing = missing
-        super().__init__(f"component imports {len(missing)} function(s) the host does not "
+        super().__init__(f"component needs {len(missing)} thing(s) the host does not "
                          f"provide: {', '.join(missing)}")
 
 
@@ -94,6 +97,42 @@ class WorkerFailedError(GolemishError):
     """The worker is marked failed and refuses invocations until it is deleted."""
 
 
+class Suspended(GolemishError):
+    """The invocation is waiting on a promise or a long sleep; its state is in the oplog.
+
+    Raised out of the guest by the host; the worker's instance is released and the
+    invocation is finished later by `golemish worker resume` or the next command.
+    """
+
+    retryable = True
+
+    def __init__(self, worker_id: str, *, promise: str | None = None,
+                 until_ns: int | None = None) -> None:
+        self.worker_id = worker_id
+        self.promise = promise
+        self.until_ns = until_ns
+        super().__init__(f"worker {worker_id} suspended, {self.waiting_for()}")
+
+    def waiting_for(self) -> str:
+        if self.promise is not None:
+            return f"awaiting promise {self.promise}"
+        import datetime as _dt
+        when = _dt.datetime.fromtimestamp((self.until_ns or 0) / 1e9).isoformat(" ", "seconds")
+        return f"sleeping until {when}"
+
+    def as_meta(self) -> dict[str, object]:
+        return {"promise": self.promise} if self.promise is not None \
+            else {"until_ns": self.until_ns}
+
+
+class WorkerSuspendedError(Suspended):
+    """An invocation was asked of a worker that is still suspended."""
+
+
+class PromiseError(GolemishError):
+    """An unknown promise, or a promise completed twice."""
+
+
 class CrashPointError(GolemishError):
     """GOLEMISH_CRASH_AT names an unknown point or a bad count."""
 
@@ -102,5 +141,5 @@ __all__ = [
     "GolemishError", "ComponentError", "InvalidModuleError", "MissingImportsError",
     "NotFoundError", "ArgumentError", "InvocationFailed", "GuestTrap", "TimeLimitExceeded",
     "MemoryLimitExceeded", "GuestExit", "DivergenceError", "WorkerFailedError",
-    "CrashPointError",
+    "CrashPointError", "Suspended", "WorkerSuspendedError", "PromiseError",
 ]

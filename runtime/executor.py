@@ -8,6 +8,8 @@ may run in parallel threads (wasmtime releases the GIL while wasm runs).
 from __future__ import annotations
 
 import os
+import secrets
+import struct
 import threading
 import time
 from collections.abc import Sequence
@@ -22,7 +24,10 @@ from .components import DeployResult, ModuleCache
 from .crash import CrashPoints
 from .dirty import UffdTracker
 from .engine import Engine, FuncSig
-from .errors import ArgumentError, ComponentError, NotFoundError
+from .errors import (
+    ArgumentError, ComponentError, GolemishError, InvocationFailed, NotFoundError, PromiseError,
+    Suspended,
+)
 from .journal import OutputFn
 from .policy import SnapshotPolicy
 from .snapshots import SnapshotConfig
@@ -50,6 +55,12 @@ class RuntimeConfig:
     snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
     #: "auto"/"snapshot": newest valid snapshot plus the oplog tail; "replay": from Create.
     recovery: str = "auto"
+    #: Hosts (``host`` or ``host:port``, ``*`` for any) every worker may reach over HTTP,
+    #: besides loopback. Workers and components add their own.
+    http_allow: tuple[str, ...] = field(default_factory=lambda: tuple(
+        h for h in os.environ.get("GOLEMISH_HTTP_ALLOW", "").split(",") if h))
+    #: A durable sleep longer than this suspends the worker instead of blocking.
+    suspend_after_s: float = 2.0
     #: "keep" every oplog entry live, or "archive" those older than the oldest kept
     #: snapshot into zstd chunks (still readable, still replayable).
     oplog_retention: str = field(
@@ -79,6 +90,7 @@ class Runtime:
         self._workers: dict[str, Worker] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._calls = threading.local()  # workers on this thread's call stack
 
     def close(self) -> None:
         for w in self._workers.values():
@@ -191,7 +203,8 @@ class Runtime:
             w.ensure_ready()
             return w
 
-    def configure(self, worker_id: str, *, snapshot_policy: SnapshotPolicy | None) -> None:
+    def configure(self, worker_id: str, *, snapshot_policy: SnapshotPolicy | None = None,
+                  allow_http: Sequence[str] = (), deny_http: Sequence[str] = ()) -> None:
         """Per-worker settings that may change over its life."""
         with self._lock(worker_id):
             meta = self.store.get_worker(worker_id)
@@ -199,8 +212,101 @@ class Runtime:
                 raise NotFoundError(f"no worker {worker_id}")
             if snapshot_policy is not None:
                 meta["snapshot_policy"] = str(snapshot_policy)
+            allowed = [h for h in meta.get("http_allow", []) if h not in deny_http]
+            meta["http_allow"] = allowed + [h for h in allow_http if h not in allowed]
             self.store.put_worker(meta)
             self._workers.pop(worker_id, None)
+
+    def interrupt(self, worker_id: str) -> str | None:
+        """Abandon a worker's pending (suspended or cut-off) invocation.
+
+        It is recorded as failed, so the worker goes back to its state from before
+        it. Effects it already had (HTTP calls, calls to other workers) stay done.
+        Returns the abandoned function's name, or None when nothing was pending.
+        """
+        from golemish.oplog import InvokeFailed
+        from .recovery import plan_recovery
+        with self._lock(worker_id):
+            meta = self.store.get_worker(worker_id)
+            if meta is None:
+                raise NotFoundError(f"no worker {worker_id}")
+            w = self._workers.pop(worker_id, None)
+            if w is not None:
+                w.discard()
+            log = self.store.oplog(worker_id)
+            start = max([0, *self.store.snapshots.indexes(worker_id)])
+            plan = plan_recovery(worker_id, log.kinds(start + 1), start)
+            pending = None
+            if plan.open_start is not None:
+                entry = log.get(plan.open_start)
+                pending = getattr(entry, "function", "?")
+                log.append(InvokeFailed("interrupted", "interrupted by the user"))
+            meta.pop("suspended", None)
+            meta["status"] = "idle"
+            self.store.put_worker(meta)
+            return pending
+
+    # -- services the host API uses (see host_api.Services) ---------------------------
+    def http_allow(self, worker_id: str) -> list[str]:
+        meta = self.store.get_worker(worker_id) or {}
+        comp = self.store.get_component(meta.get("component", ""), meta.get("version")) or {}
+        return [*self.config.http_allow, *comp.get("http_allow", []),
+                *meta.get("http_allow", [])]
+
+    def suspend_after_s(self) -> float:
+        return self.config.suspend_after_s
+
+    def promise_create(self, worker_id: str, promise_id: str) -> None:
+        self.store.put_promise({"id": promise_id, "worker": worker_id, "state": "pending",
+                                "created_at": time.time()})
+
+    def promise_state(self, promise_id: str) -> tuple[str, bytes] | None:
+        p = self.store.get_promise(promise_id)
+        return None if p is None else (p["state"], bytes.fromhex(p.get("payload", "")))
+
+    def complete_promise(self, promise_id: str, payload: bytes,
+                         output: OutputFn | None = None) -> tuple[dict[str, Any], Any]:
+        """Record a promise's completion, then resume the worker awaiting it.
+
+        Returns (promise, outcome): the RecoveryReport of the resumed worker, or the
+        Suspended it stopped at next.
+        """
+        p = self.store.get_promise(promise_id)
+        if p is None:
+            raise PromiseError(f"no promise {promise_id!r} (see `golemish promise list`)")
+        if p["state"] == "completed":
+            raise PromiseError(f"promise {promise_id} was already completed")
+        p.update(state="completed", payload=payload.hex(), completed_at=time.time())
+        self.store.put_promise(p)
+        try:
+            return p, self.resume(p["worker"], output)
+        except Suspended as s:
+            return p, s
+
+    def call_worker(self, caller: str, callee: str, function: str, args: list[int],
+                    key: str) -> list[int]:
+        """A worker-to-worker call, run at most once per key on the callee."""
+        stack = getattr(self._calls, "stack", [])
+        if callee == caller or callee in stack:
+            raise LookupError(f"call cycle: {' -> '.join([*stack, caller, callee])}")
+        try:
+            sig = self.signature(callee, function)
+        except GolemishError as e:
+            raise LookupError(str(e)) from None
+        if len(args) != len(sig.params):
+            raise LookupError(f"{callee} {function} takes {len(sig.params)} arguments")
+        params = [(t, _from_i64(t, v)) for t, v in zip(sig.params, args)]
+        self._calls.stack = [*stack, caller]
+        try:
+            with self._lock(callee):
+                w = self._get(callee, None, create=True)
+                res = w.invoke(function, params, key)
+        finally:
+            self._calls.stack = stack
+        return [_to_i64(t, v) for t, v in res.results]
+
+    def list_promises(self) -> list[dict[str, Any]]:
+        return self.store.list_promises()
 
     def worker_ids(self) -> list[str]:
         return [m["id"] for m in self.store.list_workers()]
@@ -258,6 +364,26 @@ class Runtime:
             if w is not None:
                 w.discard()
             self.store.delete_worker(worker_id)
+
+
+def _from_i64(ty: str, v: int) -> int | float:
+    """Worker-to-worker values travel as i64; floats as their IEEE-754 bits."""
+    if ty == "i32":
+        v &= 0xFFFFFFFF
+        return v - (1 << 32) if v >= 1 << 31 else v
+    if ty == "f32":
+        return struct.unpack("<f", struct.pack("<I", v & 0xFFFFFFFF))[0]
+    if ty == "f64":
+        return struct.unpack("<d", struct.pack("<q", v))[0]
+    return v
+
+
+def _to_i64(ty: str, v: int | float) -> int:
+    if ty == "f32":
+        return struct.unpack("<I", struct.pack("<f", v))[0]
+    if ty == "f64":
+        return struct.unpack("<q", struct.pack("<d", v))[0]
+    return int(v)
 
 
 __all__ = ["Runtime", "RuntimeConfig", "parse_worker_id", "ComponentError"]

@@ -12,10 +12,12 @@ invocation continues as if nothing happened.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
 
 from golemish.oplog import (
-    Entry, HostCall, InvokeEnd, InvokeFailed, InvokeStart, Log, Snapshot, WorkerOplog,
+    AtomicBegin, AtomicEnd, EffectBegin, Entry, HostCall, InvokeEnd, InvokeFailed, InvokeStart,
+    Log, Rewind, Snapshot, WorkerOplog,
 )
 
 from .crash import CrashPoints
@@ -40,23 +42,48 @@ def describe(entry: Entry) -> str:
     return f"a {entry.NAME} entry"
 
 
-class Cursor:
-    """A one-pass reader over (index, entry) pairs with one entry of lookahead."""
+def effect_key(worker_id: str, index: int) -> str:
+    """The idempotency key of the effect begun at ``index``: stable across retries."""
+    return hashlib.sha256(f"golemish:{worker_id}:{index}".encode()).hexdigest()[:32]
 
-    def __init__(self, entries: Iterator[tuple[int, Entry]]) -> None:
+
+class Cursor:
+    """A one-pass reader over (index, entry) pairs with one entry of lookahead.
+
+    ``void`` ranges (inclusive) are skipped: entries an earlier recovery declared
+    void with a Rewind. ``limit`` ends the cursor early: entries after it belong to
+    an atomic region a crash cut short, which will run again live.
+    """
+
+    def __init__(self, entries: Iterator[tuple[int, Entry]],
+                 void: Sequence[tuple[int, int]] = (), limit: int | None = None) -> None:
         self._it = entries
+        self._void = sorted(void)
+        self.limit = limit
         self._peeked: tuple[int, Entry] | None = None
         self._done = False
+        #: Index of the last entry handed out.
+        self.last = 0
+
+    def _is_void(self, index: int) -> bool:
+        while self._void and self._void[0][1] < index:
+            self._void.pop(0)
+        return bool(self._void) and self._void[0][0] <= index
 
     def peek(self) -> tuple[int, Entry] | None:
-        if self._peeked is None and not self._done:
-            self._peeked = next(self._it, None)
-            self._done = self._peeked is None
+        while self._peeked is None and not self._done:
+            item = next(self._it, None)
+            if item is None or (self.limit is not None and item[0] > self.limit):
+                self._done = True
+            elif not self._is_void(item[0]):
+                self._peeked = item
         return self._peeked
 
     def next(self) -> tuple[int, Entry] | None:
         item = self.peek()
         self._peeked = None
+        if item is not None:
+            self.last = item[0]
         return item
 
     def skip_through(self, index: int) -> None:
@@ -69,14 +96,20 @@ class Journal:
     """The host's single door to the oplog for one worker instance."""
 
     def __init__(self, worker_id: str, oplog: WorkerOplog, crash: CrashPoints,
-                 output: OutputFn | None = None) -> None:
+                 output: OutputFn | None = None,
+                 append_invocation: Callable[[WorkerOplog, Entry, str | None], int] | None = None
+                 ) -> None:
         self.worker_id = worker_id
+        self.store_append_invocation = append_invocation or (lambda log, e, _k: log.append(e))
         self.oplog = oplog
         self.crash = crash
         self.output = output
         self._cursor: Cursor | None = None
         #: False for an ephemeral worker: calls run live and nothing is written.
         self.recording = True
+        #: Set when replay stops at an atomic region a crash cut short: the first live
+        #: append then records a Rewind to it, voiding the cut-off entries.
+        self.rewind_to: int | None = None
         #: Host calls answered from the oplog since the last reset, for reports.
         self.replayed_calls = 0
 
@@ -114,8 +147,23 @@ class Journal:
         """Append one entry durably (with the crash points around it)."""
         if not self.recording:
             return 0
+        if self.rewind_to is not None:
+            to, self.rewind_to = self.rewind_to, None
+            self.append(Rewind(to))
         self.crash.hit("before-oplog-append")
         index = self.oplog.append(entry)
+        self.crash.hit("after-oplog-append")
+        return index
+
+    def append_invocation(self, entry: InvokeStart, key: str | None) -> int:
+        """Append an InvokeStart, remembering its idempotency key in the same batch."""
+        if not self.recording:
+            return 0
+        if self.rewind_to is not None:
+            to, self.rewind_to = self.rewind_to, None
+            self.append(Rewind(to))
+        self.crash.hit("before-oplog-append")
+        index = self.store_append_invocation(self.oplog, entry, key)
         self.crash.hit("after-oplog-append")
         return index
 
@@ -133,12 +181,75 @@ class Journal:
         response = perform()
         if not self.recording:
             return response
-        if self.crash.armed:
+        if self.crash.armed or self.rewind_to is not None:
             self.crash.hit("after-host-call")
             self.append(HostCall(name, request, response))
         else:
             self.oplog.append_host_call(name.encode(), request, response)
         return response
+
+    def effect(self, name: str, request: bytes, perform: Callable[[str], bytes]) -> bytes:
+        """A call with an outside effect, bracketed by EffectBegin and its recorded answer.
+
+        ``perform(key)`` runs the effect with an idempotency key derived from the worker
+        and the Begin's oplog index. A recorded answer is never sent again; a Begin
+        without one is sent again with the same key (at-least-once, deduplicated).
+        """
+        asked = f"{name}(request {request[:40]!r})"
+        if self._cursor is not None:
+            item = self._recorded(asked)
+            if item is not None:
+                index, entry = item
+                if type(entry) is not EffectBegin or entry.name != name \
+                        or entry.request != request:
+                    raise DivergenceError(self.worker_id, index, describe(entry), asked)
+                answer = self._recorded(f"the answer to {name}")
+                if answer is not None:
+                    a_index, a_entry = answer
+                    if type(a_entry) is not HostCall or a_entry.name != name:
+                        raise DivergenceError(self.worker_id, a_index, describe(a_entry),
+                                              f"the answer to {name}")
+                    self.replayed_calls += 1
+                    return a_entry.response
+                response = perform(entry.idempotency_key)  # may have gone out: send again
+                self.crash.hit("after-host-call")
+                self.append(HostCall(name, b"", response))
+                return response
+        key = effect_key(self.worker_id, self.oplog.last_index + 1)
+        if not self.recording:
+            return perform(key)
+        self.append(EffectBegin(name, request, key))
+        response = perform(key)
+        self.crash.hit("after-host-call")
+        self.append(HostCall(name, b"", response))
+        return response
+
+    def atomic_begin(self) -> int:
+        """Open an atomic region; returns its id (the AtomicBegin's oplog index)."""
+        if self._cursor is not None:
+            item = self._recorded("atomic_begin")
+            if item is not None:
+                if type(item[1]) is not AtomicBegin:
+                    raise DivergenceError(self.worker_id, item[0], describe(item[1]),
+                                          "atomic_begin")
+                return item[0]
+        return self.append(AtomicBegin()) if self.recording else 0
+
+    def atomic_end(self, begin: int) -> None:
+        if self._cursor is not None:
+            item = self._recorded(f"atomic_end({begin})")
+            if item is not None:
+                if type(item[1]) is not AtomicEnd or item[1].begin != begin:
+                    raise DivergenceError(self.worker_id, item[0], describe(item[1]),
+                                          f"atomic_end({begin})")
+                return
+        self.append(AtomicEnd(begin))
+
+    def position(self) -> int:
+        """The oplog index the guest has reached: the same live and on replay."""
+        if self._cursor is not None and self._cursor.peek() is not None:
+            return self._cursor.last
+        return self.oplog.last_index
 
     def log(self, stream: int, data: bytes) -> None:
         """Guest output: recorded then shown when live; checked and suppressed on replay."""

@@ -129,8 +129,8 @@ class MemoryImage:
         return sorted(p for p in dirty if p < npages)
 
     def capture(self, index: int, component_hash: str, has_page: Callable[[bytes], bool],
-                stats: tuple[tuple[str, int], ...] = (), *, full: bool = False
-                ) -> tuple[Manifest, dict[bytes, bytes], int]:
+                stats: tuple[tuple[str, int], ...] = (), *, full: bool = False,
+                host: bytes = b"") -> tuple[Manifest, dict[bytes, bytes], int]:
         """(manifest, pages to store, number of changed pages). Resets dirty tracking.
 
         ``full`` ignores the base and the page store: every non-zero page is hashed and
@@ -168,7 +168,7 @@ class MemoryImage:
                     new[h] = data
         globals_ = tuple((n, *inst.get_global(n)) for n in self.layout.globals)
         manifest = Manifest(index, component_hash, ps, size, bytes(pages), globals_,
-                            tuple(self.tables.items()), time.time_ns(), stats)
+                            tuple(self.tables.items()), time.time_ns(), stats, host)
         return manifest, new, changed
 
     def committed(self, manifest: Manifest) -> None:

@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from golemish.oplog import (
     CorruptionError, Create, Entry, GolemishError, InvokeEnd, InvokeFailed, InvokeStart,
-    Manifest, Snapshot, TypedValue,
+    Manifest, Rewind, Snapshot, TypedValue,
 )
 
 from .errors import (
-    DivergenceError, InvocationFailed, NotFoundError, WorkerFailedError,
+    ArgumentError, DivergenceError, InvocationFailed, NotFoundError, Suspended,
+    WorkerFailedError, WorkerSuspendedError,
 )
+from .host_api import GolemishHost
 from .journal import Cursor, Journal, OutputFn, describe
 from .policy import PolicyState, SnapshotPolicy
 from .recovery import plan_recovery, snapshot_candidates
@@ -78,6 +80,8 @@ class InvocationResult:
     index: int  # oplog index of the InvokeStart
     seconds: float
     recovery: RecoveryReport | None = field(default=None)
+    #: True when an idempotency key matched: the recorded result, nothing ran.
+    deduplicated: bool = False
 
 
 class Worker:
@@ -88,7 +92,8 @@ class Worker:
         self.meta = meta
         self.id: str = meta["id"]
         self.oplog = runtime.store.oplog(self.id)
-        self.journal = Journal(self.id, self.oplog, runtime.crash, output)
+        self.journal = Journal(self.id, self.oplog, runtime.crash, output,
+                               runtime.store.append_invocation)
         self.journal.recording = self.durable = meta.get("durable", True)
         self.component = runtime.store.get_component(meta["component"], meta["version"])
         if self.component is None:
@@ -109,9 +114,11 @@ class Worker:
     # -- instance lifecycle ---------------------------------------------------
     def _instantiate(self, create: Create, *, initialize: bool = True) -> Instance:
         host = WasiHost(self.journal, create.args, create.env)
-        inst = self.rt.engine.instantiate(self.module, host.functions(),
+        self.host_api = GolemishHost(self.id, self.journal, self.rt)
+        inst = self.rt.engine.instantiate(self.module, host.functions() + self.host_api.functions(),
                                           memory_limit=self.memory_limit)
         host.bind(inst)
+        self.host_api.bind(inst)
         if initialize and inst.has_export("_initialize"):
             inst.call("_initialize", [], time_limit=self.time_limit)
         return inst
@@ -133,8 +140,19 @@ class Worker:
 
     def _fail(self, err: DivergenceError) -> None:
         """Mark the worker failed; nothing recorded is touched (invariant 2)."""
-        self.meta = dict(self.meta, status="failed", error=str(err))
+        self._set_meta(status="failed", error=str(err))
+
+    def _set_meta(self, **changes: Any) -> None:
+        self.meta = {k: v for k, v in {**self.meta, **changes}.items() if v is not None}
         self.rt.store.put_worker(self.meta)
+
+    def _due(self) -> bool:
+        """Can the suspended invocation make progress now?"""
+        susp = self.meta.get("suspended") or {}
+        if "promise" in susp:
+            state = self.rt.promise_state(susp["promise"])
+            return state is None or state[0] == "completed"
+        return susp.get("until_ns", 0) / 1e9 - time.time() <= self.rt.suspend_after_s()
 
     def check_usable(self) -> None:
         if self.meta.get("status") == "failed":
@@ -154,6 +172,8 @@ class Worker:
         self.check_usable()
         if self.instance is not None:
             return None
+        if self.meta.get("suspended") and not self._due():
+            raise WorkerSuspendedError(self.id, **self.meta["suspended"])
         try:
             report = self.recover()
         except DivergenceError as e:
@@ -181,6 +201,7 @@ class Worker:
                 inst = self._instantiate(create, initialize=False)
                 restore(inst, manifest, self.layout,
                         lambda hashes: snaps.load_pages(self.id, hashes))
+                self.host_api.restore_state(manifest.host)
             except (CorruptionError, SnapshotError, InvocationFailed) as e:
                 if inst is not None:
                     inst.close()
@@ -202,9 +223,13 @@ class Worker:
         self.journal.replayed_calls = 0
         base = self._restore_latest(create, report)
         start = report.snapshot_index
-        plan = plan_recovery(self.id, self.oplog.kinds(start + 1), start)
+        kinds = list(self.oplog.kinds(start + 1))
+        rewinds = {i: e.to for i, k in kinds if k == Rewind.KIND
+                   for e in [self.oplog.get(i)] if isinstance(e, Rewind)}
+        plan = plan_recovery(self.id, kinds, start, rewinds)
         report.entries = plan.last_index - start
-        cursor = Cursor(self.oplog.read(start + 1))
+        cursor = Cursor(self.oplog.read(start + 1), plan.void, plan.rewind_to)
+        self.journal.rewind_to = plan.rewind_to
         self.journal.replay_from(cursor)
         if base is None:
             cursor.next()  # the Create entry
@@ -253,8 +278,7 @@ class Worker:
         self.last_recovery = report
         if report.finished is not None or report.fallbacks:
             # Worth remembering for `worker show`: a crash was repaired, or snapshots failed.
-            self.meta = dict(self.meta, last_recovery=report.describe(), status="idle")
-            self.rt.store.put_worker(self.meta)
+            self._set_meta(last_recovery=report.describe(), status="idle", suspended=None)
         return report
 
     def _replay_one(self, index: int, entry: InvokeStart, cursor: Cursor, limit: float) -> None:
@@ -303,6 +327,11 @@ class Worker:
             self.discard()
             self.journal.append(InvokeFailed(e.reason, str(e)))
             raise
+        except Suspended as e:
+            # The invocation stays open in the oplog; its state is rebuilt on resume.
+            self.discard()
+            self._set_meta(status="suspended", suspended=e.as_meta())
+            raise
         except DivergenceError:
             raise
         except GolemishError:
@@ -340,7 +369,8 @@ class Worker:
         snaps = self.rt.store.snapshots
         try:
             manifest, new, changed = self.image.capture(
-                index, self.component["hash"], lambda h: snaps.has_page(self.id, h), full=full)
+                index, self.component["hash"], lambda h: snaps.has_page(self.id, h), full=full,
+                host=self.host_api.state())
         except SnapshotError as e:
             self.image.close()
             self.image = None
@@ -364,12 +394,35 @@ class Worker:
             return self.snapshot()
         return None
 
+    def recorded_result(self, index: int, function: str, key: str) -> InvocationResult:
+        """The outcome of the invocation recorded at ``index`` (an idempotency key hit)."""
+        start = self.oplog.get(index)
+        if not isinstance(start, InvokeStart) or start.function != function:
+            raise ArgumentError(f"idempotency key {key!r} was used for "
+                                f"{getattr(start, 'function', '?')}, not {function}")
+        for _, entry in self.oplog.read(index + 1):
+            if isinstance(entry, InvokeEnd):
+                return InvocationResult(function, list(entry.results), index, 0.0,
+                                        deduplicated=True)
+            if isinstance(entry, InvokeFailed):
+                raise InvocationFailed(f"{entry.message} (recorded for idempotency key {key!r})")
+            if isinstance(entry, InvokeStart):
+                break
+        susp = self.meta.get("suspended") or {}
+        raise WorkerSuspendedError(self.id, **susp) if susp else \
+            InvocationFailed(f"the invocation with idempotency key {key!r} has no outcome")
+
     def invoke(self, function: str, params: Sequence[TypedValue],
                idempotency_key: str | None = None) -> InvocationResult:
         t0 = time.perf_counter()
         recovery = self.ensure_ready()
-        start = self.journal.append(InvokeStart(function, tuple(params), idempotency_key,
-                                                time.time_ns()))
+        if idempotency_key is not None:
+            seen = self.rt.store.idempotent_index(self.id, idempotency_key)
+            if seen is not None:
+                return self.recorded_result(seen, function, idempotency_key)
+        start = self.journal.append_invocation(
+            InvokeStart(function, tuple(params), idempotency_key, time.time_ns()),
+            idempotency_key)
         self.rt.crash.hit("before-invocation")
         t_run = time.perf_counter()
         try:
@@ -383,8 +436,8 @@ class Worker:
         return InvocationResult(function, results, start, time.perf_counter() - t0, recovery)
 
     def status(self) -> str:
-        if self.meta.get("status") == "failed":
-            return "failed"
+        if self.meta.get("status") in ("failed", "suspended"):
+            return str(self.meta["status"])
         plan = plan_recovery(self.id, self.oplog.kinds())
         return "interrupted" if plan.open_start is not None else "idle"
 

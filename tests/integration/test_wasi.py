@@ -159,14 +159,14 @@ def test_proc_exit_ends_the_invocation_and_rolls_back(rt):
 def test_deploy_lists_every_missing_import(make_runtime):
     mod = wasmtime.wat2wasm(f"""
       (module
-        (import "golemish" "http_request" (func (param i32)))
+        (import "golemish" "teleport" (func (param i32)))
         (import "{P}" "fd_write" (func (param i32) (result i32)))
         (import "{P}" "not_a_call" (func))
         (import "env" "table" (table 1 funcref)))""")
     with pytest.raises(MissingImportsError) as e:
         make_runtime().deploy(mod, "needy")
     assert e.value.missing == [
-        "golemish.http_request",
+        "golemish.teleport",
         f"{P}.fd_write (imported as (i32) -> i32, host has (i32, i32, i32, i32) -> i32)",
         f"{P}.not_a_call",
         "env.table (table imports are not supported)",

@@ -45,3 +45,30 @@ def test_gap_is_corruption():
 def test_empty_oplog_is_corruption():
     with pytest.raises(CorruptionError, match="empty"):
         plan_recovery("w/x", [])
+
+
+AB, AE, RW = 9, 10, 11
+
+
+def test_an_open_invocation_cut_inside_an_atomic_region_rewinds_to_its_start():
+    p = plan(C, S, H, AB, H, H)
+    assert p.open_start == 2 and p.rewind_to == 4
+
+
+def test_closed_regions_and_nested_ones():
+    assert plan(C, S, AB, H, AE, H).rewind_to is None
+    assert plan(C, S, AB, H, AB, H, AE, H).rewind_to == 3  # the outermost open region
+
+
+def test_void_ranges_come_from_rewinds_and_are_skipped():
+    # 4: atomic begin, 5-6 cut off, 7: rewind to 4, then the region ran again and closed.
+    kinds = [C, S, H, AB, H, H, RW, H, AE, E]
+    p = plan_recovery("w/x", enumerate(kinds, 1), rewinds={7: 4})
+    assert p.void == ((5, 7),)
+    assert p.replay == (2,) and p.rewind_to is None
+
+
+def test_a_region_cut_twice_rewinds_to_the_same_start():
+    kinds = [C, S, AB, H, RW, H]
+    p = plan_recovery("w/x", enumerate(kinds, 1), rewinds={5: 3})
+    assert p.rewind_to == 3 and p.open_start == 2
