@@ -132,3 +132,13 @@ def test_outside_kill_at_a_random_moment_loses_no_acknowledged_invocation(tmp_pa
     # finished by recovery, so the count is exactly 7 per recorded invocation.
     assert appends >= acked
     assert count == 7 * appends
+
+
+def test_agent_demo_pays_exactly_once_with_a_kill_after_every_step():
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[2] / "scripts" / "agent_demo.py"
+    proc = subprocess.run([sys.executable, str(script), "--rounds", "1"], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "OK: 1 payments for 1 approved rounds" in proc.stdout
+    assert proc.stdout.count("SIGKILL") >= 8
