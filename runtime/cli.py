@@ -386,6 +386,36 @@ def worker_delete(ctx: Ctx, worker_id: str) -> None:
 
 
 @main.group()
+def store() -> None:
+    """Inspect the store itself."""
+
+
+@store.command("check")
+@click.option("--deep", is_flag=True, help="Also decompress every page and verify its hash.")
+@_run
+def store_check(ctx: Ctx, deep: bool) -> None:
+    """Verify the store: dense oplogs, checksums, snapshot pages, references.
+
+    Prints each problem with its location and exits 1 if there is any.
+    """
+    from golemish.oplog.check import check_store
+    from golemish.oplog import open_store
+
+    with open_store(ctx.home) as st:
+        problems, counts = check_store(st, deep=deep)
+    if ctx.json:
+        _emit_json({"ok": not problems, "checked": counts,
+                    "problems": [{"where": p.where, "what": p.what} for p in problems]})
+    else:
+        for p in problems:
+            click.echo(f"problem: {p}")
+        summary = ", ".join(f"{n} {k}" for k, n in counts.items())
+        click.echo(f"{'ok' if not problems else f'{len(problems)} problem(s)'}: checked {summary}")
+    if problems:
+        sys.exit(1)
+
+
+@main.group()
 def promise() -> None:
     """Promises: values a worker awaits from outside (a human's approval, a webhook)."""
 

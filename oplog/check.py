@@ -1,0 +1,135 @@
+"""`golemish store check`: find every inconsistency in a store, with its location.
+
+Checks, per worker: metadata decodes; the oplog (live and archived) is dense
+from 1 with a Create entry first and every entry passes its checksum; each
+idempotency key points at an InvokeStart; each snapshot manifest decodes,
+sits at a Snapshot entry of its worker's oplog, and every page it names is
+present (with ``deep``, also decompresses to its content hash). Store-wide:
+components and their module bytes verify, and nothing (oplog, manifest, page,
+key, promise) belongs to a worker that does not exist.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from .entries import Create, InvokeStart, Snapshot, decode_entry
+from .errors import CorruptionError
+from .snapshots import HASH_SIZE
+from .store import Store, _unpack_json
+
+_U64 = struct.Struct(">Q")
+
+
+@dataclass(frozen=True)
+class Problem:
+    where: str   # e.g. "counter/alice oplog index 12"
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.what}"
+
+
+def _owner(key: bytes) -> str:
+    return key.split(b"\0", 1)[0].decode(errors="replace")
+
+
+def check_store(store: Store, *, deep: bool = False) -> tuple[list[Problem], dict[str, int]]:
+    """All problems found, and counts of what was checked."""
+    b = store.backend
+    problems: list[Problem] = []
+    counts = {"workers": 0, "entries": 0, "snapshots": 0, "pages": 0, "components": 0}
+
+    for k, v in b.scan("components", b""):
+        counts["components"] += 1
+        name = _owner(k)
+        try:
+            meta = _unpack_json(v, "component", name)
+            store.get_wasm(meta["hash"])
+        except CorruptionError as e:
+            problems.append(Problem(f"component {name}", str(e)))
+
+    workers: dict[str, dict] = {}
+    for k, v in b.scan("workers", b""):
+        wid = k.decode(errors="replace")
+        try:
+            workers[wid] = _unpack_json(v, "worker", wid)
+        except CorruptionError as e:
+            problems.append(Problem(f"worker {wid}", str(e)))
+            workers[wid] = {}
+    counts["workers"] = len(workers)
+
+    for table in ("oplog", "archive", "snapshots", "pages", "idempotency"):
+        seen: set[str] = set()
+        for k, _ in b.scan(table, b""):
+            owner = _owner(k)
+            if owner not in workers and owner not in seen:
+                seen.add(owner)
+                problems.append(Problem(f"{table} of {owner}", "belongs to no worker"))
+    for k, v in b.scan("promises", b""):
+        try:
+            p = _unpack_json(v, "promise", k.decode(errors="replace"))
+        except CorruptionError as e:
+            problems.append(Problem(f"promise {k.decode(errors='replace')}", str(e)))
+            continue
+        if p.get("worker") not in workers:
+            problems.append(Problem(f"promise {p.get('id')}", "belongs to no worker"))
+
+    for wid, meta in workers.items():
+        log = store.oplog(wid)
+        snapshot_entries: set[int] = set()
+        starts: set[int] = set()
+        expected = 1
+        try:
+            for index, raw in log.raw():
+                if index != expected:
+                    problems.append(Problem(f"{wid} oplog index {expected}",
+                                            f"missing (next present: {index})"))
+                expected = index + 1
+                counts["entries"] += 1
+                try:
+                    entry = decode_entry(raw, key=wid, index=index)
+                except CorruptionError as e:
+                    problems.append(Problem(f"{wid} oplog index {index}", e.detail))
+                    continue
+                if index == 1 and not isinstance(entry, Create):
+                    problems.append(Problem(f"{wid} oplog index 1", "is not a create entry"))
+                if isinstance(entry, Snapshot):
+                    snapshot_entries.add(index)
+                elif isinstance(entry, InvokeStart):
+                    starts.add(index)
+        except CorruptionError as e:  # an undecodable archive chunk
+            problems.append(Problem(f"{wid} archive", str(e)))
+        if expected == 1 and meta:
+            problems.append(Problem(f"{wid} oplog", "is empty"))
+
+        prefix, end = wid.encode() + b"\0", wid.encode() + b"\1"
+        for k, v in b.scan("idempotency", prefix, end):
+            if _U64.unpack(v)[0] not in starts:
+                problems.append(Problem(f"{wid} idempotency key {k[len(prefix):].decode()!r}",
+                                        f"points at index {_U64.unpack(v)[0]}, "
+                                        "which is no invocation"))
+        for index in store.snapshots.indexes(wid):
+            counts["snapshots"] += 1
+            where = f"{wid} snapshot at index {index}"
+            try:
+                m = store.snapshots.manifest(wid, index)
+            except CorruptionError as e:
+                problems.append(Problem(where, e.detail))
+                continue
+            if index not in snapshot_entries:
+                problems.append(Problem(where, "has no Snapshot entry in the oplog"))
+            hashes = m.nonzero()
+            counts["pages"] += len(hashes)
+            for h in sorted(hashes):
+                if b.get("pages", prefix + h) is None:
+                    problems.append(Problem(where, f"names missing page {h.hex()}"))
+                elif deep:
+                    try:
+                        store.snapshots.load_pages(wid, [h])
+                    except CorruptionError as e:
+                        problems.append(Problem(where, f"page {h.hex()}: {e.detail}"))
+            if len(m.pages) % HASH_SIZE:
+                problems.append(Problem(where, "page list is not whole"))
+    return problems, counts
