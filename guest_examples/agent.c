@@ -164,3 +164,18 @@ GOLEMISH_EXPORT("run") int64_t run(int32_t rounds) {
     fflush(stdout);
     return paid_total;
 }
+
+/* A typed call to a worker whose component has a WIT interface (guest_examples/cart). */
+GOLEMISH_EXPORT("shop") int32_t shop(int32_t qty) {
+    char call[128];
+    snprintf(call, sizeof call, "add-item({sku: \"widget\", qty: %d, price-cents: 250})", qty);
+    const char *w = "cart/shared";
+    golemish_bytes_t out = {0};
+    int32_t err = golemish_invoke_wave(w, (uint32_t)strlen(w), call, (uint32_t)strlen(call), &out);
+    if (err != GOLEMISH_OK) return -err;
+    printf("cart/shared answered %.*s\n", (int)out.len, (const char *)out.ptr);
+    fflush(stdout);
+    int32_t items = atoi((const char *)out.ptr);
+    free(out.ptr);
+    return items;
+}

@@ -55,7 +55,8 @@ class Entry:
 
 
 def _fmt_values(values: list[TypedValue] | tuple[TypedValue, ...]) -> str:
-    return ", ".join(f"{v!r}:{t}" for t, v in values)
+    # WAVE text (typed interfaces) is shown as is; numbers with their core type.
+    return ", ".join(str(v) if t == "wave" else f"{v!r}:{t}" for t, v in values)
 
 
 def _payload(data: bytes, limit: int = 70) -> str:

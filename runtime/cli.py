@@ -136,16 +136,21 @@ def main(click_ctx: click.Context, home: str, as_json: bool, debug: bool, sync: 
 @main.command()
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--name", help="Component name (default: the file name without .wasm).")
+@click.option("--wit", "wit_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="The component's WIT world: typed functions invoked with WAVE values "
+                   "(default: a 'golemish:wit' custom section, if the module has one).")
 @_run
-def deploy(ctx: Ctx, path: Path, name: str | None) -> None:
+def deploy(ctx: Ctx, path: Path, name: str | None, wit_path: Path | None) -> None:
     """Deploy a WASI preview 1 module as a new component version."""
     try:
         wasm = path.read_bytes()
-    except OSError as e:
-        raise ArgumentError(f"cannot read {path}: {e.strerror}") from None
+        wit = wit_path.read_text() if wit_path else None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ArgumentError(f"cannot read {e.filename if isinstance(e, OSError) else wit_path}: "
+                            f"{getattr(e, 'strerror', e)}") from None
     name = name or path.name.removesuffix(".wasm")
     with ctx.runtime() as rt:
-        res = rt.deploy(wasm, name)
+        res = rt.deploy(wasm, name, wit, str(wit_path) if wit_path else None)
     m = res.meta
     if ctx.json:
         _emit_json({"created": res.created, **m})
@@ -190,7 +195,9 @@ def invoke(ctx: Ctx, worker: str, function: str, args: tuple[str, ...],
            time_limit: float, ephemeral: bool, crash_at: str | None) -> None:
     """Invoke FUNCTION on WORKER (COMPONENT/NAME), creating the worker on first use.
 
-    Negative numbers need `--` before them: `golemish invoke counter/a add -- -5`.
+    Numbers for core exports; WAVE values for a component with a WIT interface,
+    either as separate arguments or as one call:
+    `golemish invoke cart/a 'add-item({sku: "apple", qty: 2, price-cents: 150})'`.
     """
     ctx.memory_limit_mib, ctx.time_limit = memory_limit, time_limit
     pairs = []
@@ -217,6 +224,7 @@ def invoke(ctx: Ctx, worker: str, function: str, args: tuple[str, ...],
     if ctx.json:
         _emit_json({"worker": worker, "function": function, "oplog_index": res.index,
                     "results": _typed_json(res.results), "seconds": res.seconds,
+                    **({"value": res.json} if res.json is not None else {}),
                     "deduplicated": res.deduplicated,
                     "recovery": vars(res.recovery) if res.recovery else None})
     elif res.results:
@@ -492,6 +500,11 @@ def component_show(ctx: Ctx, name: str, version: int | None) -> None:
         return
     click.echo(f"{c['name']} v{c['version']}  {c['size']:,} bytes  {c['model']}  "
                f"sha256 {c['hash']}")
+    if c.get("wit"):
+        from .typed import Interface
+        click.echo("interface (WIT):")
+        for line in Interface(c["wit"], c["name"]).signatures():
+            click.echo(f"  {line}")
     click.echo("exports:")
     for ename, kind, sig in c["exports"]:
         click.echo(f"  {kind:<7} {ename}{'' if kind != 'func' else ' '}{sig if kind == 'func' else '  ' + sig}")

@@ -24,7 +24,7 @@ from golemish.oplog import Store, content_hash
 from .engine import Engine, FuncSig
 from .errors import ComponentError, InvalidModuleError, MissingImportsError, NotFoundError
 from .instrument import GLOBAL_PREFIX, TABLE_PREFIX, InstrumentError, instrument
-from . import host_api
+from . import host_api, typed
 from .wasi import MODULE as WASI_MODULE
 from .wasi import SIGNATURES as WASI_SIGNATURES
 from .wasi import signature as wasi_signature
@@ -86,17 +86,27 @@ class DeployResult:
     created: bool  # False when identical bytes were already deployed
 
 
-def deploy(store: Store, engine: Engine, wasm: bytes, name: str) -> DeployResult:
+def deploy(store: Store, engine: Engine, wasm: bytes, name: str,
+           wit: str | None = None, wit_source: str | None = None) -> DeployResult:
+    """Deploy a module (with its WIT world, given or embedded) as a new version of ``name``.
+
+    Identical bytes and WIT deployed again are a no-op.
+    """
     check_name(name)
     digest = content_hash(wasm)
+    wit = typed.wit_of(wasm, wit)
     versions = store.component_versions(name)
     for meta in versions:
-        if meta["hash"] == digest:
+        if meta["hash"] == digest and meta.get("wit") == wit:
             return DeployResult(meta, created=False)
     module = compile_instrumented(engine, wasm)
     missing = missing_imports(engine, module)
     if missing:
         raise MissingImportsError(missing)
+    if wit is not None:
+        typed.check_against(typed.load_wit(wit, wit_source or f"{name}.wit"),
+                            {n: s for n, s in engine.func_exports(module).items()
+                             if not is_internal_export(n)})
     exports = [e for e in engine.exports(module) if not is_internal_export(e[0])]
     meta = {
         "name": name,
@@ -109,6 +119,8 @@ def deploy(store: Store, engine: Engine, wasm: bytes, name: str) -> DeployResult
         "model": "reactor" if any(e[0] == "_initialize" for e in exports)
         else "command" if any(e[0] == "_start" for e in exports) else "plain",
     }
+    if wit is not None:
+        meta["wit"] = wit
     store.put_compiled(_compiled_key(engine, digest), engine.serialize(module))
     store.add_component(meta, wasm)
     return DeployResult(meta, created=True)
@@ -141,6 +153,7 @@ class ModuleCache:
         self.cache_dir = cache_dir
         self._loaded: dict[str, wasmtime.Module] = {}
         self._sigs: dict[str, dict[str, FuncSig]] = {}
+        self._ifaces: dict[tuple[str, str], typed.Interface] = {}
 
     def load(self, meta: dict[str, Any]) -> wasmtime.Module:
         digest = meta["hash"]
@@ -175,6 +188,15 @@ class ModuleCache:
                 f.write(code)
             os.replace(tmp, path)
         return module
+
+    def interface(self, meta: dict[str, Any]) -> typed.Interface | None:
+        """The component's WIT interface, if it was deployed with one."""
+        if "wit" not in meta:
+            return None
+        key = (meta["name"], meta["hash"] + str(meta["version"]))
+        if key not in self._ifaces:
+            self._ifaces[key] = typed.Interface(meta["wit"], meta["name"])
+        return self._ifaces[key]
 
     def signatures(self, meta: dict[str, Any]) -> dict[str, FuncSig]:
         # Walking wasmtime's export list costs ~0.2 ms; an invocation asks every time.

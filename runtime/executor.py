@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from golemish.oplog import CorruptionError, Create, Entry, InvokeStart, Store, open_store
+from golemish.oplog import (
+    CorruptionError, Create, Entry, InvokeStart, Store, TypedValue, open_store,
+)
 
 from . import components
 from .components import DeployResult, ModuleCache
@@ -106,8 +108,9 @@ class Runtime:
         self.close()
 
     # -- components -----------------------------------------------------------
-    def deploy(self, wasm: bytes, name: str) -> DeployResult:
-        return components.deploy(self.store, self.engine, bytes(wasm), name)
+    def deploy(self, wasm: bytes, name: str, wit: str | None = None,
+               wit_source: str | None = None) -> DeployResult:
+        return components.deploy(self.store, self.engine, bytes(wasm), name, wit, wit_source)
 
     def component(self, name: str, version: int | None = None) -> dict[str, Any]:
         return components.resolve(self.store, name, version)
@@ -156,12 +159,33 @@ class Runtime:
         self._workers[worker_id] = w
         return w
 
-    def signature(self, worker_id: str, function: str) -> FuncSig:
-        """The export's signature, from the worker's version or the latest component."""
+    def _component_for(self, worker_id: str) -> dict[str, Any]:
+        """The worker's component version, or the latest for a worker not created yet."""
         meta = self.store.get_worker(worker_id)
         comp, _ = parse_worker_id(worker_id)
-        cmeta = (self.component(meta["component"], meta["version"]) if meta
-                 else self.component(comp))
+        return (self.component(meta["component"], meta["version"]) if meta
+                else self.component(comp))
+
+    def prepare(self, worker_id: str, function: str,
+                args: Sequence[str]) -> tuple[str, list[TypedValue]]:
+        """CLI-style arguments -> (function, recorded parameters).
+
+        With a WIT interface: WIT names and WAVE values, either as FUNCTION ARG… or as
+        one call expression ``name(arg, …)``. Otherwise: core exports and numbers.
+        """
+        iface = self.modules.interface(self._component_for(worker_id))
+        if iface is not None:
+            if "(" in function and not args:
+                func, params = iface.parse_call(function)
+                return func.name, params
+            func = iface.find(function)
+            if func is not None:
+                return func.name, iface.parse_args(func, args)
+        return function, parse_args(function, self.signature(worker_id, function), args)
+
+    def signature(self, worker_id: str, function: str) -> FuncSig:
+        """The export's signature, from the worker's version or the latest component."""
+        cmeta = self._component_for(worker_id)
         sigs = self.modules.signatures(cmeta)
         if function not in sigs or function.startswith("_initialize"):
             callable_ = sorted(n for n in sigs if not n.startswith("_initialize"))
@@ -178,8 +202,7 @@ class Runtime:
         (``durable=False``) worker records nothing: it is fast, and it forgets its state
         when the process ends.
         """
-        sig = self.signature(worker_id, function)
-        params = parse_args(function, sig, args)
+        function, params = self.prepare(worker_id, function, args)
         with self._lock(worker_id):
             w = self._get(worker_id, output, create=True, env=env, durable=durable)
             return w.invoke(function, params, idempotency_key)
@@ -304,6 +327,23 @@ class Runtime:
         finally:
             self._calls.stack = stack
         return [_to_i64(t, v) for t, v in res.results]
+
+    def call_worker_wave(self, caller: str, callee: str, call: str, key: str) -> str:
+        """A typed worker-to-worker call: WAVE call text in, WAVE result text out."""
+        stack = getattr(self._calls, "stack", [])
+        if callee == caller or callee in stack:
+            raise LookupError(f"call cycle: {' -> '.join([*stack, caller, callee])}")
+        try:
+            function, params = self.prepare(callee, call, ())
+        except GolemishError as e:
+            raise LookupError(str(e)) from None
+        self._calls.stack = [*stack, caller]
+        try:
+            with self._lock(callee):
+                res = self._get(callee, None, create=True).invoke(function, params, key)
+        finally:
+            self._calls.stack = stack
+        return " ".join(str(v) for _, v in res.results)
 
     def list_promises(self) -> list[dict[str, Any]]:
         return self.store.list_promises()

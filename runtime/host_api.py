@@ -42,6 +42,7 @@ SIGNATURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "promise_create": (("i32", "i32"), ("i32",)),
     "promise_await": (("i32", "i32", "i32"), ("i32",)),
     "invoke": (("i32",) * 8, ("i32",)),
+    "invoke_wave": (("i32",) * 5, ("i32",)),
     "idempotency_key": (("i32", "i32"), ("i32",)),
     "oplog_index": ((), ("i64",)),
     "atomic_begin": ((), ("i64",)),
@@ -50,7 +51,7 @@ SIGNATURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 #: Calls that hand the guest memory it must free, so the guest must export an allocator.
-NEEDS_REALLOC = {"http_request", "promise_await"}
+NEEDS_REALLOC = {"http_request", "promise_await", "invoke_wave"}
 
 
 def signature(name: str) -> FuncSig:
@@ -67,6 +68,7 @@ class Services(Protocol):
     def promise_state(self, promise_id: str) -> tuple[str, bytes] | None: ...
     def call_worker(self, caller: str, callee: str, function: str, args: list[int],
                     key: str) -> list[int]: ...
+    def call_worker_wave(self, caller: str, callee: str, call: str, key: str) -> str: ...
 
 
 @dataclass
@@ -244,6 +246,30 @@ class GolemishHost:
             return ERR_UNKNOWN if answer[0] == "unknown" else ERR_FAILED
         out = answer[1][:nresults]
         self._write(results, b"".join(_I64.pack(v) for v in out))
+        return OK
+
+    def invoke_wave(self, w_ptr: int, w_len: int, c_ptr: int, c_len: int, out: int) -> int:
+        """A typed call to a worker with a WIT interface: ``name(args…)`` in WAVE in,
+        the result's WAVE text out (guest-allocated; empty for no result)."""
+        callee = self._text(w_ptr, w_len)
+        call = self._text(c_ptr, c_len)
+        self._read(out, _BYTES.size)
+
+        def perform(key: str) -> bytes:
+            try:
+                text = self.services.call_worker_wave(self.worker_id, callee, call, key)
+            except LookupError as e:
+                return codec.encode(["unknown", str(e)])
+            except Exception as e:
+                return codec.encode(["failed", f"{type(e).__name__}: {e}"])
+            return codec.encode(["ok", text])
+
+        answer = codec.decode(self.journal.effect("invoke", codec.encode([callee, call]),
+                                                  perform))
+        if answer[0] != "ok":
+            return ERR_UNKNOWN if answer[0] == "unknown" else ERR_FAILED
+        data = answer[1].encode()
+        self._write(out, _BYTES.pack(self._give(data), len(data)))
         return OK
 
     # -- small calls --------------------------------------------------------------------

@@ -65,8 +65,10 @@ def typed(types: Sequence[str], values: Sequence[int | float]) -> list[TypedValu
     return [(t, v) for t, v in zip(types, values)]
 
 
-def _bits(v: TypedValue) -> tuple[str, int | bytes]:
+def _bits(v: TypedValue) -> tuple[str, int | bytes | str]:
     t, x = v
+    if t == "wave":  # canonical text: equal text, equal value
+        return t, str(x)
     if t == "f32":
         return t, struct.pack("<f", x)
     if t == "f64":
@@ -81,6 +83,8 @@ def same_values(a: Sequence[TypedValue], b: Sequence[TypedValue]) -> bool:
 
 def format_value(v: TypedValue) -> str:
     t, x = v
+    if t == "wave":
+        return str(x)
     if t in ("f32", "f64"):
         return repr(float(x))
     return str(int(x))

@@ -82,6 +82,8 @@ class InvocationResult:
     recovery: RecoveryReport | None = field(default=None)
     #: True when an idempotency key matched: the recorded result, nothing ran.
     deduplicated: bool = False
+    #: The result as JSON, for functions of a WIT interface.
+    json: Any = None
 
 
 class Worker:
@@ -101,6 +103,9 @@ class Worker:
                                 f"v{meta['version']} is gone")
         self.module = runtime.modules.load(self.component)
         self.signatures: dict[str, FuncSig] = runtime.modules.signatures(self.component)
+        self.iface = runtime.modules.interface(self.component)
+        #: The JSON form of the last typed result (WIT components), for --json.
+        self.last_json: Any = None
         self.layout = Layout.of(e[0] for e in runtime.engine.exports(self.module))
         self.instance: Instance | None = None
         self.image: MemoryImage | None = None
@@ -282,16 +287,13 @@ class Worker:
         return report
 
     def _replay_one(self, index: int, entry: InvokeStart, cursor: Cursor, limit: float) -> None:
-        inst = self.instance
-        assert inst is not None
         try:
-            values = inst.call(entry.function, [v for _, v in entry.params], time_limit=limit)
+            got = self._execute(entry.function, entry.params, limit)
         except InvocationFailed as e:
             end = cursor.peek()
             raise DivergenceError(self.id, end[0] if end else index,
                                   describe(end[1]) if end else "a completed invocation",
                                   f"a failure ({e})") from None
-        got = typed(self.signatures[entry.function].results, values)
         end = cursor.next()
         if end is None or not isinstance(end[1], InvokeEnd):
             raise DivergenceError(self.id, end[0] if end else index + 1,
@@ -315,14 +317,24 @@ class Worker:
         return info
 
     # -- invocation ----------------------------------------------------------
-    def _run(self, function: str, params: Sequence[TypedValue]) -> list[TypedValue]:
-        """Run the body of an invocation whose InvokeStart is recorded; record its end."""
+    def _execute(self, function: str, params: Sequence[TypedValue],
+                 limit: float) -> list[TypedValue]:
+        """Call the export (through the Canonical ABI for a WIT function)."""
         inst = self.instance
         assert inst is not None
+        func = self.iface.find(function) if self.iface is not None else None
+        if func is not None:
+            results, self.last_json = self.iface.run(inst, func, params, limit)
+            return results
+        values = inst.call(function, [v for _, v in params], time_limit=limit)
+        self.last_json = None
+        return typed(self.signatures[function].results, values)
+
+    def _run(self, function: str, params: Sequence[TypedValue]) -> list[TypedValue]:
+        """Run the body of an invocation whose InvokeStart is recorded; record its end."""
         t0 = time.perf_counter_ns()
         try:
-            values = inst.call(function, [v for _, v in params],
-                               time_limit=self.time_limit)
+            results = self._execute(function, params, self.time_limit)
         except InvocationFailed as e:
             self.discard()
             self.journal.append(InvokeFailed(e.reason, str(e)))
@@ -350,7 +362,6 @@ class Worker:
             # Every recorded call was consumed and the guest returned: the crash came
             # just before the end was recorded. Whatever follows is live.
             self.journal.go_live()
-        results = typed(self.signatures[function].results, values)
         self.journal.append(InvokeEnd(tuple(results), time.perf_counter_ns() - t0))
         self.rt.crash.hit("after-invocation")
         return results
@@ -433,7 +444,8 @@ class Worker:
             raise
         self.policy_state.invoked(time.perf_counter() - t_run)
         self.maybe_snapshot()
-        return InvocationResult(function, results, start, time.perf_counter() - t0, recovery)
+        return InvocationResult(function, results, start, time.perf_counter() - t0, recovery,
+                                json=self.last_json)
 
     def status(self) -> str:
         if self.meta.get("status") in ("failed", "suspended"):

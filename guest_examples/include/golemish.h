@@ -106,6 +106,13 @@ int32_t golemish_invoke(const char *worker, uint32_t worker_len,
                         const int64_t *args, uint32_t nargs,
                         int64_t *results, uint32_t nresults);
 
+/* Invoke a typed function (the callee's component has a WIT interface), exactly
+ * once, with a WAVE call such as `add-item({sku: "apple", qty: 2, price-cents: 5})`.
+ * The result's WAVE text goes to *result (free() it; empty if no result). */
+GOLEMISH_IMPORT("invoke_wave")
+int32_t golemish_invoke_wave(const char *worker, uint32_t worker_len,
+                             const char *call, uint32_t call_len, golemish_bytes_t *result);
+
 /* ---- small calls ---------------------------------------------------------------- */
 
 /* A fresh idempotency key (32 hex characters, recorded) to hand to third
