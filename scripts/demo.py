@@ -9,6 +9,7 @@ Exits non-zero if recovery does not reach the right state.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -30,7 +31,7 @@ def run(*args: str, crash: str | None = None, quiet: bool = False) -> subprocess
         env["GOLEMISH_CRASH_AT"] = crash
         prefix = f"GOLEMISH_CRASH_AT={crash} "
     if not quiet:
-        print(f"\n$ {prefix}golemish {' '.join(args)}", flush=True)
+        print(f"\n$ {prefix}golemish {shlex.join(args)}", flush=True)
     # stderr joins stdout so messages appear in the order a terminal would show them.
     proc = subprocess.run([*golemish(), *args], stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, env=env)
@@ -69,6 +70,8 @@ def main() -> int:
     after = run("invoke", WORKER, "add", "1")
     run("worker", "oplog", WORKER, "--from", "16")
 
+    cart_ok = cart_demo()
+
     total = after.stdout.strip().splitlines()[-1] if after.stdout.strip() else ""
     ok = (after.returncode == 0 and total == "143"
           and "finished the interrupted invocation add" in after.stdout
@@ -76,7 +79,24 @@ def main() -> int:
           and after.stdout.count("add 100 -> total 142") == 1)
     print(f"\n{'OK' if ok else 'FAILED'}: total {total or '?'} (expected 5+7+30+100+1 = 143), "
           "add(100) ran exactly once, nothing printed twice")
-    return 0 if ok else 1
+    print(f"{'OK' if cart_ok else 'FAILED'}: the typed cart kept both items across the kill")
+    return 0 if ok and cart_ok else 1
+
+
+def cart_demo() -> bool:
+    """A typed component (WIT + WAVE values) killed mid-invocation, then recovered."""
+    print("\n# A typed component: records, lists and options, described in WIT.")
+    subprocess.run([sys.executable, str(ROOT / "guest_examples/build.py"), "cart"], check=True,
+                   stdout=subprocess.DEVNULL)
+    run("worker", "delete", "cart/demo", quiet=True)
+    run("deploy", str(ROOT / "guest_examples/build/cart.wasm"), "--wit",
+        str(ROOT / "guest_examples/cart.wit"))
+    run("invoke", "cart/demo", 'add-item({sku: "apple", qty: 2, price-cents: 150})')
+    run("invoke", "cart/demo", 'add-item({sku: "pear", qty: 1, price-cents: 99})',
+        crash="before-invocation:1")
+    items = run("invoke", "cart/demo", "items")
+    run("worker", "oplog", "cart/demo", "--from", "2", "--to", "5")
+    return 'sku: "pear"' in items.stdout and 'sku: "apple"' in items.stdout
 
 
 if __name__ == "__main__":
