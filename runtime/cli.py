@@ -139,8 +139,12 @@ def main(click_ctx: click.Context, home: str, as_json: bool, debug: bool, sync: 
 @click.option("--wit", "wit_path", type=click.Path(dir_okay=False, path_type=Path),
               help="The component's WIT world: typed functions invoked with WAVE values "
                    "(default: a 'golemish:wit' custom section, if the module has one).")
+@click.option("--stackful", is_flag=True,
+              help="Transform with asyncify so that long invocations can be snapshotted "
+                   "mid-call and resumed without replay (needs golemish[stackful]).")
 @_run
-def deploy(ctx: Ctx, path: Path, name: str | None, wit_path: Path | None) -> None:
+def deploy(ctx: Ctx, path: Path, name: str | None, wit_path: Path | None,
+           stackful: bool) -> None:
     """Deploy a WASI preview 1 module as a new component version."""
     try:
         wasm = path.read_bytes()
@@ -150,13 +154,13 @@ def deploy(ctx: Ctx, path: Path, name: str | None, wit_path: Path | None) -> Non
                             f"{getattr(e, 'strerror', e)}") from None
     name = name or path.name.removesuffix(".wasm")
     with ctx.runtime() as rt:
-        res = rt.deploy(wasm, name, wit, str(wit_path) if wit_path else None)
+        res = rt.deploy(wasm, name, wit, str(wit_path) if wit_path else None, stackful)
     m = res.meta
     if ctx.json:
         _emit_json({"created": res.created, **m})
     elif res.created:
         click.echo(f"deployed {m['name']} v{m['version']} ({m['size']:,} bytes, "
-                   f"{m['hash'][:12]})")
+                   f"{m['hash'][:12]}{', stackful' if m.get('stackful') else ''})")
     else:
         click.echo(f"{m['name']} v{m['version']} already has these bytes ({m['hash'][:12]}); "
                    "nothing to do")

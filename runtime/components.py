@@ -24,7 +24,7 @@ from golemish.oplog import Store, content_hash
 from .engine import Engine, FuncSig
 from .errors import ComponentError, InvalidModuleError, MissingImportsError, NotFoundError
 from .instrument import GLOBAL_PREFIX, TABLE_PREFIX, InstrumentError, instrument
-from . import host_api, typed
+from . import asyncify, host_api, typed
 from .wasi import MODULE as WASI_MODULE
 from .wasi import SIGNATURES as WASI_SIGNATURES
 from .wasi import signature as wasi_signature
@@ -59,10 +59,12 @@ def missing_imports(engine: Engine, module: wasmtime.Module) -> list[str]:
             missing.append(f"{mod}.{name} (imported as {sig}, host has {want})")
     needs = sorted(n for m, n, *_ in engine.imports(module)
                    if m == host_api.MODULE and n in host_api.NEEDS_REALLOC)
+    if asyncify.is_stackful(engine.func_exports(module)):
+        needs.append("the asyncify stack buffer")
     realloc = engine.func_exports(module).get("cabi_realloc")
     if needs and str(realloc) != "(i32, i32, i32, i32) -> i32":
         missing.append(f"export cabi_realloc (i32, i32, i32, i32) -> i32, which "
-                       f"{', '.join(needs)} use to hand the guest its results")
+                       f"{', '.join(needs)} need(s) to allocate guest memory")
     return missing
 
 
@@ -87,14 +89,21 @@ class DeployResult:
 
 
 def deploy(store: Store, engine: Engine, wasm: bytes, name: str,
-           wit: str | None = None, wit_source: str | None = None) -> DeployResult:
+           wit: str | None = None, wit_source: str | None = None,
+           stackful: bool = False) -> DeployResult:
     """Deploy a module (with its WIT world, given or embedded) as a new version of ``name``.
 
-    Identical bytes and WIT deployed again are a no-op.
+    ``stackful`` runs Binaryen's asyncify on it first, so that its invocations can be
+    snapshotted mid-call (a module already asyncified by its build is detected as
+    is). Identical bytes and WIT deployed again are a no-op.
     """
     check_name(name)
+    wit = typed.wit_of(wasm, wit)  # a custom section could be lost in the transform
+    if stackful:
+        engine.compile(wasm)  # a clear message for invalid input, before Binaryen sees it
+        if not asyncify.is_stackful(e[0] for e in engine.exports(engine.compile(wasm))):
+            wasm = asyncify.asyncify(wasm)
     digest = content_hash(wasm)
-    wit = typed.wit_of(wasm, wit)
     versions = store.component_versions(name)
     for meta in versions:
         if meta["hash"] == digest and meta.get("wit") == wit:
@@ -118,6 +127,7 @@ def deploy(store: Store, engine: Engine, wasm: bytes, name: str,
         "exports": [list(e) for e in exports],
         "model": "reactor" if any(e[0] == "_initialize" for e in exports)
         else "command" if any(e[0] == "_start" for e in exports) else "plain",
+        "stackful": asyncify.is_stackful(e[0] for e in exports),
     }
     if wit is not None:
         meta["wit"] = wit

@@ -109,8 +109,9 @@ class Runtime:
 
     # -- components -----------------------------------------------------------
     def deploy(self, wasm: bytes, name: str, wit: str | None = None,
-               wit_source: str | None = None) -> DeployResult:
-        return components.deploy(self.store, self.engine, bytes(wasm), name, wit, wit_source)
+               wit_source: str | None = None, stackful: bool = False) -> DeployResult:
+        return components.deploy(self.store, self.engine, bytes(wasm), name, wit, wit_source,
+                                 stackful)
 
     def component(self, name: str, version: int | None = None) -> dict[str, Any]:
         return components.resolve(self.store, name, version)

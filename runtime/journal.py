@@ -26,7 +26,7 @@ from .errors import DivergenceError
 OutputFn = Callable[[int, bytes], None]
 
 #: Entries that end an invocation's body; the guest must not read past them.
-_BOUNDARY = (InvokeStart, InvokeEnd, InvokeFailed, Snapshot)
+_BOUNDARY = (InvokeStart, InvokeEnd, InvokeFailed)
 
 
 def describe(entry: Entry) -> str:
@@ -75,7 +75,9 @@ class Cursor:
             item = next(self._it, None)
             if item is None or (self.limit is not None and item[0] > self.limit):
                 self._done = True
-            elif not self._is_void(item[0]):
+            elif not self._is_void(item[0]) and not isinstance(item[1], Snapshot):
+                # Snapshot entries are bookkeeping, not guest execution: mid-call ones
+                # sit inside an invocation's body, and replay passes over them.
                 self._peeked = item
         return self._peeked
 

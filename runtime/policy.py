@@ -24,8 +24,8 @@ from .errors import ArgumentError
 
 @dataclass(frozen=True)
 class SnapshotPolicy:
-    kind: str = "adaptive"          # adaptive | every | interval | off
-    every: int = 0                  # invocations, for "every"
+    kind: str = "adaptive"          # adaptive | every | calls | interval | off
+    every: int = 0                  # invocations, for "every"; host calls, for "calls"
     interval_s: float = 0.0         # seconds, for "interval"
     target_tail_s: float = 0.05     # adaptive: bound on the tail's replay time
     max_overhead: float = 0.05      # adaptive: share of time snapshots may take
@@ -40,6 +40,8 @@ class SnapshotPolicy:
                 return cls("adaptive", target_tail_s=float(arg) if arg else 0.05)
             if kind == "every" and int(arg) >= 1:
                 return cls("every", every=int(arg))
+            if kind == "calls" and int(arg) >= 1:
+                return cls("calls", every=int(arg))
             if kind == "interval" and float(arg) > 0:
                 return cls("interval", interval_s=float(arg))
             if kind == "off" and not arg:
@@ -47,11 +49,13 @@ class SnapshotPolicy:
         except ValueError:
             pass
         raise ArgumentError(f"bad snapshot policy {text!r}: use adaptive[:SECONDS], "
-                            "every:N, interval:SECONDS or off")
+                            "every:N, calls:N, interval:SECONDS or off")
 
     def __str__(self) -> str:
         if self.kind == "every":
             return f"every:{self.every}"
+        if self.kind == "calls":
+            return f"calls:{self.every}"
         if self.kind == "interval":
             return f"interval:{self.interval_s:g}"
         if self.kind == "adaptive":
@@ -70,6 +74,8 @@ class PolicyState:
         self.tail_invocations = tail_invocations
         self.cost_s = snapshot_cost_s
         self.last_wall = last_snapshot_wall if last_snapshot_wall is not None else time.time()
+        #: perf_counter() at the last snapshot: work before it is not in the tail.
+        self.last_perf = 0.0
 
     def interval_s(self) -> float:
         """The adaptive τ for the current cost estimate."""
@@ -83,9 +89,18 @@ class PolicyState:
         self.tail_s += seconds
         self.tail_invocations += 1
 
+    def midcall_due(self, in_call_s: float, calls: int) -> bool:
+        """Inside an invocation of a stackful worker: snapshot at this host call?"""
+        p = self.policy
+        if p.kind == "calls":
+            return calls >= p.every
+        if p.kind == "adaptive":
+            return self.tail_s + in_call_s >= self.interval_s()
+        return False
+
     def due(self) -> bool:
         p = self.policy
-        if p.kind == "off" or self.tail_invocations == 0:
+        if p.kind in ("off", "calls") or self.tail_invocations == 0:
             return False
         if p.kind == "every":
             return self.tail_invocations >= p.every
@@ -99,3 +114,4 @@ class PolicyState:
         self.tail_s = 0.0
         self.tail_invocations = 0
         self.last_wall = time.time()
+        self.last_perf = time.perf_counter()

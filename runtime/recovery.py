@@ -40,12 +40,15 @@ def snapshot_candidates(snapshot_indexes: Iterable[int], last_index: int) -> lis
 
 
 def plan_recovery(worker_id: str, kinds: Iterable[tuple[int, int]], start: int = 0,
-                  rewinds: Mapping[int, int] | None = None) -> RecoveryPlan:
+                  rewinds: Mapping[int, int] | None = None,
+                  open_at: int | None = None) -> RecoveryPlan:
     """Plan the replay of (index, entry kind) pairs in index order.
 
     ``start`` is the index of the snapshot being restored (the kinds then begin
     at start + 1), or 0 for full replay (they begin with the Create entry).
     ``rewinds`` maps the index of each Rewind entry to the index it rewinds to.
+    ``open_at``: the snapshot was taken inside the invocation begun there (a mid-call
+    snapshot), so the kinds start in the middle of its body.
     Raises CorruptionError when the sequence cannot have been written by golemish
     (no Create first, a gap, an end without a start, nested starts).
     """
@@ -61,7 +64,7 @@ def plan_recovery(worker_id: str, kinds: Iterable[tuple[int, int]], start: int =
 
     replay: list[int] = []
     skip: dict[int, int] = {}
-    open_start: int | None = None
+    open_start: int | None = open_at
     atomic: list[int] = []  # open atomic regions of the current invocation
     last = start
     for index, kind in kinds:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from golemish.oplog import (
+    codec,
     CorruptionError, Create, Entry, GolemishError, InvokeEnd, InvokeFailed, InvokeStart,
     Manifest, Rewind, Snapshot, TypedValue,
 )
@@ -23,7 +24,9 @@ from .errors import (
     ArgumentError, DivergenceError, InvocationFailed, NotFoundError, Suspended,
     WorkerFailedError, WorkerSuspendedError,
 )
+from .asyncify import is_stackful
 from .host_api import GolemishHost
+from .stackful import Stackful
 from .journal import Cursor, Journal, OutputFn, describe
 from .policy import PolicyState, SnapshotPolicy
 from .recovery import plan_recovery, snapshot_candidates
@@ -113,6 +116,9 @@ class Worker:
             if meta.get("snapshot_policy") else runtime.config.snapshot_policy
         self.policy_state = PolicyState(self.policy)
         self.last_recovery: RecoveryReport | None = None
+        #: Mid-call snapshots, for components transformed with asyncify.
+        self.midcall: Stackful | None = Stackful(self) if is_stackful(
+            e[0] for e in runtime.engine.exports(self.module)) else None
         self.memory_limit: int = meta.get("memory_limit", runtime.config.memory_limit)
         self.time_limit: float = meta.get("time_limit", runtime.config.time_limit)
 
@@ -120,13 +126,30 @@ class Worker:
     def _instantiate(self, create: Create, *, initialize: bool = True) -> Instance:
         host = WasiHost(self.journal, create.args, create.env)
         self.host_api = GolemishHost(self.id, self.journal, self.rt)
-        inst = self.rt.engine.instantiate(self.module, host.functions() + self.host_api.functions(),
-                                          memory_limit=self.memory_limit)
+        funcs = host.functions() + self.host_api.functions()
+        if self.midcall is not None:
+            funcs = self.midcall.wrap(funcs)
+        inst = self.rt.engine.instantiate(self.module, funcs, memory_limit=self.memory_limit)
         host.bind(inst)
         self.host_api.bind(inst)
-        if initialize and inst.has_export("_initialize"):
-            inst.call("_initialize", [], time_limit=self.time_limit)
+        if initialize:
+            if inst.has_export("_initialize"):
+                inst.call("_initialize", [], time_limit=self.time_limit)
+            if self.midcall is not None:
+                self.midcall.attach(inst)  # the asyncify buffer, at the same point every time
         return inst
+
+    def _host_blob(self, midcall: list[Any] | None = None) -> bytes:
+        """Host-side state a snapshot carries: retry policy, asyncify buffer, mid-call."""
+        stack = self.midcall.state() if self.midcall is not None else None
+        return codec.encode([self.host_api.state(), stack, midcall])
+
+    @staticmethod
+    def _host_parts(manifest: Manifest) -> tuple[bytes, list[int] | None, list[Any] | None]:
+        if not manifest.host:
+            return b"", None, None
+        retry, stack, midcall = codec.decode(manifest.host)
+        return retry, stack, midcall
 
     def _track(self, base: Manifest | None) -> None:
         """Start dirty tracking of the live instance, relative to ``base``."""
@@ -203,10 +226,15 @@ class Worker:
                 manifest = snaps.manifest(self.id, index)
                 if manifest.component_hash != self.component["hash"]:
                     raise SnapshotError("it was taken of another component version")
+                retry, stack, midcall = self._host_parts(manifest)
+                if midcall is not None:
+                    self._plan_midcall(midcall)  # usable only if that invocation did not fail
                 inst = self._instantiate(create, initialize=False)
                 restore(inst, manifest, self.layout,
                         lambda hashes: snaps.load_pages(self.id, hashes))
-                self.host_api.restore_state(manifest.host)
+                self.host_api.restore_state(retry)
+                if self.midcall is not None and stack is not None:
+                    self.midcall.attach(inst, ptr=stack[0], size=stack[1])
             except (CorruptionError, SnapshotError, InvocationFailed) as e:
                 if inst is not None:
                     inst.close()
@@ -218,6 +246,16 @@ class Worker:
             return manifest
         return None
 
+    def _plan_midcall(self, midcall: list[Any]) -> Any:
+        invocation, tail_from = midcall[0], midcall[1]
+        kinds = list(self.oplog.kinds(tail_from))
+        rewinds = {i: e.to for i, k in kinds if k == Rewind.KIND
+                   for e in [self.oplog.get(i)] if isinstance(e, Rewind)}
+        plan = plan_recovery(self.id, kinds, tail_from - 1, rewinds, open_at=invocation)
+        if invocation in plan.skip:
+            raise SnapshotError("it was taken inside an invocation that later failed")
+        return plan
+
     def recover(self) -> RecoveryReport:
         t0 = time.perf_counter()
         report = RecoveryReport()
@@ -227,11 +265,15 @@ class Worker:
                                   index=1)
         self.journal.replayed_calls = 0
         base = self._restore_latest(create, report)
-        start = report.snapshot_index
-        kinds = list(self.oplog.kinds(start + 1))
-        rewinds = {i: e.to for i, k in kinds if k == Rewind.KIND
-                   for e in [self.oplog.get(i)] if isinstance(e, Rewind)}
-        plan = plan_recovery(self.id, kinds, start, rewinds)
+        midcall = self._host_parts(base)[2] if base is not None else None
+        start = midcall[1] - 1 if midcall is not None else report.snapshot_index
+        if midcall is not None:
+            plan = self._plan_midcall(midcall)
+        else:
+            kinds = list(self.oplog.kinds(start + 1))
+            rewinds = {i: e.to for i, k in kinds if k == Rewind.KIND
+                       for e in [self.oplog.get(i)] if isinstance(e, Rewind)}
+            plan = plan_recovery(self.id, kinds, start, rewinds)
         report.entries = plan.last_index - start
         cursor = Cursor(self.oplog.read(start + 1), plan.void, plan.rewind_to)
         self.journal.rewind_to = plan.rewind_to
@@ -242,6 +284,20 @@ class Worker:
         self._track(base)
         t_tail = time.perf_counter()
         replay_limit = self.time_limit * 2 + 1
+        if midcall is not None:
+            # Continue inside the invocation the snapshot interrupted: rewind into it.
+            assert self.midcall is not None
+            index, entry = midcall[0], self.oplog.get(midcall[0])
+            assert isinstance(entry, InvokeStart)
+            self.midcall._saved_globals = {n: (t, b) for n, t, b in midcall[2]}
+            self.midcall.resume()
+            report.mode = "snapshot (mid-call)"
+            if index == plan.open_start:
+                report.finished = self._finish_open(index, entry)
+                cursor = Cursor(iter(()))  # the oplog ends inside that invocation
+            else:
+                self._replay_one(index, entry, cursor, replay_limit)
+                report.replayed_invocations += 1
         while (item := cursor.peek()) is not None:
             index, entry = item
             if isinstance(entry, Snapshot):
@@ -287,6 +343,8 @@ class Worker:
         return report
 
     def _replay_one(self, index: int, entry: InvokeStart, cursor: Cursor, limit: float) -> None:
+        if self.midcall is not None:
+            self.midcall.invocation = index
         try:
             got = self._execute(entry.function, entry.params, limit)
         except InvocationFailed as e:
@@ -308,6 +366,8 @@ class Worker:
         """Re-run the cut-off invocation: recorded calls from the oplog, then live."""
         info: dict[str, Any] = {"function": entry.function, "index": index,
                                 "params": list(entry.params)}
+        if self.midcall is not None:
+            self.midcall.invocation = index
         try:
             results = self._run(entry.function, entry.params)
         except InvocationFailed as e:
@@ -326,7 +386,11 @@ class Worker:
         if func is not None:
             results, self.last_json = self.iface.run(inst, func, params, limit)
             return results
-        values = inst.call(function, [v for _, v in params], time_limit=limit)
+        args = [v for _, v in params]
+        if self.midcall is not None and self.durable:
+            values = self.midcall.call(function, args, limit)
+        else:
+            values = inst.call(function, args, time_limit=limit)
         self.last_json = None
         return typed(self.signatures[function].results, values)
 
@@ -367,10 +431,27 @@ class Worker:
         return results
 
     # -- snapshots -------------------------------------------------------------
-    def snapshot(self, *, full: bool = False) -> Snapshot | None:
-        """Capture memory and globals now (between invocations). None if not possible.
+    def midcall_due(self, st: Stackful) -> bool:
+        """At a host call inside an invocation: is a mid-call snapshot due?"""
+        if self.image is None:
+            return False
+        in_call = time.perf_counter() - max(st.invocation_t0, self.policy_state.last_perf)
+        return self.policy_state.midcall_due(in_call, st.calls)
 
-        ``full`` captures every page as if there were no earlier snapshot.
+    def snapshot_midcall(self, invocation: int, tail_from: int) -> Snapshot | None:
+        """A snapshot while the guest's stack is unwound into memory (see stackful)."""
+        assert self.midcall is not None
+        saved = [[n, t, b] for n, (t, b) in self.midcall._saved_globals.items()]
+        entry = self.snapshot(midcall=[invocation, tail_from, saved])
+        self.midcall.calls = 0
+        return entry
+
+    def snapshot(self, *, full: bool = False, midcall: list[Any] | None = None
+                 ) -> Snapshot | None:
+        """Capture memory and globals now (between invocations, or unwound mid-call).
+
+        None if not possible. ``full`` captures every page as if there were no
+        earlier snapshot.
         """
         self.ensure_ready()
         if self.image is None:
@@ -381,7 +462,7 @@ class Worker:
         try:
             manifest, new, changed = self.image.capture(
                 index, self.component["hash"], lambda h: snaps.has_page(self.id, h), full=full,
-                host=self.host_api.state())
+                host=self._host_blob(midcall))
         except SnapshotError as e:
             self.image.close()
             self.image = None
@@ -435,6 +516,8 @@ class Worker:
             InvokeStart(function, tuple(params), idempotency_key, time.time_ns()),
             idempotency_key)
         self.rt.crash.hit("before-invocation")
+        if self.midcall is not None:
+            self.midcall.invocation = start
         t_run = time.perf_counter()
         try:
             results = self._run(function, params)
@@ -442,7 +525,7 @@ class Worker:
             self.discard()
             self._fail(e)
             raise
-        self.policy_state.invoked(time.perf_counter() - t_run)
+        self.policy_state.invoked(time.perf_counter() - max(t_run, self.policy_state.last_perf))
         self.maybe_snapshot()
         return InvocationResult(function, results, start, time.perf_counter() - t0, recovery,
                                 json=self.last_json)
