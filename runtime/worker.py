@@ -58,8 +58,9 @@ class RecoveryReport:
     finished: dict[str, Any] | None = None
 
     def describe(self) -> str:
-        if self.mode == "snapshot":
-            msg = (f"recovered from the snapshot at oplog index {self.snapshot_index} plus "
+        if self.mode.startswith("snapshot"):
+            where = "mid-call snapshot" if "mid-call" in self.mode else "snapshot"
+            msg = (f"recovered from the {where} at oplog index {self.snapshot_index} plus "
                    f"{self.entries} entries ({self.replayed_invocations} invocations) in "
                    f"{self.seconds * 1e3:.1f} ms")
         else:
