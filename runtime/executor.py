@@ -8,7 +8,6 @@ may run in parallel threads (wasmtime releases the GIL while wasm runs).
 from __future__ import annotations
 
 import os
-import secrets
 import struct
 import threading
 import time
@@ -27,7 +26,7 @@ from .crash import CrashPoints
 from .dirty import UffdTracker
 from .engine import Engine, FuncSig
 from .errors import (
-    ArgumentError, ComponentError, GolemishError, InvocationFailed, NotFoundError, PromiseError,
+    ArgumentError, ComponentError, GolemishError, NotFoundError, PromiseError,
     Suspended,
 )
 from .journal import OutputFn

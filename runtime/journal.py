@@ -147,25 +147,20 @@ class Journal:
     # -- recording ------------------------------------------------------------
     def append(self, entry: Entry) -> int:
         """Append one entry durably (with the crash points around it)."""
-        if not self.recording:
-            return 0
-        if self.rewind_to is not None:
-            to, self.rewind_to = self.rewind_to, None
-            self.append(Rewind(to))
-        self.crash.hit("before-oplog-append")
-        index = self.oplog.append(entry)
-        self.crash.hit("after-oplog-append")
-        return index
+        return self._append(lambda: self.oplog.append(entry))
 
     def append_invocation(self, entry: InvokeStart, key: str | None) -> int:
         """Append an InvokeStart, remembering its idempotency key in the same batch."""
+        return self._append(lambda: self.store_append_invocation(self.oplog, entry, key))
+
+    def _append(self, write: Callable[[], int]) -> int:
         if not self.recording:
             return 0
-        if self.rewind_to is not None:
+        if self.rewind_to is not None:  # void what a cut-off atomic region left behind
             to, self.rewind_to = self.rewind_to, None
             self.append(Rewind(to))
         self.crash.hit("before-oplog-append")
-        index = self.store_append_invocation(self.oplog, entry, key)
+        index = write()
         self.crash.hit("after-oplog-append")
         return index
 

@@ -42,7 +42,12 @@ def check_against(wit: Wit, exports: dict[str, FuncSig]) -> None:
 
 def wit_of(wasm: bytes, given: str | None) -> str | None:
     """The WIT text: given at deploy, else embedded in a `golemish:wit` custom section."""
-    return given if given is not None else wit_from_custom_section(wasm)
+    if given is not None:
+        return given
+    try:
+        return wit_from_custom_section(wasm)
+    except ValueError:  # not a module at all: compiling it says so more clearly
+        return None
 
 
 class Interface:

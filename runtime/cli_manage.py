@@ -1,0 +1,252 @@
+"""`golemish worker …`, `promise …` and `store …`: managing what is deployed and running."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from golemish.oplog import GolemishError
+
+from .cli_common import Ctx, emit_json, run, table, when, writer
+from .errors import Suspended, WorkerSuspendedError
+from .policy import SnapshotPolicy
+from .values import format_value
+
+
+@click.group()
+def worker() -> None:
+    """Inspect and manage workers."""
+
+
+@worker.command("list")
+@run
+def worker_list(ctx: Ctx) -> None:
+    """List workers."""
+    with ctx.runtime() as rt:
+        infos = [rt.worker_info(w) for w in rt.worker_ids()]
+    if ctx.json:
+        emit_json(infos)
+        return
+    table([(i["id"], f"{i['component']} v{i['version']}", i["status"], i["oplog_length"],
+             i["invocations"], when(i["created_at"])) for i in infos],
+           ["worker", "component", "status", "oplog", "invocations", "created"])
+
+
+@worker.command("show")
+@click.argument("worker_id", metavar="WORKER")
+@run
+def worker_show(ctx: Ctx, worker_id: str) -> None:
+    """Show one worker."""
+    with ctx.runtime() as rt:
+        info = rt.worker_info(worker_id)
+    if ctx.json:
+        emit_json(info)
+        return
+    rows = [("worker", info["id"]), ("component", f"{info['component']} v{info['version']}"),
+            ("status", info["status"]),
+            ("oplog length", f"{info['oplog_length']}"
+                             + (f" ({info['oplog_archived']} archived)"
+                                if info["oplog_archived"] else "")),
+            ("invocations", info["invocations"]), ("created", when(info["created_at"])),
+            ("limits", f"memory {info.get('memory_limit', 0) >> 20} MiB, "
+                       f"{info.get('time_limit', 0):g} s per invocation")]
+    rows.append(("snapshots", f"{info['snapshots']} kept, policy {info['snapshot_policy']}, "
+                              f"dirty tracking by {info['dirty_tracker']}"))
+    if info.get("latest_snapshot"):
+        rows += [("latest", f"at oplog index {info['latest_snapshot']}, memory "
+                            f"{info['memory_bytes'] / (1 << 20):.1f} MiB"),
+                 ("stored", f"{info['snapshot_pages']} pages, "
+                            f"{info['snapshot_stored_bytes']:,} bytes; dedup "
+                            f"{info['dedup_ratio']}x, compression {info['compression_ratio']}x")]
+    if info.get("snapshots_disabled"):
+        rows.append(("no snapshots", info["snapshots_disabled"]))
+    if info.get("last_recovery"):
+        rows.append(("last recovery", info["last_recovery"]))
+    if info.get("error"):
+        rows.append(("error", info["error"]))
+    for k, v in rows:
+        click.echo(f"{k + ':':<15} {v}")
+
+
+@worker.command("oplog")
+@click.argument("worker_id", metavar="WORKER")
+@click.option("--from", "start", type=click.IntRange(min=1), default=1, help="First index.")
+@click.option("--to", "end", type=click.IntRange(min=1), default=None, help="Last index.")
+@run
+def worker_oplog(ctx: Ctx, worker_id: str, start: int, end: int | None) -> None:
+    """Print a worker's oplog: index, kind and a summary per entry."""
+    with ctx.runtime() as rt:
+        entries = rt.oplog(worker_id, start, end)
+    if ctx.json:
+        emit_json([{"index": i, **e.to_json()} for i, e in entries])
+        return
+    table([(i, e.NAME, e.summary()) for i, e in entries], ["index", "kind", "summary"])
+
+
+@worker.command("snapshot")
+@click.argument("worker_id", metavar="WORKER")
+@click.option("--full", is_flag=True, help="Capture every page, ignoring earlier snapshots.")
+@run
+def worker_snapshot(ctx: Ctx, worker_id: str, full: bool) -> None:
+    """Take a snapshot of a worker now."""
+    with ctx.runtime() as rt:
+        entry = rt.snapshot(worker_id, full=full)
+        index = rt.store.oplog(worker_id).last_index
+        meta = rt.store.get_worker(worker_id) or {}
+    if entry is None:
+        raise GolemishError(f"worker {worker_id} cannot be snapshotted: "
+                            f"{meta.get('snapshots_disabled', 'it is ephemeral')}")
+    if ctx.json:
+        emit_json({"index": index, **entry.to_json()})
+    else:
+        click.echo(f"snapshot of {worker_id} at oplog index {index}: {entry.summary()}")
+
+
+@worker.command("config")
+@click.argument("worker_id", metavar="WORKER")
+@click.option("--snapshot-policy", "policy", metavar="POLICY",
+              help="adaptive[:TARGET_S], every:N, interval:SECONDS or off.")
+@click.option("--allow-http", multiple=True, metavar="HOST[:PORT]",
+              help="Let the worker reach this host over HTTP ('*': any). Loopback always can.")
+@click.option("--deny-http", multiple=True, metavar="HOST[:PORT]",
+              help="Take a host off the worker's HTTP allow-list.")
+@run
+def worker_config(ctx: Ctx, worker_id: str, policy: str | None, allow_http: tuple[str, ...],
+                  deny_http: tuple[str, ...]) -> None:
+    """Change a worker's settings."""
+    parsed = SnapshotPolicy.parse(policy) if policy else None
+    with ctx.runtime() as rt:
+        rt.configure(worker_id, snapshot_policy=parsed, allow_http=allow_http,
+                     deny_http=deny_http)
+        info = rt.worker_info(worker_id)
+    if ctx.json:
+        emit_json(info)
+        return
+    click.echo(f"{worker_id}: snapshot policy {info['snapshot_policy']}, HTTP allow-list: "
+               f"{', '.join(info.get('http_allow', [])) or 'loopback only'}")
+
+
+@worker.command("interrupt")
+@click.argument("worker_id", metavar="WORKER")
+@run
+def worker_interrupt(ctx: Ctx, worker_id: str) -> None:
+    """Abandon a worker's pending invocation (suspended or cut off by a crash).
+
+    It is recorded as failed and the worker returns to its state from before it;
+    effects it already had (HTTP calls, calls to other workers) are not undone.
+    """
+    with ctx.runtime() as rt:
+        pending = rt.interrupt(worker_id)
+    click.echo(f"interrupted {pending} on {worker_id}" if pending
+               else f"{worker_id} had no pending invocation")
+
+
+@worker.command("resume")
+@click.argument("worker_id", metavar="WORKER")
+@click.option("--wait", is_flag=True, help="If the worker sleeps, wait until it wakes.")
+@run
+def worker_resume(ctx: Ctx, worker_id: str, wait: bool) -> None:
+    """Recover a worker now: finish an invocation a crash cut off, or one whose timer
+    is due or whose promise was completed."""
+    with ctx.runtime() as rt:
+        while True:
+            try:
+                report = rt.resume(worker_id, output=lambda s, d: writer(s, d, ctx.json))
+                break
+            except WorkerSuspendedError as e:
+                if not (wait and e.until_ns):
+                    raise Suspended(e.worker_id, promise=e.promise, until_ns=e.until_ns) \
+                        from None
+                time.sleep(max(0.0, e.until_ns / 1e9 - time.time() - rt.suspend_after_s()))
+    if ctx.json:
+        emit_json(vars(report) if report else None)
+    elif report is not None:
+        click.echo(f"worker {worker_id} {report.describe()}")
+
+
+@worker.command("delete")
+@click.argument("worker_id", metavar="WORKER")
+@run
+def worker_delete(ctx: Ctx, worker_id: str) -> None:
+    """Delete a worker and its oplog."""
+    with ctx.runtime() as rt:
+        rt.delete_worker(worker_id)
+    if not ctx.json:
+        click.echo(f"deleted {worker_id}")
+
+
+@click.group()
+def store() -> None:
+    """Inspect the store itself."""
+
+
+@store.command("check")
+@click.option("--deep", is_flag=True, help="Also decompress every page and verify its hash.")
+@run
+def store_check(ctx: Ctx, deep: bool) -> None:
+    """Verify the store: dense oplogs, checksums, snapshot pages, references.
+
+    Prints each problem with its location and exits 1 if there is any.
+    """
+    from golemish.oplog.check import check_store
+    from golemish.oplog import open_store
+
+    with open_store(ctx.home) as st:
+        problems, counts = check_store(st, deep=deep)
+    if ctx.json:
+        emit_json({"ok": not problems, "checked": counts,
+                    "problems": [{"where": p.where, "what": p.what} for p in problems]})
+    else:
+        for p in problems:
+            click.echo(f"problem: {p}")
+        summary = ", ".join(f"{n} {k}" for k, n in counts.items())
+        click.echo(f"{'ok' if not problems else f'{len(problems)} problem(s)'}: checked {summary}")
+    if problems:
+        sys.exit(1)
+
+
+@click.group()
+def promise() -> None:
+    """Promises: values a worker awaits from outside (a human's approval, a webhook)."""
+
+
+@promise.command("list")
+@run
+def promise_list(ctx: Ctx) -> None:
+    """List promises and their state."""
+    with ctx.runtime() as rt:
+        promises = rt.list_promises()
+    if ctx.json:
+        emit_json(promises)
+        return
+    table([(p["id"], p["worker"], p["state"], when(p["created_at"]),
+             when(p["completed_at"]) if p.get("completed_at") else "-") for p in promises],
+           ["promise", "worker", "state", "created", "completed"])
+
+
+@promise.command("complete")
+@click.argument("promise_id", metavar="PROMISE")
+@click.argument("data", default="")
+@run
+def promise_complete(ctx: Ctx, promise_id: str, data: str) -> None:
+    """Complete PROMISE with DATA and resume the worker awaiting it.
+
+    The worker's invocation continues here; its output goes to this command.
+    """
+    with ctx.runtime() as rt:
+        p, outcome = rt.complete_promise(promise_id, data.encode(),
+                                         output=lambda s, d: writer(s, d, ctx.json))
+    if isinstance(outcome, Suspended):
+        raise outcome
+    finished = getattr(outcome, "finished", None)
+    if ctx.json:
+        emit_json({"promise": promise_id, "worker": p["worker"], "finished": finished})
+    elif finished:
+        result = (" ".join(format_value(v) for v in finished["results"]) if finished["ok"]
+                  else f"failed: {finished['error']}")
+        click.echo(f"golemish: {p['worker']} finished {finished['function']}: {result}",
+                   err=True)
+        if finished["ok"] and finished["results"]:
+            click.echo(" ".join(format_value(v) for v in finished["results"]))
