@@ -147,9 +147,22 @@ class Worker:
 
     @staticmethod
     def _host_parts(manifest: Manifest) -> tuple[bytes, list[int] | None, list[Any] | None]:
+        """(retry policy blob, asyncify buffer, mid-call position) of a snapshot.
+
+        A blob of another shape (an older format) makes the snapshot unusable rather
+        than the recovery fail: an older snapshot or replay is used instead.
+        """
         if not manifest.host:
             return b"", None, None
-        retry, stack, midcall = codec.decode(manifest.host)
+        try:
+            retry, stack, midcall = codec.decode(manifest.host)
+            ok = (isinstance(retry, bytes) and (stack is None or len(stack) == 2)
+                  and (midcall is None or (len(midcall) == 3
+                                           and isinstance(midcall[0], int))))
+        except (codec.DecodeError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise SnapshotError("its host state is in a format this version does not read")
         return retry, stack, midcall
 
     def _track(self, base: Manifest | None) -> None:

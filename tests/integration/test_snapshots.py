@@ -220,3 +220,23 @@ def test_archived_oplog_stays_readable_and_replayable(tmp_path, guests):
         # Snapshot recovery never reads the archive.
         assert rt.resume("counter/a").mode == "snapshot"
         assert ints(rt.invoke("counter/a", "get")) == [1200]
+
+
+def test_a_snapshot_with_unreadable_host_state_falls_back(tmp_path, guests):
+    from dataclasses import replace
+    from golemish.oplog import codec
+
+    home = str(tmp_path / "s")
+    with kv_runtime(home) as rt:
+        rt.deploy(guests["counter"].read_bytes(), "counter")
+        rt.invoke("counter/a", "add", ["4"])
+        rt.snapshot("counter/a")
+        index = rt.store.snapshots.indexes("counter/a")[0]
+        m = rt.store.snapshots.manifest("counter/a", index)
+        old = replace(m, host=codec.encode([1, 100, 2000]))  # an earlier layout
+        rt.store.backend.put("snapshots", b"counter/a\0" + index.to_bytes(8, "big"),
+                             old.encode())
+    with kv_runtime(home) as rt:
+        report = rt.resume("counter/a")
+        assert report.mode == "replay" and "host state" in report.fallbacks[0]
+        assert ints(rt.invoke("counter/a", "get")) == [4]
