@@ -19,6 +19,7 @@ pages by looking at that worker's own manifests only.
 from __future__ import annotations
 
 import struct
+import threading
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -75,8 +76,15 @@ class Manifest:
         for off in range(0, len(p), HASH_SIZE):
             yield p[off:off + HASH_SIZE]
 
-    def nonzero(self) -> set[bytes]:
-        return {h for h in self.hashes() if h != ZERO_HASH}
+    def nonzero(self) -> frozenset[bytes]:
+        """The distinct non-zero page hashes, computed once (a manifest is immutable)."""
+        cached = self.__dict__.get("_nonzero")
+        if cached is None:
+            p = self.pages
+            cached = frozenset([p[o:o + HASH_SIZE] for o in range(0, len(p), HASH_SIZE)])
+            cached -= {ZERO_HASH}
+            object.__setattr__(self, "_nonzero", cached)  # a cache, not a field
+        return cached
 
     def encode(self) -> bytes:
         body = codec.encode([self.index, self.component_hash, self.page_size, self.memory_size,
@@ -115,8 +123,33 @@ class SnapshotStore:
 
     def __init__(self, backend: Backend, zstd_level: int = 1) -> None:
         self._b = backend
-        self._cctx = zstandard.ZstdCompressor(level=zstd_level)
-        self._dctx = zstandard.ZstdDecompressor()
+        self._level = zstd_level
+        # zstd contexts must not be used by two threads at once (python-zstandard:
+        # "assume instances are not thread safe"); workers run in parallel threads.
+        self._tls = threading.local()
+        self._decoded: dict[tuple[bytes, bytes], Manifest] = {}
+
+    @property
+    def _cctx(self) -> zstandard.ZstdCompressor:
+        c = getattr(self._tls, "cctx", None)
+        if c is None:
+            c = self._tls.cctx = zstandard.ZstdCompressor(level=self._level)
+        return c
+
+    @property
+    def _dctx(self) -> zstandard.ZstdDecompressor:
+        d = getattr(self._tls, "dctx", None)
+        if d is None:
+            d = self._tls.dctx = zstandard.ZstdDecompressor()
+        return d
+
+    def _remember(self, key: bytes, blob: bytes, m: Manifest) -> None:
+        """Manifests by (key, exact blob) this process wrote or decoded: each snapshot
+        re-reads the kept ones to prune, and decoding them and building their page sets
+        is O(pages) of Python every time."""
+        if len(self._decoded) >= 8:
+            self._decoded.pop(next(iter(self._decoded)))
+        self._decoded[(key, blob)] = m
 
     @staticmethod
     def _prefix(worker_id: str) -> bytes:
@@ -134,14 +167,17 @@ class SnapshotStore:
         prefix = self._prefix(worker_id)
         ops: list[Op] = []
         size = 0
+        cctx = self._cctx
         for h, data in pages.items():
-            z = self._cctx.compress(data)
+            z = cctx.compress(data)
             size += len(z)
             ops.append(("pages", prefix + h, z))
         return ops, size
 
     def manifest_op(self, worker_id: str, manifest: Manifest) -> Op:
-        return ("snapshots", self._snap_key(worker_id, manifest.index), manifest.encode())
+        key, blob = self._snap_key(worker_id, manifest.index), manifest.encode()
+        self._remember(key, blob, manifest)
+        return ("snapshots", key, blob)
 
     # -- reading -------------------------------------------------------------
     def indexes(self, worker_id: str) -> list[int]:
@@ -153,10 +189,14 @@ class SnapshotStore:
 
     def manifest(self, worker_id: str, index: int) -> Manifest:
         key = f"{worker_id}@{index}"
-        blob = self._b.get("snapshots", self._snap_key(worker_id, index))
+        skey = self._snap_key(worker_id, index)
+        blob = self._b.get("snapshots", skey)
         if blob is None:
             raise CorruptionError("snapshot manifest", key, "missing")
-        m = Manifest.decode(blob, key=key)
+        m = self._decoded.get((skey, blob))
+        if m is None:
+            m = Manifest.decode(blob, key=key)
+            self._remember(skey, blob, m)
         if m.index != index:
             raise CorruptionError("snapshot manifest", key, f"names index {m.index}")
         return m
@@ -165,12 +205,13 @@ class SnapshotStore:
         """Fetch and verify pages. A missing or damaged page raises CorruptionError."""
         prefix = self._prefix(worker_id)
         out: dict[bytes, bytes] = {}
+        dctx = self._dctx
         for h in hashes:
             z = self._b.get("pages", prefix + h)
             if z is None:
                 raise CorruptionError("snapshot page", f"{worker_id}:{h.hex()}", "missing")
             try:
-                data = self._dctx.decompress(z)
+                data = dctx.decompress(z)
             except zstandard.ZstdError as e:
                 raise CorruptionError("snapshot page", f"{worker_id}:{h.hex()}",
                                       f"undecodable: {e}") from None
@@ -201,18 +242,23 @@ class SnapshotStore:
         doomed = indexes[keep:]
         if not doomed:
             return []
-        kept: set[bytes] = set(pending.nonzero()) if pending is not None else set()
+        kept: list[frozenset[bytes]] = [pending.nonzero()] if pending is not None else []
         for i in indexes[:keep]:
             if pending is None or i != pending.index:
                 try:
-                    kept |= self.manifest(worker_id, i).nonzero()
+                    kept.append(self.manifest(worker_id, i).nonzero())
                 except CorruptionError:
                     pass
         ops: list[Op] = []
         orphans: set[bytes] = set()
         for i in doomed:
             try:
-                orphans |= self.manifest(worker_id, i).nonzero() - kept
+                # Subtract the kept sets one by one instead of building their union:
+                # after the first, only the few pages that changed are left to check.
+                cand = self.manifest(worker_id, i).nonzero()
+                for k in kept:
+                    cand = cand - k
+                orphans |= cand
             except CorruptionError:
                 pass  # a damaged manifest: its pages are found by delete_all later
             ops.append(("snapshots", self._snap_key(worker_id, i), None))

@@ -47,9 +47,16 @@ def _lock(path: str) -> int:
 WAL_LIMIT = 4 << 20
 
 
-def _cf_options() -> rocksdict.Options:
+def _cf_options(table: str) -> rocksdict.Options:
     opts = rocksdict.Options(raw_mode=True)
     opts.set_write_buffer_size(WAL_LIMIT // 2)
+    if table == "pages":
+        # Snapshots look up every new page hash (SnapshotStore.has_page), nearly always a
+        # miss. Without a filter a miss searches every table file, so its cost grew with
+        # the files earlier snapshots wrote (4 us -> 170 us measured at 256 MiB).
+        table_opts = rocksdict.BlockBasedOptions()
+        table_opts.set_bloom_filter(10, False)
+        opts.set_block_based_table_factory(table_opts)
     return opts
 
 
@@ -75,7 +82,7 @@ class RocksBackend:
                 names |= set(rocksdict.Rdict.list_cf(path, opts)) - {"default"}
             self._db: rocksdict.Rdict | None = rocksdict.Rdict(
                 path, opts,
-                column_families={n: _cf_options() for n in sorted(names)})
+                column_families={n: _cf_options(n) for n in sorted(names)})
         except StoreError:
             self._unlock()
             raise

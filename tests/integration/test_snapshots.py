@@ -240,3 +240,32 @@ def test_a_snapshot_with_unreadable_host_state_falls_back(tmp_path, guests):
         report = rt.resume("counter/a")
         assert report.mode == "replay" and "host state" in report.fallbacks[0]
         assert ints(rt.invoke("counter/a", "get")) == [4]
+
+
+def test_workers_snapshot_in_parallel_threads(tmp_path, guests):
+    """zstd contexts are per thread: sharing one crashed the process (SIGSEGV)."""
+    import threading
+
+    home = str(tmp_path / "s")
+    with kv_runtime(home, policy="every:1") as rt:
+        rt.deploy(guests["kv"].read_bytes(), "kv")
+        errors = []
+
+        def work(w):
+            try:
+                for k in range(40):
+                    rt.invoke(w, "put", [str(k), "20000"])
+            except Exception as e:  # pragma: no cover - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(f"kv/t{i}",)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        want = [ints(rt.invoke(f"kv/t{i}", "checksum")) for i in range(2)]
+    with kv_runtime(home) as rt:
+        for i in range(2):
+            assert rt.resume(f"kv/t{i}").mode == "snapshot"
+            assert ints(rt.invoke(f"kv/t{i}", "checksum")) == want[i]
