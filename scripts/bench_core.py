@@ -33,24 +33,20 @@ samples and medians.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime as dt
-import gc
-import importlib.metadata
-import importlib.util
 import json
-import os
-import platform
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import (  # noqa: E402
+    gc_paused, guest_modules, machine_info, summary, timed,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "scripts" / "results" / "bench_core.json"
@@ -95,90 +91,6 @@ WORKLOADS = (Workload("clocks", 1000, 1000), Workload("append", 500, 1000))
 
 
 # -- helpers --------------------------------------------------------------------
-
-def summary(samples: Sequence[float]) -> dict[str, Any]:
-    """Median and spread of a list of samples (kept raw in the output too)."""
-    qs = statistics.quantiles(samples, n=4) if len(samples) >= 2 else [samples[0]] * 3
-    return {"median": statistics.median(samples), "q1": qs[0], "q3": qs[2],
-            "min": min(samples), "max": max(samples), "n": len(samples),
-            "samples": list(samples)}
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Collect, then keep the cyclic GC out of the timed region (as timeit does)."""
-    gc.collect()
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    t0 = time.perf_counter()
-    value = fn()
-    return time.perf_counter() - t0, value
-
-
-def guest_modules() -> dict[str, bytes]:
-    """counter.wasm and journal.wasm: (re)built when possible, else taken as built."""
-    names = ("counter", "journal")
-    try:
-        spec = importlib.util.spec_from_file_location("guest_build",
-                                                      ROOT / "guest_examples" / "build.py")
-        assert spec and spec.loader
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        paths = mod.build(list(names), verbose=False)
-    except Exception as e:  # no zig, say: fall back on modules already built
-        paths = {n: BUILD_DIR / f"{n}.wasm" for n in names}
-        missing = [str(p) for p in paths.values() if not p.is_file()]
-        if missing:
-            raise SystemExit(f"cannot build the guests ({e}) and {', '.join(missing)} "
-                             f"missing: run `python guest_examples/build.py`") from None
-        print(f"note: guest build failed ({e}); using the modules in {BUILD_DIR}",
-              file=sys.stderr)
-    return {n: Path(p).read_bytes() for n, p in paths.items()}
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                             timeout=10, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip()
-
-
-def machine_info() -> dict[str, Any]:
-    status = _git("status", "--porcelain", "--untracked-files=no")
-    return {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": platform.processor() or None,
-        "python": platform.python_version(),
-        "python_implementation": platform.python_implementation(),
-        "wasmtime": _version("wasmtime"),
-        "rocksdict": _version("rocksdict"),
-        "golemish": _version("golemish"),
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "loadavg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": None if status is None else bool(status),
-    }
-
 
 # -- (a) durable vs ephemeral -----------------------------------------------------
 
@@ -390,7 +302,7 @@ def format_table(result: dict[str, Any]) -> str:
 def run(s: Settings, out: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     machine = machine_info()
-    wasm = guest_modules()
+    wasm = guest_modules(("counter", "journal"))
     with tempfile.TemporaryDirectory(prefix="golemish-bench-") as tmp:
         durability = bench_durability(wasm["journal"], s, Path(tmp))
         recovery = bench_recovery(wasm["counter"], s, Path(tmp))

@@ -61,13 +61,8 @@ JSON (``--out``) with machine info, load, settings, raw samples and medians.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime as dt
-import gc
-import importlib.metadata
 import json
 import os
-import platform
 import shutil
 import statistics
 import struct
@@ -75,10 +70,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import (  # noqa: E402
+    cpu_sample, dir_bytes, foreign_cpu, fresh_copy, gc_paused, guest_modules, loadavg, machine_info, say, summary,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "scripts" / "results"
@@ -178,124 +178,6 @@ def rows_for(s: Settings) -> tuple[Row, ...]:
 
 
 # -- helpers --------------------------------------------------------------------
-
-def summary(samples: Sequence[float]) -> dict[str, Any]:
-    """Median and spread of a list of samples (kept raw in the output too)."""
-    qs = statistics.quantiles(samples, n=4) if len(samples) >= 2 else [samples[0]] * 3
-    return {"median": statistics.median(samples), "q1": qs[0], "q3": qs[2],
-            "min": min(samples), "max": max(samples), "n": len(samples),
-            "samples": list(samples)}
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Collect, then keep the cyclic GC out of the timed region (as timeit does)."""
-    gc.collect()
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def loadavg() -> list[float] | None:
-    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
-
-
-def cpu_sample() -> tuple[float, float, float] | None:
-    """(wall s, busy CPU s of the whole machine, CPU s of this process and children)."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    tick = os.sysconf("SC_CLK_TCK")
-    t = os.times()
-    return (time.monotonic(), (sum(fields[:8]) - idle) / tick,
-            t.user + t.system + t.children_user + t.children_system)
-
-
-def foreign_cpu(a: tuple[float, float, float] | None, b: tuple[float, float, float] | None
-                ) -> dict[str, float] | None:
-    """CPU used between two samples by this process (and its children) and by the rest."""
-    if a is None or b is None or b[0] <= a[0]:
-        return None
-    wall, cpus = b[0] - a[0], os.cpu_count() or 1
-    own, total = b[2] - a[2], b[1] - a[1]
-    return {"wall_s": wall, "own_cpus": own / wall, "other_cpus": max(0.0, total - own) / wall,
-            "machine_cpus": cpus}
-
-
-def say(line: str = "") -> None:
-    print(line, flush=True)
-
-
-def guest_modules(names: Sequence[str]) -> dict[str, bytes]:
-    """The guests' wasm as built in guest_examples/build (this script never rebuilds)."""
-    paths = {n: BUILD_DIR / f"{n}.wasm" for n in names}
-    missing = [str(p) for p in paths.values() if not p.is_file()]
-    if missing:
-        raise SystemExit(f"{', '.join(missing)} missing: run `python guest_examples/build.py`")
-    return {n: p.read_bytes() for n, p in paths.items()}
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                             timeout=10, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip()
-
-
-def machine_info() -> dict[str, Any]:
-    from golemish.runtime.asyncify import available_tool
-    from golemish.runtime.dirty import UffdTracker
-
-    status = _git("status", "--porcelain", "--untracked-files=no")
-    return {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": platform.processor() or None,
-        "python": platform.python_version(),
-        "python_implementation": platform.python_implementation(),
-        "wasmtime": _version("wasmtime"),
-        "rocksdict": _version("rocksdict"),
-        "zstandard": _version("zstandard"),
-        "xxhash": _version("xxhash"),
-        "icpp_binaryen": _version("icpp-binaryen"),
-        "asyncify_tool": available_tool(),
-        "golemish": _version("golemish"),
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "uffd_available": UffdTracker.available(),
-        "loadavg_at_start": loadavg(),
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": None if status is None else bool(status),
-        "git_dirty_files": None if not status else [ln[3:] for ln in status.splitlines()],
-        "snapshot_policy_env": os.environ.get("GOLEMISH_SNAPSHOT_POLICY"),
-    }
-
-
-def fresh_copy(src: Path, dst: Path) -> None:
-    shutil.rmtree(dst, ignore_errors=True)
-    shutil.copytree(src, dst)
-
-
-def dir_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
 
 def single(results: Sequence[tuple[str, Any]]) -> int:
     """The single integer in a list of typed results."""
