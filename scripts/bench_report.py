@@ -242,13 +242,13 @@ def section_midcall(d: dict[str, Any], p: Plots) -> str:
 def section_campaign(d: dict[str, Any], p: Plots) -> str:
     inv = d["invariants"]
     rows = [[k.replace("_", " "), v] for k, v in inv.items()]
-    lat = d["recovery"]
+    lat = d.get("recovery_latency") or d["recovery"]
     lat_rows = [[mode, v["recoveries"], v["p50_ms"], v["p99_ms"], v["max_ms"]]
                 for mode, v in lat.items()]
     kills = ", ".join(f"{k} {v}" for k, v in sorted(d["kills_by_point"].items()))
     text = ("## Crash campaign\n\n"
             f"**{d['kills']} kills**, {d['ops_acknowledged']:,} invocations acknowledged, "
-            f"{d['elapsed_s'] / 60:.0f} minutes, result: **{'OK' if d['ok'] else 'FAILED'}**. "
+            f"{d.get('elapsed_s', d.get('summary', {}).get('seconds', 0)) / 60:.0f} minutes, result: **{'OK' if d['ok'] else 'FAILED'}**. "
             "Nine workers (counter, journal, kv and the agent against a local HTTP sink, under "
             "three snapshot policies) run a deterministic stream of invocations, each with an "
             "idempotency key; the driver is killed with SIGKILL at every crash point in turn "

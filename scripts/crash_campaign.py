@@ -2,15 +2,15 @@
 """Crash campaign: a mixed durable workload killed with SIGKILL over and over.
 
 Nine workers (counter, journal, kv, agent; snapshot policies adaptive, every:1,
-every:5) run a deterministic stream of ops, op N sent with idempotency key
-``op-N``. A driver child recovers every worker (timed), acknowledges each
-invocation it gets back, and is killed from outside at a random moment or from
-inside at each crash point in turn (random n); recovery alternates between
-snapshot+tail and full replay. After every kill the parent checks that
-acknowledged ops are recorded, each key ran once, results match a crash-free
-reference run, each payment reached the sink once, and ``check_store`` is
-clean; periodically every worker is recovered both ways and the states (memory
-sha256 + globals) compared. Exits 1 if an invariant failed.
+every:5; agents pay the sink, fetch, and call counter/shared) run a deterministic
+stream of ops, op N sent with idempotency key ``op-N``. A driver child recovers
+every worker (timed), acknowledges each invocation it gets back, and is killed
+from outside at a random moment or from inside at each crash point in turn
+(random n); recovery alternates between snapshot+tail and full replay. After
+every kill the parent checks that acknowledged ops are recorded, each key ran
+once, results match a crash-free reference run, each payment reached the sink
+once, and ``check_store`` is clean; periodically every worker is recovered both
+ways and the states (memory sha256 + globals) compared. Exits 1 on a failure.
 
     python scripts/crash_campaign.py [--kills 1000] [--seed 1] [--quick] [--out F]
 """
@@ -18,6 +18,7 @@ sha256 + globals) compared. Exits 1 if an invariant failed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -73,8 +74,9 @@ def op(seed: int, n: int) -> tuple[str, str, list[str]]:
             (wid, rng.choice(["get", "history_len"]), [])
     if comp == "journal":
         return (wid, "append", [str(rng.randint(1, 4))]) if r < 0.85 else (wid, "count", [])
-    if comp == "agent":
-        return (wid, "pay", [str(100 + n)]) if r < 0.5 else (wid, "fetch", [str(n % 1000)])
+    if comp == "agent":  # delegate(n): counter/shared add(n), a worker-to-worker call
+        return (wid, "pay", [str(100 + n)]) if r < 0.4 else (wid, "fetch", [str(n % 1000)]) \
+            if r < 0.7 else (wid, "delegate", [str(rng.randint(1, 100))])
     if r < 0.45:
         return wid, "put", [str(rng.randrange(40)), str(rng.choice([16, 3000, 5000, 20000]))]
     if r < 0.65:
@@ -130,8 +132,7 @@ class Campaign:
 
     def __init__(self, args: argparse.Namespace, workdir: str, sink: EffectSink) -> None:
         self.args, self.seed, self.sink = args, args.seed, sink
-        self.home = os.path.join(workdir, "store")
-        self.errfile = os.path.join(workdir, "driver.err")
+        self.home, self.errfile = os.path.join(workdir, "store"), os.path.join(workdir, "err")
         self.rng = random.Random(args.seed)
         # failures by kind; kills by crash point or "outside"; other counts
         self.counts, self.kills, self.stats = Counter(), Counter(), Counter()
@@ -142,11 +143,10 @@ class Campaign:
         self.open: dict[str, str] = {}               # worker -> key of its open invocation
         self.acked: dict[int, list] = {}             # op number -> acknowledged results
         self.pays, self.problems = [], set()         # recorded pay ops; store problems seen
-        self.ctx: dict = {}                          # the current cycle, for reports
-        self.cycles, self.elapsed, self.tracker, self.probes = 0, 0.0, None, {}
+        self.cycles, self.elapsed, self.tracker, self.probes, self.ctx = 0, 0.0, None, {}, {}
         self.ref = Runtime(RuntimeConfig(home="memory://", crash=CrashPoints(),
                                          snapshot_policy=SnapshotPolicy.parse("off")))
-        self.ref_next, self.ref_results = 0, {}
+        self.ref_next, self.ref_results, self.code = 0, {}, code_version()
 
     # -- set-up and the reference -------------------------------------------------
     def setup(self) -> None:
@@ -159,8 +159,7 @@ class Campaign:
                 for r in (rt, self.ref) if name != "agent" else (rt,):
                     r.deploy(wasm, name)
             for wid, policy in WORKERS.items():
-                comp = wid.split("/")[0]
-                fn, args = SETUP[comp]
+                fn, args = SETUP[comp := wid.split("/")[0]]
                 rt.invoke(wid, fn, args, idempotency_key=f"setup-{wid}",
                           env=[("AGENT_URL", self.sink.url)] if comp == "agent" else ())
                 rt.configure(wid, snapshot_policy=SnapshotPolicy.parse(policy))
@@ -172,9 +171,10 @@ class Campaign:
         """Results of op n in the crash-free run (advanced lazily, in stream order)."""
         while self.ref_next <= n:
             wid, fn, args = op(self.seed, self.ref_next)
-            if wid.startswith("agent/"):
+            if fn in AGENT_EXPECT:
                 self.ref_results[self.ref_next] = AGENT_EXPECT[fn]
             else:
+                wid, fn = ("counter/shared", "add") if fn == "delegate" else (wid, fn)
                 res = self.ref.invoke(wid, fn, args, idempotency_key=f"op-{self.ref_next}")
                 self.ref_results[self.ref_next] = [v for _, v in res.results]
             self.ref_next += 1
@@ -211,11 +211,9 @@ class Campaign:
             threading.Thread(target=outside, daemon=True).start()
         lines: list[list] = []
         for line in proc.stdout:
-            try:
+            with contextlib.suppress(ValueError):
                 lines.append(json.loads(line))
-            except ValueError:
-                continue
-            marks.get(lines[-1][0], threading.Event()).set()
+                marks.get(lines[-1][0], threading.Event()).set()
         rc, hung = proc.wait(), watchdog.finished.is_set()
         watchdog.cancel()
         for m in marks.values():  # release the outside killer of a driver that ended
@@ -224,8 +222,9 @@ class Campaign:
             self.fail("driver_errors", f"driver still running after {CHILD_TIMEOUT:.0f} s")
         return None if hung else rc, lines
 
-    def cycle(self, cycle: int) -> None:
+    def cycle(self) -> None:
         """One driver run, its kill and the checks of the store after it."""
+        cycle, self.cycles = self.cycles, self.cycles + 1
         spec = self.next_spec(cycle)
         mode = ("auto", "replay")[(cycle + cycle // 4) % 2]  # not tied to outside kills
         start = len(self.acked)
@@ -236,9 +235,9 @@ class Campaign:
         elif rc == 0:
             self.stats["clean_exits"] += 1
         elif rc is not None:
-            tail = Path(self.errfile).read_text(errors="replace")[-2000:]
+            tail = Path(self.errfile).read_text(errors="replace").strip()[-2000:]
             self.fail("divergences" if "Divergence" in tail else "driver_errors",
-                      f"driver exited with {rc}: {tail}")
+                      f"driver exited with {rc}: {tail.splitlines()[-1]}\n{tail}")
         self.latencies += [{"cycle": cycle, "source": "restart", **item[1]}
                            for item in lines if item[0] == "rec"]
         self.check([item[1:] for item in lines if item[0] == "ack"])
@@ -270,8 +269,7 @@ class Campaign:
                         n = int(new[3:])
                         args = [str(v) for _, v in e.params]
                         self.recorded.setdefault(n, Rec(wid, e.function, args))
-                        if e.function == "pay":
-                            self.pays.append(n)
+                        self.pays += [n] if e.function == "pay" else []
                 elif isinstance(e, EffectBegin) and key.startswith("op-"):
                     self.recorded[int(key[3:])].effect_keys.append(e.idempotency_key)
                 elif isinstance(e, (InvokeEnd, InvokeFailed)) and key:
@@ -378,7 +376,7 @@ class Campaign:
         for mode in ("auto", "replay"):
             with Runtime(RuntimeConfig(home=self.home, recovery=mode, crash=CrashPoints())) as rt:
                 for w, f in calls:
-                    res = rt.invoke(w, f, [], idempotency_key=f"final-{mode}-{f}")
+                    res = rt.invoke(w, f, [], idempotency_key=f"final-{mode}-{w}-{f}")
                     got[f"{w} {f}"][mode] = [v for _, v in res.results]
         for (w, f), by_mode in zip(calls, got.values()):  # counter checksums: recorded clocks
             want = None if (w[:8], f) == ("counter/", "checksum") else \
@@ -386,13 +384,12 @@ class Campaign:
             if by_mode["auto"] != by_mode["replay"] or want not in (None, by_mode["auto"]):
                 self.fail("divergences", f"{w} {f}: {by_mode}, crash-free {want}")
         self.probes = got
-        for n, results in self.acked.items():  # every acknowledgement, once more
-            if n not in self.recorded or self.recorded[n].results != results:
-                self.fail("lost_acknowledged", f"op-{n} no longer recorded as acknowledged")
+        self.starts, self.seen, self.open, self.recorded, self.pays = Counter(), {}, {}, {}, []
+        self.check([[n, False, r] for n, r in self.acked.items()])  # all again, from disk
 
     # -- the whole run ---------------------------------------------------------------
     def run(self) -> None:
-        """Set up, then kill and check until --kills, the cycle bound or --max-seconds."""
+        """Set up, then kill and check until --kills, a bound on driver runs, or time."""
         t0 = time.monotonic()
         try:
             self.setup()
@@ -400,8 +397,7 @@ class Campaign:
             while (sum(self.kills.values()) < self.args.kills
                    and self.cycles < 3 * self.args.kills + 10
                    and time.monotonic() - t0 < self.args.max_seconds):
-                self.cycle(self.cycles)
-                self.cycles += 1
+                self.cycle()
                 kills = sum(self.kills.values())
                 if kills and kills % every == 0 and self.stats["checkpoints"] < kills // every:
                     self.checkpoint()
@@ -415,52 +411,58 @@ class Campaign:
         self.elapsed = time.monotonic() - t0
 
 
-def machine(tracker: str | None) -> dict:
-    """Where the campaign ran."""
-    versions = {d.metadata["Name"].lower(): d.version for d in metadata.distributions()}
-    git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return {"platform": platform.platform(), "python": platform.python_version(),
-            "cpu_count": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
-            "loadavg": os.getloadavg(), "dirty_tracker": tracker,
-            **{p: versions.get(p) for p in ("wasmtime", "rocksdict", "golemish")},
-            "git_commit": git.stdout.strip() or None, "date": time.strftime("%FT%T%z")}
+def code_version() -> str:
+    """The git commit, and a hash of the runtime's sources as they are now."""
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                         capture_output=True).stdout.strip()
+    h = hashlib.sha256(b"".join(f.read_bytes() for d in ("runtime", "oplog")
+                                for f in sorted((ROOT / d).rglob("*.py"))))
+    return f"{git or '?'}+{h.hexdigest()[:12]}"
 
 
 def report(c: Campaign, out: Path) -> bool:
     """Print the summary table, write the JSON; True when every invariant held."""
-    kills, ok, s = sum(c.kills.values()), not any(c.counts[k] for k in INVARIANTS), c.stats
+    ok, s, code = not any(c.counts[k] for k in INVARIANTS), c.stats, [c.code, code_version()]
+    machine = {"platform": platform.platform(), "python": platform.python_version(),
+               "cpu_count": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
+               "loadavg": os.getloadavg(), "dirty_tracker": c.tracker,
+               **{p: metadata.version(p) for p in ("wasmtime", "rocksdict", "golemish")},
+               "date": time.strftime("%FT%T%z")}
     lat: dict[str, dict] = {}
     for mode in ("snapshot", "replay"):
-        xs = [r for r in c.latencies if r["mode"] == mode]
+        xs = [r for r in c.latencies if r["mode"].split()[0] == mode]  # + "(mid-call)"
         ms = [r["seconds"] * 1e3 for r in xs]
         lat[mode] = {"recoveries": len(xs), "p50_ms": percentile(ms, 50),
                      "p99_ms": percentile(ms, 99), "max_ms": percentile(ms, 100),
                      "entries_p50": percentile([r["entries"] for r in xs], 50)}
-    print(f"\ncrash campaign, seed {c.seed}: {kills} kills in {c.cycles} driver runs, "
-          f"{c.elapsed:.0f} s — {'OK' if ok else 'FAILED'}\n"
-          f"  ops acknowledged {len(c.acked)}, recorded {len(c.recorded)}; oplog entries "
-          f"{s['oplog_entries']}; store checks {s['store_checks']}; checkpoints "
-          f"{s['checkpoints']}\n  clean driver exits {s['clean_exits']}; deduplicated "
-          f"re-sends {s['deduplicated_resends']}; payments {s['payments']}, re-deliveries "
-          f"{s['redeliveries']}\n\n  kills by point")
-    print("\n".join(f"    {p:<28}{c.kills[p]:>6}" for p in [*sorted(POINTS), "outside"]))
-    print("\n  invariant failures")
-    print("\n".join(f"    {k:<28}{c.counts[k]:>6}" for k in INVARIANTS))
-    print(f"\n  recovery latency, per worker {'n':>5} {'p50 ms':>8} {'p99 ms':>8} "
+    summary = {"kills": sum(c.kills.values()), "driver runs": c.cycles,
+               "seconds": round(c.elapsed), "ops acknowledged": len(c.acked),
+               **{k.replace("_", " "): s[k] for k in (
+                   "clean_exits", "deduplicated_resends", "payments", "redeliveries",
+                   "oplog_entries", "store_checks", "checkpoints")},
+               "code changed during the run": code[0][-12:] != code[1][-12:]}
+    print(f"\ncrash campaign, seed {c.seed}, code {code[0]}: {'OK' if ok else 'FAILED'}\n"
+          + "\n".join(f"    {k:<28}{v!s:>8}" for k, v in summary.items()) + "\n\n  kills by point\n"
+          + "\n".join(f"    {p:<28}{c.kills[p]:>8}" for p in [*sorted(POINTS), "outside"])
+          + "\n\n  invariant failures\n"
+          + "\n".join(f"    {k:<28}{c.counts[k]:>8}" for k in INVARIANTS))
+    print(f"\n  recovery latency, per worker {'n':>7} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'max ms':>8} {'entries p50':>12}")
     for mode, r in lat.items():
-        print(f"    {mode:<28}{r['recoveries']:>6} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+        print(f"    {mode:<28}{r['recoveries']:>8} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
               f"{r['max_ms']:>8.2f} {r['entries_p50']:>12}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
-        "benchmark": "crash_campaign", "ok": ok, "seed": c.seed,
+        "benchmark": "crash_campaign", "ok": ok, "seed": c.seed, "code": code,
+        "summary": {**summary, **{k: c.counts[k] for k in INVARIANTS}, **{
+            f"{m} recovery {q} ms": round(v[f"{q}_ms"], 2) for m, v in lat.items()
+            for q in ("p50", "p99")}},
         "settings": {"kills": c.args.kills, "quick": c.args.quick, "budget": BUDGET,
                      "workers": WORKERS, "max_seconds": c.args.max_seconds},
-        "machine": machine(c.tracker), "elapsed_s": c.elapsed, "cycles": c.cycles,
-        "kills": kills, "kills_by_point": dict(c.kills),
+        "machine": machine, "kills_by_point": dict(c.kills), "kills": summary["kills"],
         "invariants": {k: c.counts[k] for k in INVARIANTS}, "stats": dict(s),
         "ops_acknowledged": len(c.acked), "ops_recorded": len(c.recorded),
-        "recovery": lat, "final_probes": c.probes, "failures": c.failures,
+        "recovery_latency": lat, "final_probes": c.probes, "failures": c.failures,
         "raw_latencies": c.latencies}, indent=1, default=str))
     print(f"\n  wrote {out}")
     return ok
@@ -473,13 +475,11 @@ def main() -> int:
     ap.add_argument("--kills", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="50 kills")
-    ap.add_argument("--max-seconds", type=float, default=None,
-                    help="stop after this long (default 4 h; --quick 150 s)")
     ap.add_argument("--out", type=Path, default=ROOT / "scripts/results/crash_campaign.json")
     ap.add_argument("--keep", action="store_true", help="keep the store directory")
     args = ap.parse_args()
     args.kills = min(args.kills, 50) if args.quick else args.kills
-    args.max_seconds = args.max_seconds or (150.0 if args.quick else 4 * 3600.0)
+    args.max_seconds = 150.0 if args.quick else 4 * 3600.0  # stop by then whatever happens
     workdir = tempfile.mkdtemp(prefix="golemish-campaign-")
     try:
         with EffectSink() as sink:

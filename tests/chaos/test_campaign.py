@@ -38,5 +38,5 @@ def test_quick_crash_campaign_breaks_no_invariant(tmp_path, guests):
     assert report["stats"]["store_checks"] >= report["kills"]
     assert report["stats"]["payments"] > 0
     for mode in ("snapshot", "replay"):
-        assert report["recovery"][mode]["recoveries"] > 0, mode
+        assert report["recovery_latency"][mode]["recoveries"] > 0, mode
     assert "OK" in proc.stdout and "recovery latency" in proc.stdout
