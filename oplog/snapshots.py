@@ -221,6 +221,35 @@ class SnapshotStore:
             out[h] = data
         return out
 
+    def stream_pages(self, worker_id: str, wanted: set[bytes]) -> Iterator[tuple[bytes, bytes]]:
+        """(hash, verified page) for every wanted page, in one sequential read.
+
+        A worker's stored pages are those of its few kept snapshots, which share most
+        pages, so reading them all in key order beats a point read per page. Raises
+        CorruptionError for a damaged page, and at the end for any that were missing.
+        """
+        prefix = self._prefix(worker_id)
+        left = set(wanted)
+        dctx = self._dctx
+        for key, z in self._b.scan("pages", prefix, worker_id.encode() + b"\1", bulk=True):
+            h = key[len(prefix):]
+            if h not in left:
+                continue
+            try:
+                data = dctx.decompress(z)
+            except zstandard.ZstdError as e:
+                raise CorruptionError("snapshot page", f"{worker_id}:{h.hex()}",
+                                      f"undecodable: {e}") from None
+            if page_hash(data) != h:
+                raise CorruptionError("snapshot page", f"{worker_id}:{h.hex()}",
+                                      "content hash mismatch")
+            left.discard(h)
+            yield h, data
+        if left:
+            h = min(left)
+            raise CorruptionError("snapshot page", f"{worker_id}:{h.hex()}",
+                                  f"missing ({len(left)} page(s) in all)")
+
     def page_sizes(self, worker_id: str) -> tuple[int, int]:
         """(number of stored pages, compressed bytes) for one worker."""
         p = self._prefix(worker_id)

@@ -182,13 +182,13 @@ def _never(_: bytes) -> bool:
 
 
 def restore(inst: Instance, manifest: Manifest, layout: Layout,
-            load_pages: Callable[[Iterable[bytes]], dict[bytes, bytes]],
-            batch: int = 512) -> None:
+            pages: Callable[[set[bytes]], Iterable[tuple[bytes, bytes]]]) -> None:
     """Rebuild memory and globals of a fresh instance from a manifest.
 
-    Raises SnapshotError when the snapshot does not fit the module, and lets
-    CorruptionError from ``load_pages`` through; either way the instance must be
-    thrown away.
+    ``pages(wanted)`` yields (hash, verified page) for the wanted hashes, in any
+    order (see SnapshotStore.stream_pages). Raises SnapshotError when the snapshot
+    does not fit the module, and lets CorruptionError through; either way the
+    instance must be thrown away.
     """
     names = tuple(g[0] for g in manifest.globals)
     if names != layout.globals or tuple(t[0] for t in manifest.tables) != layout.tables:
@@ -204,16 +204,15 @@ def restore(inst: Instance, manifest: Manifest, layout: Layout,
     if manifest.memory_size < initial:
         raise SnapshotError("snapshot memory is smaller than the module's initial memory")
     inst.grow_to(manifest.memory_size)
-    n = manifest.page_count
-    for lo in range(0, n, batch):
-        hi = min(n, lo + batch)
-        wanted = [manifest.page(p) for p in range(lo, hi)]
-        data = load_pages({h for h in wanted if h != ZERO_HASH})
-        for p, h in zip(range(lo, hi), wanted):
-            if h == ZERO_HASH:
-                if p * ps < initial:  # fresh pages past the initial size are zero already
-                    inst.zero(p * ps, ps)
-            else:
-                inst.write(p * ps, data[h])
+    where: dict[bytes, list[int]] = {}
+    for p, h in enumerate(manifest.hashes()):
+        if h != ZERO_HASH:
+            where.setdefault(h, []).append(p * ps)
+        elif p * ps < initial:  # fresh pages past the initial size are zero already
+            inst.zero(p * ps, ps)
+    write = inst.write
+    for h, data in pages(set(where)):
+        for offset in where[h]:
+            write(offset, data)
     for name, ty, bits in manifest.globals:
         inst.set_global(name, ty, bits)

@@ -245,7 +245,7 @@ class Worker:
                     self._plan_midcall(midcall)  # usable only if that invocation did not fail
                 inst = self._instantiate(create, initialize=False)
                 restore(inst, manifest, self.layout,
-                        lambda hashes: snaps.load_pages(self.id, hashes))
+                        lambda wanted: snaps.stream_pages(self.id, wanted))
                 self.host_api.restore_state(retry)
                 if self.midcall is not None and stack is not None:
                     self.midcall.attach(inst, ptr=stack[0], size=stack[1])

@@ -39,8 +39,12 @@ class Backend(Protocol):
         ...
 
     def scan(self, table: str, start: bytes, end: bytes | None = None, *,
-             reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
-        """Items with ``start <= key < end`` (end None: no upper bound), in key order."""
+             reverse: bool = False, bulk: bool = False) -> Iterator[tuple[bytes, bytes]]:
+        """Items with ``start <= key < end`` (end None: no upper bound), in key order.
+
+        ``bulk``: a one-off read of data the caller verifies itself (snapshot pages):
+        the engine may skip its own checksums and leave its cache alone.
+        """
         ...
 
     def close(self) -> None:

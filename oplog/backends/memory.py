@@ -61,7 +61,7 @@ class MemoryBackend:
             self._set(table, key, value)
 
     def scan(self, table: str, start: bytes, end: bytes | None = None, *,
-             reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+             reverse: bool = False, bulk: bool = False) -> Iterator[tuple[bytes, bytes]]:
         data = self._table(table)
         keys = self._sorted_keys(table)
         lo = bisect.bisect_left(keys, start)
