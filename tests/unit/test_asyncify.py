@@ -171,7 +171,7 @@ class Snapshots:
         return manifest
 
     def restore(self, inst: Instance, manifest) -> None:
-        restore(inst, manifest, self.layout, lambda hs: {h: self.pages[h] for h in hs})
+        restore(inst, manifest, self.layout, lambda hs: ((h, self.pages[h]) for h in hs))
 
 
 def prepared(engine: Engine, wasm: bytes, **kw) -> wasmtime.Module:
