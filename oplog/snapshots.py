@@ -201,6 +201,20 @@ class SnapshotStore:
             raise CorruptionError("snapshot manifest", key, f"names index {m.index}")
         return m
 
+    @staticmethod
+    def _verified(worker_id: str, h: bytes, z: bytes,
+                  dctx: zstandard.ZstdDecompressor) -> bytes:
+        """Decompress a stored page and check it against its content hash."""
+        try:
+            data = dctx.decompress(z)
+        except zstandard.ZstdError as e:
+            raise CorruptionError("snapshot page", f"{worker_id}:{h.hex()}",
+                                  f"undecodable: {e}") from None
+        if page_hash(data) != h:
+            raise CorruptionError("snapshot page", f"{worker_id}:{h.hex()}",
+                                  "content hash mismatch")
+        return data
+
     def load_pages(self, worker_id: str, hashes: Iterable[bytes]) -> dict[bytes, bytes]:
         """Fetch and verify pages. A missing or damaged page raises CorruptionError."""
         prefix = self._prefix(worker_id)
@@ -210,14 +224,7 @@ class SnapshotStore:
             z = self._b.get("pages", prefix + h)
             if z is None:
                 raise CorruptionError("snapshot page", f"{worker_id}:{h.hex()}", "missing")
-            try:
-                data = dctx.decompress(z)
-            except zstandard.ZstdError as e:
-                raise CorruptionError("snapshot page", f"{worker_id}:{h.hex()}",
-                                      f"undecodable: {e}") from None
-            if page_hash(data) != h:
-                raise CorruptionError("snapshot page", f"{worker_id}:{h.hex()}",
-                                      "content hash mismatch")
+            data = self._verified(worker_id, h, z, dctx)
             out[h] = data
         return out
 
@@ -235,14 +242,7 @@ class SnapshotStore:
             h = key[len(prefix):]
             if h not in left:
                 continue
-            try:
-                data = dctx.decompress(z)
-            except zstandard.ZstdError as e:
-                raise CorruptionError("snapshot page", f"{worker_id}:{h.hex()}",
-                                      f"undecodable: {e}") from None
-            if page_hash(data) != h:
-                raise CorruptionError("snapshot page", f"{worker_id}:{h.hex()}",
-                                      "content hash mismatch")
+            data = self._verified(worker_id, h, z, dctx)
             left.discard(h)
             yield h, data
         if left:

@@ -260,12 +260,16 @@ class Worker:
             return manifest
         return None
 
-    def _plan_midcall(self, midcall: list[Any]) -> Any:
-        invocation, tail_from = midcall[0], midcall[1]
-        kinds = list(self.oplog.kinds(tail_from))
+    def _plan_tail(self, start: int, open_at: int | None = None) -> Any:
+        """Plan the replay of the entries after ``start`` (Rewind targets read here)."""
+        kinds = list(self.oplog.kinds(start + 1))
         rewinds = {i: e.to for i, k in kinds if k == Rewind.KIND
                    for e in [self.oplog.get(i)] if isinstance(e, Rewind)}
-        plan = plan_recovery(self.id, kinds, tail_from - 1, rewinds, open_at=invocation)
+        return plan_recovery(self.id, kinds, start, rewinds, open_at=open_at)
+
+    def _plan_midcall(self, midcall: list[Any]) -> Any:
+        invocation, tail_from = midcall[0], midcall[1]
+        plan = self._plan_tail(tail_from - 1, open_at=invocation)
         if invocation in plan.skip:
             raise SnapshotError("it was taken inside an invocation that later failed")
         return plan
@@ -284,10 +288,7 @@ class Worker:
         if midcall is not None:
             plan = self._plan_midcall(midcall)
         else:
-            kinds = list(self.oplog.kinds(start + 1))
-            rewinds = {i: e.to for i, k in kinds if k == Rewind.KIND
-                       for e in [self.oplog.get(i)] if isinstance(e, Rewind)}
-            plan = plan_recovery(self.id, kinds, start, rewinds)
+            plan = self._plan_tail(start)
         report.entries = plan.last_index - start
         cursor = Cursor(self.oplog.read(start + 1), plan.void, plan.rewind_to)
         self.journal.rewind_to = plan.rewind_to
