@@ -55,7 +55,7 @@ def open_backend(kind: str, path: Path):
     if kind == "memory":
         return MemoryBackend()
     if kind == "rocksdb":
-        return RocksBackend(str(path))
+        return RocksBackend(str(path), create=True)
     raise ValueError(kind)
 
 
@@ -405,7 +405,7 @@ def test_create_worker_writes_meta_and_entry_1_in_one_batch(store):
     spy = Recording(store.backend)
     log = Store(spy).create_worker(worker("w"), CREATE)
     entry_1 = b"w\x00" + (1).to_bytes(8, "big")
-    assert spy.calls == [("write", [("workers", b"w"), ("oplog", entry_1)])]
+    assert spy.calls == [("write", [("workers", b"w"), ("oplog", entry_1), ("meta", b"head\0w")])]
     assert log.last_index == 1
     assert store.get_worker("w") == worker("w")
     assert store.oplog("w").get(1) == CREATE
@@ -579,7 +579,7 @@ def test_open_store_by_url(tmp_path):
         assert s.location == "memory://"
     path = str(tmp_path / "s")
     for url in (f"rocksdb://{path}", path):
-        with open_store(url) as s:
+        with open_store(url, create=True) as s:
             assert s.location == path
     with pytest.raises(StoreError, match="unknown store URL scheme"):
         open_store("s3://bucket")
@@ -589,7 +589,7 @@ def test_open_store_by_url(tmp_path):
 
 def test_second_open_in_use_names_our_pid(tmp_path):
     path = str(tmp_path / "db")
-    first = open_store(path)
+    first = open_store(path, create=True)
     try:
         with pytest.raises(StoreInUseError, match=f"in use by pid {os.getpid()}\\b") as exc:
             open_store(path)
@@ -603,7 +603,7 @@ def test_second_open_in_use_names_our_pid(tmp_path):
 
 def test_close_with_unfinished_scan_releases_the_store(tmp_path):
     path = str(tmp_path / "db")
-    b = RocksBackend(path)
+    b = RocksBackend(path, create=True)
     b.put("meta", b"a", b"1")
     b.put("meta", b"b", b"2")
     pending = b.scan("meta", b"")
@@ -627,7 +627,7 @@ CHILD = textwrap.dedent("""
 @pytest.mark.chaos
 def test_lock_is_released_when_owner_is_killed(tmp_path):
     path = str(tmp_path / "db")
-    with open_store(path) as s:
+    with open_store(path, create=True) as s:
         make_worker(s, "w")
     with subprocess.Popen([sys.executable, "-c", CHILD, path], stdout=subprocess.PIPE,
                           text=True) as child:
