@@ -71,11 +71,15 @@ def _check(store: Store, deep: bool, problems: list[Problem], counts: dict[str, 
 
     for table in ("oplog", "archive", "snapshots", "pages", "idempotency"):
         seen: set[str] = set()
-        for k, _ in b.scan(table, b""):
-            owner = _owner(k)
-            if owner not in workers and owner not in seen:
-                seen.add(owner)
-                problems.append(Problem(f"{table} of {owner}", "belongs to no worker"))
+        try:
+            for k, _ in b.scan(table, b""):
+                owner = _owner(k)
+                if owner not in workers and owner not in seen:
+                    seen.add(owner)
+                    problems.append(Problem(f"{table} of {owner}", "belongs to no worker"))
+        except CorruptionError as e:
+            if e.key not in workers:  # a worker's own damage is reported with the worker
+                problems.append(Problem(f"{table} of {e.key}", e.detail))
     for k, _ in b.scan("meta", HEAD_PREFIX, HEAD_PREFIX[:-1] + b"\1"):
         owner = k[len(HEAD_PREFIX):].decode(errors="replace")
         if owner not in workers:

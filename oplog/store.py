@@ -220,11 +220,10 @@ class WorkerOplog:
         for item in self._live(max(start, hi), stop):
             last = item[0]
             yield item
-        want = self.recorded_last
-        if check_length and want is not None:
-            want = want if end is None else min(end, want)
+        if check_length:  # the recorded length, kept up to date by our own appends
+            want = self._last if end is None else min(end, self._last)
             if last < want and start <= want:
-                raise length_mismatch(self.worker_id, want, max(last, start - 1))
+                raise length_mismatch(self.worker_id, self._last, max(last, start - 1))
 
     def archive_ops(self, before: int) -> list[tuple[str, bytes, bytes | None]]:
         """Ops moving whole chunks of live entries with 2 <= index < ``before`` to the archive.
