@@ -178,7 +178,8 @@ def db_options(recovery: rocksdict.DBRecoveryMode | None = None) -> rocksdict.Op
     # with recovery bounded by the snapshot interval (64 MiB defaults cost
     # ~0.3 s at 300,000 entries, against ~40 ms with these).
     opts.set_max_total_wal_size(WAL_LIMIT)
-    opts.set_wal_recovery_mode(recovery or rocksdict.DBRecoveryMode.tolerate_corrupted_tail_records())
+    opts.set_wal_recovery_mode(
+        recovery or rocksdict.DBRecoveryMode.tolerate_corrupted_tail_records())
     # Each open starts a new info LOG; without a bound every CLI process left one.
     opts.set_keep_log_file_num(INFO_LOGS_KEPT)
     opts.set_max_log_file_size(INFO_LOG_SIZE)

@@ -160,7 +160,7 @@ def test_a_damaged_wal_is_an_error_and_recover_reports_exactly_what_it_drops(cli
     assert "intact: nothing to recover" in again.stdout
 
 
-# -- 18: short-lived processes leave a bounded store ------------------------------------------------
+# -- 18: short-lived processes leave a bounded store ------------------------------------
 
 def test_thirty_processes_leave_a_bounded_number_of_files(cli, counter, home):
     for _ in range(30):
@@ -174,7 +174,7 @@ def test_thirty_processes_leave_a_bounded_number_of_files(cli, counter, home):
     assert cli("invoke", "counter/a", "get", check=True).stdout.strip() == "30"
 
 
-# -- 19: reading while another process writes ---------------------------------------------------------
+# -- 19: reading while another process writes -------------------------------------------
 
 HOLDER = textwrap.dedent("""
     import sys, time
