@@ -195,6 +195,8 @@ class Instance:
         self._store.set_limits(memory_size=memory_limit)
         # A start function runs inside instantiate; it gets the same budget as a call.
         self._store.set_epoch_deadline(1 << 40)
+        # A trapping start function is classified before any export is looked up.
+        self._memory: wasmtime.Memory | None = None
         linker = wasmtime.Linker(engine._engine)
         for h in host:
             linker.define_func(h.module, h.name, h.sig.functype(), h.func)
@@ -211,7 +213,7 @@ class Instance:
             raise InvocationFailed(f"instantiation failed: {msg}") from None
         self._exports = self._instance.exports(self._store)
         mem = self._exports.get("memory") if "memory" in {e.name for e in module.exports} else None
-        self._memory: wasmtime.Memory | None = mem if isinstance(mem, wasmtime.Memory) else None
+        self._memory = mem if isinstance(mem, wasmtime.Memory) else None
         self.base = 0
         self.size = 0
         if self._memory is not None:
