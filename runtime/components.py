@@ -24,7 +24,7 @@ from golemish.oplog import Store, content_hash
 from .engine import Engine, FuncSig
 from .errors import ComponentError, InvalidModuleError, MissingImportsError, NotFoundError
 from .instrument import GLOBAL_PREFIX, TABLE_PREFIX, InstrumentError, instrument
-from . import asyncify, host_api, typed
+from . import asyncify, host_api, typed, wasm_check
 from .wasi import MODULE as WASI_MODULE
 from .wasi import SIGNATURES as WASI_SIGNATURES
 from .wasi import signature as wasi_signature
@@ -68,6 +68,21 @@ def missing_imports(engine: Engine, module: wasmtime.Module) -> list[str]:
     return missing
 
 
+def refuse_unsupported(wasm: bytes) -> None:
+    """Refuse what golemish cannot call or snapshot, before wasmtime describes any type.
+
+    wasmtime-py aborts the process when it describes a v128 type, so this reads the
+    binary itself (see :mod:`wasm_check`).
+    """
+    try:
+        problems = wasm_check.unsupported(wasm)
+    except wasm_check.InstrumentError:
+        return  # not readable this far: compiling it gives the clearer message
+    if problems:
+        raise ComponentError("module not supported: " + "; ".join(problems)
+                             + " (golemish passes and snapshots only i32, i64, f32 and f64)")
+
+
 def compile_instrumented(engine: Engine, wasm: bytes) -> wasmtime.Module:
     """Compile the module with its hidden globals and tables exported for snapshots."""
     engine.compile(wasm)  # validate the module as given first, for a clear message
@@ -98,6 +113,7 @@ def deploy(store: Store, engine: Engine, wasm: bytes, name: str,
     is). Identical bytes and WIT deployed again are a no-op.
     """
     check_name(name)
+    refuse_unsupported(wasm)
     wit = typed.wit_of(wasm, wit)  # a custom section could be lost in the transform
     if stackful:
         engine.compile(wasm)  # a clear message for invalid input, before Binaryen sees it

@@ -221,6 +221,11 @@ class Instance:
             self.size = self._memory.data_len(self._store)
 
     # -- memory, for host functions ---------------------------------------
+    @property
+    def has_memory(self) -> bool:
+        """False for a module without memory: its state is its globals alone."""
+        return self._memory is not None
+
     def memory_size(self) -> int:
         """Current byte length (refreshes the cached value; memory only grows)."""
         if self._memory is None:
@@ -243,9 +248,11 @@ class Instance:
 
     def grow_to(self, size: int) -> None:
         """Grow linear memory to ``size`` bytes (a restore needs the snapshot's size)."""
-        assert self._memory is not None
         have = self.memory_size()
         if size > have:
+            if self._memory is None:
+                raise MemoryLimitExceeded(f"snapshot has {size >> 20} MiB of memory; "
+                                          "the module has none")
             if self._memory.grow(self._store, (size - have) // WASM_PAGE) < 0:
                 raise MemoryLimitExceeded(
                     f"snapshot needs {size >> 20} MiB, above the memory cap of "

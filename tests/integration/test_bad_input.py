@@ -70,7 +70,7 @@ def test_a_module_without_memory_records_snapshots_and_recovers(home, policy):
 def test_unsupported_value_types_are_refused_at_deploy_naming_the_export(make_runtime,
                                                                          module, named):
     rt = make_runtime()
-    wasm = wat(f'(module (memory (export "memory") 1) {module}'
+    wasm = wat(f'(module {module} (memory (export "memory") 1)'
                '(func (export "ok") (result i32) (i32.const 1)))')
     with pytest.raises(ComponentError) as e:
         rt.deploy(wasm, "bad")
