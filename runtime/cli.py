@@ -16,6 +16,7 @@ from golemish.oplog import GolemishError
 
 from .cli_common import Ctx, emit_json, run, table, typed_json, when, writer
 from .cli_manage import promise, store, worker
+from .components import DEFAULT_MAX_BYTES, read_module
 from .errors import ArgumentError
 from .policy import SnapshotPolicy
 from .values import format_value
@@ -59,12 +60,16 @@ def main(click_ctx: click.Context, home: str, as_json: bool, debug: bool, sync: 
 @click.option("--stackful", is_flag=True,
               help="Transform with asyncify so that long invocations can be snapshotted "
                    "mid-call and resumed without replay (needs golemish[stackful]).")
+@click.option("--max-size", "max_size", type=click.FloatRange(min=0, min_open=True),
+              envvar="GOLEMISH_MAX_COMPONENT_MIB", default=DEFAULT_MAX_BYTES / (1 << 20),
+              show_default=True, metavar="MIB", help="Refuse a larger module.")
 @run
 def deploy(ctx: Ctx, path: Path, name: str | None, wit_path: Path | None,
-           stackful: bool) -> None:
+           stackful: bool, max_size: float) -> None:
     """Deploy a WASI preview 1 module as a new component version."""
+    ctx.max_component_bytes = int(max_size * (1 << 20))
     try:
-        wasm = path.read_bytes()
+        wasm = read_module(path, ctx.max_component_bytes)
         wit = wit_path.read_text() if wit_path else None
     except (OSError, UnicodeDecodeError) as e:
         raise ArgumentError(f"cannot read {e.filename if isinstance(e, OSError) else wit_path}: "

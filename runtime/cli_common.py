@@ -32,6 +32,7 @@ class Ctx:
         self.policy = policy
         self.memory_limit_mib = 256
         self.time_limit = 60.0
+        self.max_component_bytes: int | None = None  # None: RuntimeConfig's default
 
     def runtime(self, crash_at: str | None = None) -> Runtime:
         crash = CrashPoints(crash_at) if crash_at else CrashPoints.from_env()
@@ -39,7 +40,9 @@ class Ctx:
                                      memory_limit=self.memory_limit_mib << 20,
                                      time_limit=self.time_limit, recovery=self.recovery,
                                      snapshot_policy=self.policy,
-                                     oplog_retention=self.retention))
+                                     oplog_retention=self.retention,
+                                     **({"max_component_bytes": self.max_component_bytes}
+                                        if self.max_component_bytes else {})))
 
 
 def fail(ctx: Ctx, err: BaseException) -> NoReturn:

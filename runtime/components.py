@@ -68,6 +68,31 @@ def missing_imports(engine: Engine, module: wasmtime.Module) -> list[str]:
     return missing
 
 
+#: Default cap on a module's size. Deploy holds the module several times over while
+#: it validates, instruments and compiles it (a 300 MiB module took 1.3 GB), so this
+#: keeps a deploy near half a GiB; the largest real guests (CPython for WASI, about
+#: 30 MB) fit four times over. ``deploy --max-size`` / GOLEMISH_MAX_COMPONENT_MIB.
+DEFAULT_MAX_BYTES = 128 << 20
+
+
+def check_size(size: int, limit: int, what: str = "the module") -> None:
+    """Refuse a module larger than ``limit`` bytes, before anything else reads it."""
+    if size > limit:
+        raise ComponentError(f"{what} is {size / (1 << 20):.1f} MiB, above the deploy limit "
+                             f"of {limit / (1 << 20):g} MiB (raise it with --max-size MIB "
+                             "or GOLEMISH_MAX_COMPONENT_MIB)")
+
+
+def read_module(path: Path, limit: int) -> bytes:
+    """The bytes of a module file, refusing one above ``limit`` without reading it all."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        check_size(size, limit, str(path))
+        data = f.read(limit + 1)  # a pipe or device has no size: read one byte too many
+    check_size(len(data), limit, str(path))
+    return data
+
+
 def refuse_unsupported(wasm: bytes) -> None:
     """Refuse what golemish cannot call or snapshot, before wasmtime describes any type.
 

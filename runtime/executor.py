@@ -62,10 +62,26 @@ class RuntimeConfig:
         h for h in os.environ.get("GOLEMISH_HTTP_ALLOW", "").split(",") if h))
     #: A durable sleep longer than this suspends the worker instead of blocking.
     suspend_after_s: float = 2.0
+    #: Largest module ``deploy`` accepts, in bytes.
+    max_component_bytes: int = field(default_factory=lambda: _env_mib(
+        "GOLEMISH_MAX_COMPONENT_MIB", components.DEFAULT_MAX_BYTES))
     #: "keep" every oplog entry live, or "archive" those older than the oldest kept
     #: snapshot into zstd chunks (still readable, still replayable).
     oplog_retention: str = field(
         default_factory=lambda: os.environ.get("GOLEMISH_OPLOG_RETENTION", "keep"))
+
+
+def _env_mib(name: str, default: int) -> int:
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        mib = float(text)
+    except ValueError:
+        mib = 0
+    if not mib > 0:
+        raise ArgumentError(f"{name}={text!r}: expected a positive number of MiB")
+    return int(mib * (1 << 20))
 
 
 def parse_worker_id(worker_id: str) -> tuple[str, str]:
@@ -109,6 +125,7 @@ class Runtime:
     # -- components -----------------------------------------------------------
     def deploy(self, wasm: bytes, name: str, wit: str | None = None,
                wit_source: str | None = None, stackful: bool = False) -> DeployResult:
+        components.check_size(len(wasm), self.config.max_component_bytes)
         return components.deploy(self.store, self.engine, bytes(wasm), name, wit, wit_source,
                                  stackful)
 

@@ -97,3 +97,46 @@ def test_deploy_refusals_are_one_line_on_the_command_line(cli, tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
     assert "simd" in proc.stderr and "v128" in proc.stderr
+
+
+def custom_section(size: int) -> bytes:
+    """A valid module whose bulk is one custom section."""
+    payload = b"\x04junk" + bytes(size)
+    n, leb = len(payload), bytearray()
+    while True:
+        leb.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            break
+    return wat(COUNTER) + b"\x00" + bytes(leb) + payload
+
+
+def test_deploy_refuses_a_module_above_the_configured_size():
+    wasm = custom_section(3 << 20)
+    with Runtime(RuntimeConfig(home="memory://", max_component_bytes=2 << 20)) as rt:
+        with pytest.raises(ComponentError, match=r"3\.0 MiB, above the deploy limit of 2 MiB"):
+            rt.deploy(wasm, "big")
+        assert rt.list_components() == []
+    with Runtime(RuntimeConfig(home="memory://", max_component_bytes=4 << 20)) as rt:
+        assert rt.deploy(wasm, "big").created
+
+
+def test_the_cli_refuses_a_huge_file_without_reading_it(cli, tmp_path):
+    import resource
+    path = tmp_path / "huge.wasm"
+    with open(path, "wb") as f:  # sparse: 1 GiB that costs no disk
+        f.write(wat(COUNTER))
+        f.truncate(1 << 30)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    proc = cli("deploy", str(path))
+    assert proc.returncode == 1
+    assert "1024.0 MiB, above the deploy limit of 128 MiB" in proc.stderr
+    assert proc.stderr.count("\n") == 1
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    assert peak_kib < 300 << 10 or peak_kib == before  # nowhere near the file's size
+    small = tmp_path / "big.wasm"
+    small.write_bytes(custom_section(3 << 20))
+    assert "above the deploy limit of 2 MiB" in cli("deploy", str(small), "--max-size", "2").stderr
+    assert cli("deploy", str(small), "--max-size", "4").returncode == 0
+    proc = cli("deploy", str(small), env={"GOLEMISH_MAX_COMPONENT_MIB": "1"})
+    assert "above the deploy limit of 1 MiB" in proc.stderr
