@@ -344,18 +344,24 @@ class Worker:
             again.seconds += report.seconds
             return again
         # The replayed tail is work a crash now would replay again: the policy counts it.
-        cost = None
-        if start:
-            snap = self.oplog.get(start)
-            cost = snap.duration_ns / 1e9 if isinstance(snap, Snapshot) else None
         self.policy_state = PolicyState(self.policy, tail_s=time.perf_counter() - t_tail,
                                         tail_invocations=report.replayed_invocations,
-                                        snapshot_cost_s=cost)
+                                        snapshot_costs=self._snapshot_costs())
         self.last_recovery = report
         if report.finished is not None or report.fallbacks:
             # Worth remembering for `worker show`: a crash was repaired, or snapshots failed.
             self._set_meta(last_recovery=report.describe(), status="idle", suspended=None)
         return report
+
+    def _snapshot_costs(self) -> list[float]:
+        """Measured costs of the kept snapshots, for the policy's estimate."""
+        costs = []
+        for index in self.rt.store.snapshots.indexes(self.id):
+            if index <= self.oplog.last_index:
+                entry = self.oplog.get(index)
+                if isinstance(entry, Snapshot):
+                    costs.append(entry.duration_ns / 1e9)
+        return costs
 
     def _replay_one(self, index: int, entry: InvokeStart, cursor: Cursor, limit: float) -> None:
         if self.midcall is not None:
