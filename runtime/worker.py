@@ -157,7 +157,7 @@ class Worker:
         try:
             retry, stack, midcall = codec.decode(manifest.host)
             ok = (isinstance(retry, bytes) and (stack is None or len(stack) == 2)
-                  and (midcall is None or (len(midcall) == 3
+                  and (midcall is None or (len(midcall) in (3, 4)
                                            and isinstance(midcall[0], int))))
         except (codec.DecodeError, TypeError, ValueError):
             ok = False
@@ -305,6 +305,7 @@ class Worker:
             index, entry = midcall[0], self.oplog.get(midcall[0])
             assert isinstance(entry, InvokeStart)
             self.midcall._saved_globals = {n: (t, b) for n, t, b in midcall[2]}
+            self.midcall.resume_args = list(midcall[3]) if len(midcall) > 3 else None
             self.midcall.resume()
             report.mode = "snapshot (mid-call)"
             if index == plan.open_start:
@@ -405,8 +406,11 @@ class Worker:
         assert inst is not None
         func = self.iface.find(function) if self.iface is not None else None
         if func is not None:
-            results, self.last_json = self.iface.run(inst, func, params, limit)
-            return results
+            assert self.iface is not None
+            if self.midcall is None or not self.durable:
+                results, self.last_json = self.iface.run(inst, func, params, limit)
+                return results
+            return self._execute_typed_stackful(inst, func, params, limit)
         args = [v for _, v in params]
         if self.midcall is not None and self.durable:
             values = self.midcall.call(function, args, limit)
@@ -414,6 +418,29 @@ class Worker:
             values = inst.call(function, args, time_limit=limit)
         self.last_json = None
         return typed(self.signatures[function].results, values)
+
+    def _execute_typed_stackful(self, inst: Instance, func: Any, params: Sequence[TypedValue],
+                                limit: float) -> list[TypedValue]:
+        """A WIT function of a stackful worker: its core export may unwind mid-call.
+
+        The arguments are lowered into guest memory once; a mid-call snapshot records
+        the core arguments, and a call resumed from one reuses them instead of lowering
+        again (that would allocate in the guest a second time).
+        """
+        sf = self.midcall
+        assert sf is not None and self.iface is not None
+        lowered, sf.resume_args = sf.resume_args, None
+
+        def lowered_now(args: list[int | float]) -> None:
+            sf.core_args = args
+
+        try:
+            results, self.last_json = self.iface.run(
+                inst, func, params, limit, lowered=lowered, on_lowered=lowered_now,
+                call_export=lambda name, args: sf.call(name, args, limit))
+        finally:
+            sf.core_args = None
+        return results
 
     def _run(self, function: str, params: Sequence[TypedValue]) -> list[TypedValue]:
         """Run the body of an invocation whose InvokeStart is recorded; record its end."""
@@ -463,7 +490,10 @@ class Worker:
         """A snapshot while the guest's stack is unwound into memory (see stackful)."""
         assert self.midcall is not None
         saved = [[n, t, b] for n, (t, b) in self.midcall._saved_globals.items()]
-        entry = self.snapshot(midcall=[invocation, tail_from, saved])
+        position: list[Any] = [invocation, tail_from, saved]
+        if self.midcall.core_args is not None:  # a typed call: its lowered arguments
+            position.append(list(self.midcall.core_args))
+        entry = self.snapshot(midcall=position)
         self.midcall.calls = 0
         return entry
 
