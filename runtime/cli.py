@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from golemish.oplog import GolemishError
 
@@ -97,10 +98,12 @@ def deploy(ctx: Ctx, path: Path, name: str | None, wit_path: Path | None,
               help="Environment for a worker created by this call.")
 @click.option("--memory-limit", type=click.IntRange(min=1), envvar="GOLEMISH_MEMORY_LIMIT_MIB",
               default=256, show_default=True, metavar="MIB",
-              help="Memory cap of a worker created by this call (fixed for its life).")
+              help="Memory cap of the worker; given for an existing worker, it applies "
+                   "from this invocation on (recorded in the oplog).")
 @click.option("--time-limit", type=click.FloatRange(min=0.01), envvar="GOLEMISH_TIME_LIMIT",
               default=60.0, show_default=True, metavar="SECONDS",
-              help="Time bound per invocation of a worker created by this call.")
+              help="Time bound per invocation; given for an existing worker, it applies "
+                   "from this invocation on (recorded in the oplog).")
 @click.option("--ephemeral", is_flag=True,
               help="Create the worker without an oplog: nothing recorded, nothing recovered.")
 @click.option("--crash-at", metavar="POINT:N",
@@ -132,7 +135,8 @@ def invoke(ctx: Ctx, worker: str, function: str, args: tuple[str, ...],
             if recovery is not None and recovery.finished is not None and not ctx.json:
                 click.echo(f"golemish: worker {worker} {recovery.describe()}", err=True)
         res = rt.invoke(worker, function, args, idempotency_key=idempotency_key,
-                        output=write, env=pairs, durable=not ephemeral)
+                        output=write, env=pairs, durable=not ephemeral,
+                        **_limits_given(memory_limit, time_limit))
         res.recovery = res.recovery or recovery
     if res.deduplicated and not ctx.json:
         click.echo(f"golemish: idempotency key {idempotency_key!r} seen before: the recorded "
@@ -145,6 +149,18 @@ def invoke(ctx: Ctx, worker: str, function: str, args: tuple[str, ...],
                     "recovery": vars(res.recovery) if res.recovery else None})
     elif res.results:
         click.echo(" ".join(format_value(v) for v in res.results))
+
+
+def _limits_given(memory_limit_mib: int, time_limit: float) -> dict[str, float]:
+    """The limit options given on this command line (an existing worker takes them)."""
+    ctx = click.get_current_context()
+    given = lambda name: ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE  # noqa: E731
+    out: dict[str, float] = {}
+    if given("memory_limit"):
+        out["memory_limit"] = memory_limit_mib << 20
+    if given("time_limit"):
+        out["time_limit"] = time_limit
+    return out
 
 
 @main.group()

@@ -259,6 +259,12 @@ class Instance:
                     f"{self.memory_limit >> 20} MiB")
             self.memory_size()
 
+    def set_memory_limit(self, limit: int) -> None:
+        """Cap further memory growth at ``limit`` bytes (memory already there stays)."""
+        if limit != self.memory_limit:
+            self._store.set_limits(memory_size=limit)
+            self.memory_limit = limit
+
     def zero(self, ptr: int, n: int) -> None:
         ctypes.memset(self.base + ptr, 0, n)
 

@@ -212,16 +212,21 @@ class Runtime:
 
     def invoke(self, worker_id: str, function: str, args: Sequence[str] = (), *,
                idempotency_key: str | None = None, output: OutputFn | None = None,
-               env: Sequence[tuple[str, str]] = (), durable: bool = True) -> InvocationResult:
+               env: Sequence[tuple[str, str]] = (), durable: bool = True,
+               memory_limit: int | None = None, time_limit: float | None = None,
+               ) -> InvocationResult:
         """Invoke an export with CLI-style string arguments, creating the worker if new.
 
         ``env`` and ``durable`` apply when this call creates the worker. An ephemeral
         (``durable=False``) worker records nothing: it is fast, and it forgets its state
-        when the process ends.
+        when the process ends. ``memory_limit`` (bytes) and ``time_limit`` (seconds)
+        change an existing worker's limits from this invocation on; the invocation
+        records them, so replay runs it under the same ones.
         """
         function, params = self.prepare(worker_id, function, args)
         with self._lock(worker_id):
             w = self._get(worker_id, output, create=True, env=env, durable=durable)
+            w.set_limits(memory_limit, time_limit)
             return w.invoke(function, params, idempotency_key)
 
     def resume(self, worker_id: str, output: OutputFn | None = None) -> RecoveryReport | None:
@@ -379,6 +384,7 @@ class Runtime:
         return {**meta, "status": w.status(), "oplog_length": oplog.last_index,
                 "oplog_archived": hi - lo,
                 "invocations": invocations, "snapshot_policy": str(w.policy),
+                "memory_limit": w.memory_limit, "time_limit": w.time_limit,
                 **self._snapshot_info(w)}
 
     def _snapshot_info(self, w: Worker) -> dict[str, Any]:
