@@ -36,7 +36,8 @@ from .values import format_value
                    "replaying the whole oplog (for comparisons).")
 @click.option("--snapshot-policy", "policy", default="adaptive", envvar="GOLEMISH_SNAPSHOT_POLICY",
               show_default=True, metavar="POLICY",
-              help="Default snapshot policy: adaptive[:TARGET_S[:N]], every:N, calls:N, interval:S or off.")
+              help="Default snapshot policy: adaptive[:TARGET_S[:N]], every:N, calls:N, "
+                   "interval:S or off.")
 @click.option("--oplog-retention", "retention", type=click.Choice(["keep", "archive"]),
               default="keep", envvar="GOLEMISH_OPLOG_RETENTION", show_default=True,
               help="Keep every oplog entry live, or archive those older than the oldest kept "

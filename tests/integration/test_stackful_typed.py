@@ -112,7 +112,8 @@ DRIVER = """
 import sys
 from golemish.runtime.executor import Runtime, RuntimeConfig
 from golemish.runtime.policy import SnapshotPolicy
-with Runtime(RuntimeConfig(home=sys.argv[1], snapshot_policy=SnapshotPolicy.parse("calls:1"))) as rt:
+policy = SnapshotPolicy.parse("calls:1")
+with Runtime(RuntimeConfig(home=sys.argv[1], snapshot_policy=policy)) as rt:
     print(rt.invoke("clocks/k", "tick", ['"killed"', "6"]).results[0][1], flush=True)
 """
 
