@@ -53,7 +53,7 @@ class SnapshotPolicy:
                 target, _, count = arg.partition(":")
                 policy = cls("adaptive", target_tail_s=float(target) if target else 0.05,
                              max_tail_invocations=int(count) if count else 64)
-                if policy.target_tail_s > 0 and policy.max_tail_invocations >= 1:
+                if policy.target_tail_s >= 0 and policy.max_tail_invocations >= 1:
                     return policy
             if kind == "every" and int(arg) >= 1:
                 return cls("every", every=int(arg))

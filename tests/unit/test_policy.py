@@ -66,6 +66,7 @@ def test_the_invocation_bound_is_part_of_the_policy_text():
     assert (p.target_tail_s, p.max_tail_invocations) == (0.1, 16)
     assert str(p) == "adaptive:0.1:16" and str(ADAPTIVE) == "adaptive:0.05"
     assert SnapshotPolicy.parse(str(p)) == p
-    for bad in ("adaptive:0.1:0", "adaptive:0", "adaptive:x", "adaptive:0.1:1.5"):
+    assert SnapshotPolicy.parse("adaptive:0").target_tail_s == 0  # snapshot at every chance
+    for bad in ("adaptive:0.1:0", "adaptive:-1", "adaptive:x", "adaptive:0.1:1.5"):
         with pytest.raises(ArgumentError):
             SnapshotPolicy.parse(bad)
