@@ -109,10 +109,16 @@ class InvokeStart(Entry):
     params: tuple[TypedValue, ...] = ()
     idempotency_key: str | None = None
     timestamp_ns: int = 0
+    #: Limits this invocation ran under, when they differ from those the worker was
+    #: created with (0: unchanged). Replay runs it under the same ones.
+    memory_limit: int = 0
+    time_limit: float = 0.0
 
     def summary(self) -> str:
         key = f" key={self.idempotency_key}" if self.idempotency_key else ""
-        return f"{self.function}({_fmt_values(self.params)}){key}"
+        limits = (f" limits={self.memory_limit >> 20}MiB,{self.time_limit:g}s"
+                  if self.memory_limit or self.time_limit else "")
+        return f"{self.function}({_fmt_values(self.params)}){key}{limits}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,11 +270,25 @@ _FIELD_NAMES: dict[type[Entry], tuple[str, ...]] = {
 }
 
 
+#: Fields added to an entry type after its first release: left out of the stored form
+#: while they hold their defaults, so such entries read exactly as before (also by
+#: versions that do not know the fields); decoding fills them in with the defaults.
+_OPTIONAL_TAIL: dict[type[Entry], tuple[tuple[str, Any], ...]] = {
+    InvokeStart: (("memory_limit", 0), ("time_limit", 0.0)),
+}
+
+
 def encode_entry(entry: Entry) -> bytes:
     """Entry -> stored bytes (header with checksum, then payload)."""
     if type(entry) is HostCall:
         return encode_host_call(entry.name.encode(), entry.request, entry.response)
-    payload = codec.encode([getattr(entry, n) for n in _FIELD_NAMES[type(entry)]])
+    values = [getattr(entry, n) for n in _FIELD_NAMES[type(entry)]]
+    optional = _OPTIONAL_TAIL.get(type(entry), ())
+    for name, default in reversed(optional):
+        if values[-1] != default or name != _FIELD_NAMES[type(entry)][len(values) - 1]:
+            break
+        values.pop()
+    payload = codec.encode(values)
     head = bytes((FORMAT_VERSION, entry.KIND))
     crc = zlib.crc32(payload, zlib.crc32(head))
     return _HEADER.pack(FORMAT_VERSION, entry.KIND, crc) + payload

@@ -130,15 +130,23 @@ def lift_results(func: FuncDecl, core_results: Sequence[int | float], mem: Memor
 
 def invoke(func: FuncDecl, args: Sequence[Any], *, mem: Memory, realloc: Realloc,
            call: Callable[[str, list[int | float]], Sequence[int | float]],
-           has_export: Callable[[str], bool]) -> Any:
+           has_export: Callable[[str], bool],
+           call_export: Callable[[str, list[int | float]], Sequence[int | float]] | None = None,
+           lowered: Sequence[int | float] | None = None,
+           on_lowered: Callable[[list[int | float]], None] | None = None) -> Any:
     """Lower, call the core export, lift, and call ``cabi_post_*`` if the guest has it.
 
     ``call(export_name, core_args) -> core_results`` runs a core export. The post-return
     function is skipped when lifting fails: the invocation fails and the runtime
-    discards the instance state anyway.
+    discards the instance state anyway. ``call_export`` (default ``call``) runs the
+    function's own export; ``lowered`` gives core arguments lowered earlier (the call
+    resumes one whose arguments are already in guest memory), and ``on_lowered`` is
+    told the core arguments before the call.
     """
-    core_args = lower_args(func, args, mem, realloc)
-    core_results = list(call(func.core_name, core_args))
+    core_args = list(lowered) if lowered is not None else lower_args(func, args, mem, realloc)
+    if on_lowered is not None:
+        on_lowered(core_args)
+    core_results = list((call_export or call)(func.core_name, core_args))
     value = lift_results(func, core_results, mem)
     post = post_return_name(func)
     if has_export(post):

@@ -11,11 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from golemish.oplog import GolemishError
 
 from .cli_common import Ctx, emit_json, run, table, typed_json, when, writer
 from .cli_manage import promise, store, worker
+from .components import DEFAULT_MAX_BYTES, read_module
 from .errors import ArgumentError
 from .policy import SnapshotPolicy
 from .values import format_value
@@ -34,7 +36,8 @@ from .values import format_value
                    "replaying the whole oplog (for comparisons).")
 @click.option("--snapshot-policy", "policy", default="adaptive", envvar="GOLEMISH_SNAPSHOT_POLICY",
               show_default=True, metavar="POLICY",
-              help="Default snapshot policy: adaptive[:TARGET_S], every:N, calls:N, interval:S or off.")
+              help="Default snapshot policy: adaptive[:TARGET_S[:N]], every:N, calls:N, "
+                   "interval:S or off.")
 @click.option("--oplog-retention", "retention", type=click.Choice(["keep", "archive"]),
               default="keep", envvar="GOLEMISH_OPLOG_RETENTION", show_default=True,
               help="Keep every oplog entry live, or archive those older than the oldest kept "
@@ -59,12 +62,16 @@ def main(click_ctx: click.Context, home: str, as_json: bool, debug: bool, sync: 
 @click.option("--stackful", is_flag=True,
               help="Transform with asyncify so that long invocations can be snapshotted "
                    "mid-call and resumed without replay (needs golemish[stackful]).")
+@click.option("--max-size", "max_size", type=click.FloatRange(min=0, min_open=True),
+              envvar="GOLEMISH_MAX_COMPONENT_MIB", default=DEFAULT_MAX_BYTES / (1 << 20),
+              show_default=True, metavar="MIB", help="Refuse a larger module.")
 @run
 def deploy(ctx: Ctx, path: Path, name: str | None, wit_path: Path | None,
-           stackful: bool) -> None:
+           stackful: bool, max_size: float) -> None:
     """Deploy a WASI preview 1 module as a new component version."""
+    ctx.max_component_bytes = int(max_size * (1 << 20))
     try:
-        wasm = path.read_bytes()
+        wasm = read_module(path, ctx.max_component_bytes)
         wit = wit_path.read_text() if wit_path else None
     except (OSError, UnicodeDecodeError) as e:
         raise ArgumentError(f"cannot read {e.filename if isinstance(e, OSError) else wit_path}: "
@@ -92,10 +99,12 @@ def deploy(ctx: Ctx, path: Path, name: str | None, wit_path: Path | None,
               help="Environment for a worker created by this call.")
 @click.option("--memory-limit", type=click.IntRange(min=1), envvar="GOLEMISH_MEMORY_LIMIT_MIB",
               default=256, show_default=True, metavar="MIB",
-              help="Memory cap of a worker created by this call (fixed for its life).")
+              help="Memory cap of the worker; given for an existing worker, it applies "
+                   "from this invocation on (recorded in the oplog).")
 @click.option("--time-limit", type=click.FloatRange(min=0.01), envvar="GOLEMISH_TIME_LIMIT",
               default=60.0, show_default=True, metavar="SECONDS",
-              help="Time bound per invocation of a worker created by this call.")
+              help="Time bound per invocation; given for an existing worker, it applies "
+                   "from this invocation on (recorded in the oplog).")
 @click.option("--ephemeral", is_flag=True,
               help="Create the worker without an oplog: nothing recorded, nothing recovered.")
 @click.option("--crash-at", metavar="POINT:N",
@@ -127,7 +136,8 @@ def invoke(ctx: Ctx, worker: str, function: str, args: tuple[str, ...],
             if recovery is not None and recovery.finished is not None and not ctx.json:
                 click.echo(f"golemish: worker {worker} {recovery.describe()}", err=True)
         res = rt.invoke(worker, function, args, idempotency_key=idempotency_key,
-                        output=write, env=pairs, durable=not ephemeral)
+                        output=write, env=pairs, durable=not ephemeral,
+                        **_limits_given(memory_limit, time_limit))
         res.recovery = res.recovery or recovery
     if res.deduplicated and not ctx.json:
         click.echo(f"golemish: idempotency key {idempotency_key!r} seen before: the recorded "
@@ -140,6 +150,18 @@ def invoke(ctx: Ctx, worker: str, function: str, args: tuple[str, ...],
                     "recovery": vars(res.recovery) if res.recovery else None})
     elif res.results:
         click.echo(" ".join(format_value(v) for v in res.results))
+
+
+def _limits_given(memory_limit_mib: int, time_limit: float) -> dict[str, float]:
+    """The limit options given on this command line (an existing worker takes them)."""
+    ctx = click.get_current_context()
+    given = lambda name: ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE  # noqa: E731
+    out: dict[str, float] = {}
+    if given("memory_limit"):
+        out["memory_limit"] = memory_limit_mib << 20
+    if given("time_limit"):
+        out["time_limit"] = time_limit
+    return out
 
 
 @main.group()

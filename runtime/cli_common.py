@@ -32,6 +32,7 @@ class Ctx:
         self.policy = policy
         self.memory_limit_mib = 256
         self.time_limit = 60.0
+        self.max_component_bytes: int | None = None  # None: RuntimeConfig's default
 
     def runtime(self, crash_at: str | None = None, *, create: bool = False,
                 readonly: bool = False) -> Runtime:
@@ -43,7 +44,9 @@ class Ctx:
                                      time_limit=self.time_limit, recovery=self.recovery,
                                      snapshot_policy=self.policy,
                                      oplog_retention=self.retention,
-                                     create=create, readonly=readonly))
+                                     create=create, readonly=readonly,
+                                     **({"max_component_bytes": self.max_component_bytes}
+                                        if self.max_component_bytes else {})))
 
 
 def fail(ctx: Ctx, err: BaseException) -> NoReturn:

@@ -32,7 +32,7 @@ from golemish.oplog import Store, content_hash
 from .engine import Engine, FuncSig
 from .errors import ComponentError, InvalidModuleError, MissingImportsError, NotFoundError
 from .instrument import GLOBAL_PREFIX, TABLE_PREFIX, InstrumentError, instrument
-from . import asyncify, host_api, typed
+from . import asyncify, host_api, typed, wasm_check
 from .wasi import MODULE as WASI_MODULE
 from .wasi import SIGNATURES as WASI_SIGNATURES
 from .wasi import signature as wasi_signature
@@ -78,6 +78,46 @@ def missing_imports(engine: Engine, module: wasmtime.Module) -> list[str]:
     return missing
 
 
+#: Default cap on a module's size. Deploy holds the module several times over while
+#: it validates, instruments and compiles it (a 300 MiB module took 1.3 GB), so this
+#: keeps a deploy near half a GiB; the largest real guests (CPython for WASI, about
+#: 30 MB) fit four times over. ``deploy --max-size`` / GOLEMISH_MAX_COMPONENT_MIB.
+DEFAULT_MAX_BYTES = 128 << 20
+
+
+def check_size(size: int, limit: int, what: str = "the module") -> None:
+    """Refuse a module larger than ``limit`` bytes, before anything else reads it."""
+    if size > limit:
+        raise ComponentError(f"{what} is {size / (1 << 20):.1f} MiB, above the deploy limit "
+                             f"of {limit / (1 << 20):g} MiB (raise it with --max-size MIB "
+                             "or GOLEMISH_MAX_COMPONENT_MIB)")
+
+
+def read_module(path: Path, limit: int) -> bytes:
+    """The bytes of a module file, refusing one above ``limit`` without reading it all."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        check_size(size, limit, str(path))
+        data = f.read(limit + 1)  # a pipe or device has no size: read one byte too many
+    check_size(len(data), limit, str(path))
+    return data
+
+
+def refuse_unsupported(wasm: bytes) -> None:
+    """Refuse what golemish cannot call or snapshot, before wasmtime describes any type.
+
+    wasmtime-py aborts the process when it describes a v128 type, so this reads the
+    binary itself (see :mod:`wasm_check`).
+    """
+    try:
+        problems = wasm_check.unsupported(wasm)
+    except wasm_check.InstrumentError:
+        return  # not readable this far: compiling it gives the clearer message
+    if problems:
+        raise ComponentError("module not supported: " + "; ".join(problems)
+                             + " (golemish passes and snapshots only i32, i64, f32 and f64)")
+
+
 def compile_instrumented(engine: Engine, wasm: bytes) -> wasmtime.Module:
     """Compile the module with its hidden globals and tables exported for snapshots."""
     engine.compile(wasm)  # validate the module as given first, for a clear message
@@ -108,6 +148,7 @@ def deploy(store: Store, engine: Engine, wasm: bytes, name: str,
     is). Identical bytes and WIT deployed again are a no-op.
     """
     check_name(name)
+    refuse_unsupported(wasm)
     wit = typed.wit_of(wasm, wit)  # a custom section could be lost in the transform
     if stackful:
         engine.compile(wasm)  # a clear message for invalid input, before Binaryen sees it

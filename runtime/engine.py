@@ -195,6 +195,8 @@ class Instance:
         self._store.set_limits(memory_size=memory_limit)
         # A start function runs inside instantiate; it gets the same budget as a call.
         self._store.set_epoch_deadline(1 << 40)
+        # A trapping start function is classified before any export is looked up.
+        self._memory: wasmtime.Memory | None = None
         linker = wasmtime.Linker(engine._engine)
         for h in host:
             linker.define_func(h.module, h.name, h.sig.functype(), h.func)
@@ -211,7 +213,7 @@ class Instance:
             raise InvocationFailed(f"instantiation failed: {msg}") from None
         self._exports = self._instance.exports(self._store)
         mem = self._exports.get("memory") if "memory" in {e.name for e in module.exports} else None
-        self._memory: wasmtime.Memory | None = mem if isinstance(mem, wasmtime.Memory) else None
+        self._memory = mem if isinstance(mem, wasmtime.Memory) else None
         self.base = 0
         self.size = 0
         if self._memory is not None:
@@ -219,6 +221,11 @@ class Instance:
             self.size = self._memory.data_len(self._store)
 
     # -- memory, for host functions ---------------------------------------
+    @property
+    def has_memory(self) -> bool:
+        """False for a module without memory: its state is its globals alone."""
+        return self._memory is not None
+
     def memory_size(self) -> int:
         """Current byte length (refreshes the cached value; memory only grows)."""
         if self._memory is None:
@@ -241,14 +248,22 @@ class Instance:
 
     def grow_to(self, size: int) -> None:
         """Grow linear memory to ``size`` bytes (a restore needs the snapshot's size)."""
-        assert self._memory is not None
         have = self.memory_size()
         if size > have:
+            if self._memory is None:
+                raise MemoryLimitExceeded(f"snapshot has {size >> 20} MiB of memory; "
+                                          "the module has none")
             if self._memory.grow(self._store, (size - have) // WASM_PAGE) < 0:
                 raise MemoryLimitExceeded(
                     f"snapshot needs {size >> 20} MiB, above the memory cap of "
                     f"{self.memory_limit >> 20} MiB")
             self.memory_size()
+
+    def set_memory_limit(self, limit: int) -> None:
+        """Cap further memory growth at ``limit`` bytes (memory already there stays)."""
+        if limit != self.memory_limit:
+            self._store.set_limits(memory_size=limit)
+            self.memory_limit = limit
 
     def zero(self, ptr: int, n: int) -> None:
         ctypes.memset(self.base + ptr, 0, n)

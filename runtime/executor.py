@@ -63,6 +63,9 @@ class RuntimeConfig:
         h for h in os.environ.get("GOLEMISH_HTTP_ALLOW", "").split(",") if h))
     #: A durable sleep longer than this suspends the worker instead of blocking.
     suspend_after_s: float = 2.0
+    #: Largest module ``deploy`` accepts, in bytes.
+    max_component_bytes: int = field(default_factory=lambda: _env_mib(
+        "GOLEMISH_MAX_COMPONENT_MIB", components.DEFAULT_MAX_BYTES))
     #: "keep" every oplog entry live, or "archive" those older than the oldest kept
     #: snapshot into zstd chunks (still readable, still replayable).
     oplog_retention: str = field(
@@ -72,6 +75,19 @@ class RuntimeConfig:
     create: bool = True
     #: Open the store for reading only (also while another process writes to it).
     readonly: bool = False
+
+
+def _env_mib(name: str, default: int) -> int:
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        mib = float(text)
+    except ValueError:
+        mib = 0
+    if not mib > 0:
+        raise ArgumentError(f"{name}={text!r}: expected a positive number of MiB")
+    return int(mib * (1 << 20))
 
 
 def parse_worker_id(worker_id: str) -> tuple[str, str]:
@@ -118,6 +134,7 @@ class Runtime:
     # -- components -----------------------------------------------------------
     def deploy(self, wasm: bytes, name: str, wit: str | None = None,
                wit_source: str | None = None, stackful: bool = False) -> DeployResult:
+        components.check_size(len(wasm), self.config.max_component_bytes)
         return components.deploy(self.store, self.engine, bytes(wasm), name, wit, wit_source,
                                  stackful)
 
@@ -204,16 +221,21 @@ class Runtime:
 
     def invoke(self, worker_id: str, function: str, args: Sequence[str] = (), *,
                idempotency_key: str | None = None, output: OutputFn | None = None,
-               env: Sequence[tuple[str, str]] = (), durable: bool = True) -> InvocationResult:
+               env: Sequence[tuple[str, str]] = (), durable: bool = True,
+               memory_limit: int | None = None, time_limit: float | None = None,
+               ) -> InvocationResult:
         """Invoke an export with CLI-style string arguments, creating the worker if new.
 
         ``env`` and ``durable`` apply when this call creates the worker. An ephemeral
         (``durable=False``) worker records nothing: it is fast, and it forgets its state
-        when the process ends.
+        when the process ends. ``memory_limit`` (bytes) and ``time_limit`` (seconds)
+        change an existing worker's limits from this invocation on; the invocation
+        records them, so replay runs it under the same ones.
         """
         function, params = self.prepare(worker_id, function, args)
         with self._lock(worker_id):
             w = self._get(worker_id, output, create=True, env=env, durable=durable)
+            w.set_limits(memory_limit, time_limit)
             return w.invoke(function, params, idempotency_key)
 
     def resume(self, worker_id: str, output: OutputFn | None = None) -> RecoveryReport | None:
@@ -371,6 +393,7 @@ class Runtime:
         return {**meta, "status": w.status(), "oplog_length": oplog.last_index,
                 "oplog_archived": hi - lo,
                 "invocations": invocations, "snapshot_policy": str(w.policy),
+                "memory_limit": w.memory_limit, "time_limit": w.time_limit,
                 **self._snapshot_info(w)}
 
     def _snapshot_info(self, w: Worker) -> dict[str, Any]:

@@ -11,12 +11,21 @@ crashes. sqrt(2·C·M) is Young's optimal checkpoint interval (Daly refined it);
 ``target`` caps the expected replay of the tail, which is what users feel as
 recovery time; ``C / max_overhead`` keeps snapshotting from eating more than
 that fraction of throughput when snapshots are expensive (large, dirty memory).
+
+C is a moving estimate, never one sample: a recovered worker starts from the
+median cost of its kept snapshots, and every snapshot moves the estimate
+(exponential average). Because a high estimate is only corrected by taking
+another snapshot, the overhead bound may stretch τ past the target for at most
+``max_tail_invocations`` invocations: a tail that long whose replay would take
+longer than the target is snapshotted (and C measured again) whatever C says.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import ArgumentError
@@ -30,14 +39,22 @@ class SnapshotPolicy:
     target_tail_s: float = 0.05     # adaptive: bound on the tail's replay time
     max_overhead: float = 0.05      # adaptive: share of time snapshots may take
     mtbf_s: float = 3600.0          # adaptive: assumed mean time between crashes
+    #: adaptive: invocations after which a tail whose replay exceeds the target is
+    #: snapshotted even if the overhead bound would wait longer.
+    max_tail_invocations: int = 64
 
     @classmethod
     def parse(cls, text: str) -> SnapshotPolicy:
-        """``adaptive[:TARGET_S]``, ``every:N``, ``interval:SECONDS`` or ``off``."""
+        """``adaptive[:TARGET_S[:MAX_TAIL_INVOCATIONS]]``, ``every:N``, ``calls:N``,
+        ``interval:SECONDS`` or ``off``."""
         kind, _, arg = text.strip().partition(":")
         try:
             if kind == "adaptive":
-                return cls("adaptive", target_tail_s=float(arg) if arg else 0.05)
+                target, _, count = arg.partition(":")
+                policy = cls("adaptive", target_tail_s=float(target) if target else 0.05,
+                             max_tail_invocations=int(count) if count else 64)
+                if policy.target_tail_s >= 0 and policy.max_tail_invocations >= 1:
+                    return policy
             if kind == "every" and int(arg) >= 1:
                 return cls("every", every=int(arg))
             if kind == "calls" and int(arg) >= 1:
@@ -48,7 +65,7 @@ class SnapshotPolicy:
                 return cls("off")
         except ValueError:
             pass
-        raise ArgumentError(f"bad snapshot policy {text!r}: use adaptive[:SECONDS], "
+        raise ArgumentError(f"bad snapshot policy {text!r}: use adaptive[:SECONDS[:N]], "
                             "every:N, calls:N, interval:SECONDS or off")
 
     def __str__(self) -> str:
@@ -59,20 +76,27 @@ class SnapshotPolicy:
         if self.kind == "interval":
             return f"interval:{self.interval_s:g}"
         if self.kind == "adaptive":
-            return f"adaptive:{self.target_tail_s:g}"
+            count = "" if self.max_tail_invocations == 64 else f":{self.max_tail_invocations}"
+            return f"adaptive:{self.target_tail_s:g}{count}"
         return "off"
 
 
 class PolicyState:
     """What the policy has seen since the last snapshot of one worker."""
 
+    #: Weight of a new sample in the moving estimate of the snapshot cost.
+    ALPHA = 0.3
+
     def __init__(self, policy: SnapshotPolicy, *, tail_s: float = 0.0, tail_invocations: int = 0,
-                 snapshot_cost_s: float | None = None, last_snapshot_wall: float | None = None
-                 ) -> None:
+                 snapshot_cost_s: float | None = None, last_snapshot_wall: float | None = None,
+                 snapshot_costs: Iterable[float] = ()) -> None:
+        """``snapshot_costs``: measured costs of earlier snapshots (a recovered worker's
+        kept ones); their median seeds the estimate, so one outlier cannot set it."""
         self.policy = policy
         self.tail_s = tail_s
         self.tail_invocations = tail_invocations
-        self.cost_s = snapshot_cost_s
+        costs = [c for c in snapshot_costs if c >= 0]
+        self.cost_s = statistics.median(costs) if costs else snapshot_cost_s
         self.last_wall = last_snapshot_wall if last_snapshot_wall is not None else time.time()
         #: perf_counter() at the last snapshot: work before it is not in the tail.
         self.last_perf = 0.0
@@ -106,11 +130,16 @@ class PolicyState:
             return self.tail_invocations >= p.every
         if p.kind == "interval":
             return time.time() - self.last_wall >= p.interval_s
-        return self.tail_s >= self.interval_s()
+        if self.tail_s >= self.interval_s():
+            return True
+        # A long tail that replays slower than the target: measure C again.
+        return (self.tail_invocations >= p.max_tail_invocations
+                and self.tail_s >= p.target_tail_s)
 
     def snapshotted(self, cost_s: float) -> None:
         # An exponential average: one slow snapshot should not stretch τ for long.
-        self.cost_s = cost_s if self.cost_s is None else 0.7 * self.cost_s + 0.3 * cost_s
+        a = self.ALPHA
+        self.cost_s = cost_s if self.cost_s is None else (1 - a) * self.cost_s + a * cost_s
         self.tail_s = 0.0
         self.tail_invocations = 0
         self.last_wall = time.time()

@@ -94,7 +94,8 @@ class MemoryImage:
         self.base = base if base is not None and base.page_size == config.page_size else None
         self._known = self.base.nonzero() if self.base is not None else set()
         self.tables = {t: inst.table_size(t) for t in layout.tables}
-        self.tracker = make_tracker(config.tracker)
+        # Without memory there is nothing to track; globals are captured all the same.
+        self.tracker = make_tracker(config.tracker) if inst.has_memory else HashTracker()
         self._tracked = inst.memory_size()
         try:
             self.tracker.start(inst.base, self._tracked)

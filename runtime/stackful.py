@@ -62,6 +62,14 @@ class Stackful:
         self.invocation_t0 = 0.0
         self.calls = 0  # live host calls since the last snapshot
         self._saved_globals: dict[str, tuple[str, int]] = {}
+        #: Inside :meth:`call`: only there may a host call unwind (never in a nested
+        #: call such as the allocator, a post-return function or ``_initialize``).
+        self.active = False
+        #: The core arguments of the running typed (WIT) call: lowered into guest
+        #: memory once, so a resumed call must reuse them. None for a core export.
+        self.core_args: list[int | float] | None = None
+        #: Set by a restore of a mid-call snapshot of a typed call: its core arguments.
+        self.resume_args: list[int | float] | None = None
 
     # -- set-up ------------------------------------------------------------------
     def attach(self, inst: Instance, ptr: int | None = None, size: int = STACK_SIZE) -> None:
@@ -93,7 +101,8 @@ class Stackful:
                 self._reset_after_rewind()
                 return fn(*args)  # the real call: the first entry only unwound
             j = self.w.journal
-            live = not j.replaying and self.w.durable and self.stack is not None
+            live = (self.active and not j.replaying and self.w.durable
+                    and self.stack is not None)
             if live:
                 self.entry_index = j.oplog.last_index + 1
                 self.calls += 1
@@ -130,8 +139,12 @@ class Stackful:
     def call(self, function: str, args: Sequence[int | float], limit: float) -> list[Any]:
         assert self.stack is not None
         self.invocation_t0 = time.perf_counter()
-        return call_stackful(self.stack, function, args, time_limit=limit,
-                             on_unwind=self._on_unwind)
+        self.active = True
+        try:
+            return call_stackful(self.stack, function, args, time_limit=limit,
+                                 on_unwind=self._on_unwind)
+        finally:
+            self.active = False
 
     def _on_unwind(self, stack: AsyncStack) -> None:
         why, self.pending = self.pending, None

@@ -10,7 +10,7 @@ guest's allocator runs inside the guest, so the pointers come out the same.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from golemish.oplog import TypedValue
@@ -24,6 +24,9 @@ from .wave_lex import WaveError
 from .wit import Wit, parse_wit, wit_from_custom_section
 from .wit_syntax import WitError
 from .wit_types import FuncDecl
+
+#: Runs a core export: (name, core arguments) -> core results.
+CoreCall = Callable[[str, list[int | float]], Sequence[int | float]]
 
 
 def load_wit(text: str, source: str) -> Wit:
@@ -87,14 +90,23 @@ class Interface:
         return [wave.parse(text, t) for (_, text), (_, t) in zip(params, func.params)]
 
     def run(self, inst: Instance, func: FuncDecl, params: Sequence[TypedValue],
-            time_limit: float) -> tuple[list[TypedValue], Any]:
-        """Lower, call, lift, post-return. (recorded result, JSON form of the result)."""
+            time_limit: float, *, call_export: CoreCall | None = None,
+            lowered: Sequence[int | float] | None = None,
+            on_lowered: Callable[[list[int | float]], None] | None = None,
+            ) -> tuple[list[TypedValue], Any]:
+        """Lower, call, lift, post-return. (recorded result, JSON form of the result).
+
+        ``call_export`` runs the function's core export (a stackful worker's, which
+        may unwind and rewind); ``lowered`` resumes a call whose core arguments are
+        already in guest memory; see :func:`cabi.invoke`.
+        """
         try:
             value = cabi.invoke(
                 func, self.values(func, params), mem=inst,
                 realloc=lambda *a: inst.call_nested("cabi_realloc", list(a)),
                 call=lambda name, args: inst.call(name, args, time_limit=time_limit),
-                has_export=inst.has_export)
+                has_export=inst.has_export, call_export=call_export, lowered=lowered,
+                on_lowered=on_lowered)
         except LowerError as e:  # arguments were checked when parsed: the guest refused them
             raise InvocationFailed(f"{func.name}: cannot pass the arguments: {e}") from None
         except LiftError as e:

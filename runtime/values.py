@@ -19,10 +19,19 @@ def _parse_int(text: str, bits: int) -> int:
         v = int(text.replace("_", ""), 0)
     except ValueError:
         raise ValueError("not an integer") from None
-    if not -(1 << (bits - 1)) <= v < (1 << bits):
-        raise ValueError(f"out of range for i{bits}")
-    # Accept unsigned spellings; wasm integers are sign-agnostic. Store signed.
-    return v - (1 << bits) if v >= (1 << (bits - 1)) else v
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    # A 0x/0o/0b literal is a bit pattern (wasm integers are sign-agnostic): up to
+    # 2**bits - 1, read as signed. A decimal is a signed number and never wraps.
+    pattern = text.lstrip("+-")[:2].lower() in ("0x", "0o", "0b") and not text.startswith("-")
+    if pattern and v <= (1 << bits) - 1:
+        return v - (1 << bits) if v > hi else v
+    if not lo <= v <= hi:
+        raise ValueError(f"out of range for i{bits}: {lo}..{hi}, or a bit pattern "
+                         f"0x0..{(1 << bits) - 1:#x}")
+    return v
+
+
+_FLOAT_MAX = {"f32": 3.4028234663852886e38, "f64": 1.7976931348623157e308}
 
 
 def _parse_float(text: str, ty: str) -> float:
@@ -31,8 +40,14 @@ def _parse_float(text: str, ty: str) -> float:
     except ValueError:
         raise ValueError("not a number") from None
     if ty == "f32" and math.isfinite(v):
-        v = struct.unpack("<f", struct.pack("<f", v))[0] if abs(v) <= 3.4028234663852886e38 \
-            else math.copysign(math.inf, v)
+        try:  # rounds to nearest like a C cast; OverflowError when that is infinite
+            v = struct.unpack("<f", struct.pack("<f", v))[0]
+        except OverflowError:
+            v = math.inf
+    if math.isinf(v) and "inf" not in text.lower():
+        # Only an explicit inf is infinite: a finite literal too large never rounds to it.
+        raise ValueError(f"out of range for {ty}: magnitude up to {_FLOAT_MAX[ty]!r}, "
+                         "or inf/-inf")
     return v
 
 

@@ -38,6 +38,7 @@ from .wit_types import (
 __all__ = ["WaveError", "parse", "to_wave", "parse_call", "parse_args", "format_call",
            "format_result", "to_json", "from_json"]
 
+_FLOAT_MAX = {"f32": 3.4028234663852886e38, "f64": 1.7976931348623157e308}
 _INT = re.compile(r"-?[0-9]+")
 
 
@@ -85,6 +86,9 @@ class _Parser:
                 if tok.kind == "num" or self.keyword("nan", "inf"):
                     self.lx.next()
                     v = float(tok.value)
+                    if math.isinf(v) and "inf" not in tok.value:  # a finite literal, too large
+                        raise self.fail(t, tok, f" (out of range for {t.name}: magnitude up "
+                                                f"to {_FLOAT_MAX[t.name]!r}, or inf)")
                     if t.name == "f32":
                         try:
                             v = round_f32(v)

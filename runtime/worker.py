@@ -120,8 +120,14 @@ class Worker:
         #: Mid-call snapshots, for components transformed with asyncify.
         self.midcall: Stackful | None = Stackful(self) if is_stackful(
             e[0] for e in runtime.engine.exports(self.module)) else None
-        self.memory_limit: int = meta.get("memory_limit", runtime.config.memory_limit)
-        self.time_limit: float = meta.get("time_limit", runtime.config.time_limit)
+        #: The limits the worker was created with (initialisation runs under them) and
+        #: those in force now; an invocation under other ones records them (set_limits).
+        self.created_limits: tuple[int, float] = (
+            meta.get("memory_limit", runtime.config.memory_limit),
+            meta.get("time_limit", runtime.config.time_limit))
+        self.memory_limit, self.time_limit = self.created_limits
+        if meta.get("limits"):
+            self.memory_limit, self.time_limit = int(meta["limits"][0]), float(meta["limits"][1])
 
     # -- instance lifecycle ---------------------------------------------------
     def _instantiate(self, create: Create, *, initialize: bool = True) -> Instance:
@@ -130,12 +136,13 @@ class Worker:
         funcs = host.functions() + self.host_api.functions()
         if self.midcall is not None:
             funcs = self.midcall.wrap(funcs)
-        inst = self.rt.engine.instantiate(self.module, funcs, memory_limit=self.memory_limit)
+        inst = self.rt.engine.instantiate(self.module, funcs,
+                                          memory_limit=self.created_limits[0])
         host.bind(inst)
         self.host_api.bind(inst)
         if initialize:
             if inst.has_export("_initialize"):
-                inst.call("_initialize", [], time_limit=self.time_limit)
+                inst.call("_initialize", [], time_limit=self.created_limits[1])
             if self.midcall is not None:
                 self.midcall.attach(inst)  # the asyncify buffer, at the same point every time
         return inst
@@ -157,7 +164,7 @@ class Worker:
         try:
             retry, stack, midcall = codec.decode(manifest.host)
             ok = (isinstance(retry, bytes) and (stack is None or len(stack) == 2)
-                  and (midcall is None or (len(midcall) == 3
+                  and (midcall is None or (len(midcall) in (3, 4)
                                            and isinstance(midcall[0], int))))
         except (codec.DecodeError, TypeError, ValueError):
             ok = False
@@ -244,6 +251,9 @@ class Worker:
                 if midcall is not None:
                     self._plan_midcall(midcall)  # usable only if that invocation did not fail
                 inst = self._instantiate(create, initialize=False)
+                # The memory may have grown under a later, higher cap; each invocation
+                # sets its own cap again before it runs.
+                inst.set_memory_limit(max(inst.memory_limit, manifest.memory_size))
                 restore(inst, manifest, self.layout,
                         lambda wanted: snaps.stream_pages(self.id, wanted))
                 self.host_api.restore_state(retry)
@@ -298,20 +308,20 @@ class Worker:
             self.instance = self._instantiate(create)
         self._track(base)
         t_tail = time.perf_counter()
-        replay_limit = self.time_limit * 2 + 1
         if midcall is not None:
             # Continue inside the invocation the snapshot interrupted: rewind into it.
             assert self.midcall is not None
             index, entry = midcall[0], self.oplog.get(midcall[0])
             assert isinstance(entry, InvokeStart)
             self.midcall._saved_globals = {n: (t, b) for n, t, b in midcall[2]}
+            self.midcall.resume_args = list(midcall[3]) if len(midcall) > 3 else None
             self.midcall.resume()
             report.mode = "snapshot (mid-call)"
             if index == plan.open_start:
                 report.finished = self._finish_open(index, entry)
                 cursor = Cursor(iter(()))  # the oplog ends inside that invocation
             else:
-                self._replay_one(index, entry, cursor, replay_limit)
+                self._replay_one(index, entry, cursor)
                 report.replayed_invocations += 1
         while (item := cursor.peek()) is not None:
             index, entry = item
@@ -331,7 +341,7 @@ class Worker:
             if index == plan.open_start:
                 report.finished = self._finish_open(index, entry)
                 break
-            self._replay_one(index, entry, cursor, replay_limit)
+            self._replay_one(index, entry, cursor)
             report.replayed_invocations += 1
         self.journal.go_live()
         report.replayed_host_calls = self.journal.replayed_calls
@@ -344,24 +354,49 @@ class Worker:
             again.seconds += report.seconds
             return again
         # The replayed tail is work a crash now would replay again: the policy counts it.
-        cost = None
-        if start:
-            snap = self.oplog.get(start)
-            cost = snap.duration_ns / 1e9 if isinstance(snap, Snapshot) else None
         self.policy_state = PolicyState(self.policy, tail_s=time.perf_counter() - t_tail,
                                         tail_invocations=report.replayed_invocations,
-                                        snapshot_cost_s=cost)
+                                        snapshot_costs=self._snapshot_costs())
         self.last_recovery = report
         if report.finished is not None or report.fallbacks:
             # Worth remembering for `worker show`: a crash was repaired, or snapshots failed.
             self._set_meta(last_recovery=report.describe(), status="idle", suspended=None)
         return report
 
-    def _replay_one(self, index: int, entry: InvokeStart, cursor: Cursor, limit: float) -> None:
+    def _snapshot_costs(self) -> list[float]:
+        """Measured costs of the kept snapshots, for the policy's estimate."""
+        costs = []
+        for index in self.rt.store.snapshots.indexes(self.id):
+            if index <= self.oplog.last_index:
+                entry = self.oplog.get(index)
+                if isinstance(entry, Snapshot):
+                    costs.append(entry.duration_ns / 1e9)
+        return costs
+
+    def limits_of(self, entry: InvokeStart) -> tuple[int, float]:
+        """(memory cap, time limit) an invocation ran under, as its InvokeStart says."""
+        return (entry.memory_limit or self.created_limits[0],
+                entry.time_limit or self.created_limits[1])
+
+    def set_limits(self, memory_limit: int | None = None, time_limit: float | None = None
+                   ) -> None:
+        """Change the limits for this worker's next invocations (each records them)."""
+        mem = self.memory_limit if memory_limit is None else int(memory_limit)
+        tl = self.time_limit if time_limit is None else float(time_limit)
+        if (mem, tl) != (self.memory_limit, self.time_limit):
+            self.memory_limit, self.time_limit = mem, tl
+            self._set_meta(limits=[mem, tl] if (mem, tl) != self.created_limits else [])
+
+    def _replay_one(self, index: int, entry: InvokeStart, cursor: Cursor) -> None:
         if self.midcall is not None:
             self.midcall.invocation = index
+        memory, time_limit = self.limits_of(entry)
+        assert self.instance is not None
+        self.instance.set_memory_limit(memory)
         try:
-            got = self._execute(entry.function, entry.params, limit)
+            # Replay answers host calls from the oplog, so a completed invocation gets
+            # slack over its limit: it must not fail here for a slower machine.
+            got = self._execute(entry.function, entry.params, time_limit * 2 + 1)
         except InvocationFailed as e:
             end = cursor.peek()
             raise DivergenceError(self.id, end[0] if end else index,
@@ -384,7 +419,7 @@ class Worker:
         if self.midcall is not None:
             self.midcall.invocation = index
         try:
-            results = self._run(entry.function, entry.params)
+            results = self._run(entry.function, entry.params, self.limits_of(entry))
         except InvocationFailed as e:
             info.update(ok=False, error=str(e), results=[])
             return info
@@ -399,8 +434,11 @@ class Worker:
         assert inst is not None
         func = self.iface.find(function) if self.iface is not None else None
         if func is not None:
-            results, self.last_json = self.iface.run(inst, func, params, limit)
-            return results
+            assert self.iface is not None
+            if self.midcall is None or not self.durable:
+                results, self.last_json = self.iface.run(inst, func, params, limit)
+                return results
+            return self._execute_typed_stackful(inst, func, params, limit)
         args = [v for _, v in params]
         if self.midcall is not None and self.durable:
             values = self.midcall.call(function, args, limit)
@@ -409,11 +447,37 @@ class Worker:
         self.last_json = None
         return typed(self.signatures[function].results, values)
 
-    def _run(self, function: str, params: Sequence[TypedValue]) -> list[TypedValue]:
+    def _execute_typed_stackful(self, inst: Instance, func: Any, params: Sequence[TypedValue],
+                                limit: float) -> list[TypedValue]:
+        """A WIT function of a stackful worker: its core export may unwind mid-call.
+
+        The arguments are lowered into guest memory once; a mid-call snapshot records
+        the core arguments, and a call resumed from one reuses them instead of lowering
+        again (that would allocate in the guest a second time).
+        """
+        sf = self.midcall
+        assert sf is not None and self.iface is not None
+        lowered, sf.resume_args = sf.resume_args, None
+
+        def lowered_now(args: list[int | float]) -> None:
+            sf.core_args = args
+
+        try:
+            results, self.last_json = self.iface.run(
+                inst, func, params, limit, lowered=lowered, on_lowered=lowered_now,
+                call_export=lambda name, args: sf.call(name, args, limit))
+        finally:
+            sf.core_args = None
+        return results
+
+    def _run(self, function: str, params: Sequence[TypedValue],
+             limits: tuple[int, float]) -> list[TypedValue]:
         """Run the body of an invocation whose InvokeStart is recorded; record its end."""
         t0 = time.perf_counter_ns()
         try:
-            results = self._execute(function, params, self.time_limit)
+            assert self.instance is not None
+            self.instance.set_memory_limit(limits[0])
+            results = self._execute(function, params, limits[1])
         except InvocationFailed as e:
             self.discard()
             self.journal.append(InvokeFailed(e.reason, str(e)))
@@ -457,7 +521,10 @@ class Worker:
         """A snapshot while the guest's stack is unwound into memory (see stackful)."""
         assert self.midcall is not None
         saved = [[n, t, b] for n, (t, b) in self.midcall._saved_globals.items()]
-        entry = self.snapshot(midcall=[invocation, tail_from, saved])
+        position: list[Any] = [invocation, tail_from, saved]
+        if self.midcall.core_args is not None:  # a typed call: its lowered arguments
+            position.append(list(self.midcall.core_args))
+        entry = self.snapshot(midcall=position)
         self.midcall.calls = 0
         return entry
 
@@ -529,15 +596,17 @@ class Worker:
             seen = self.rt.store.idempotent_index(self.id, idempotency_key)
             if seen is not None:
                 return self.recorded_result(seen, function, idempotency_key)
+        limits = (self.memory_limit, self.time_limit)
+        changed = (0, 0.0) if limits == self.created_limits else limits
         start = self.journal.append_invocation(
-            InvokeStart(function, tuple(params), idempotency_key, time.time_ns()),
+            InvokeStart(function, tuple(params), idempotency_key, time.time_ns(), *changed),
             idempotency_key)
         self.rt.crash.hit("before-invocation")
         if self.midcall is not None:
             self.midcall.invocation = start
         t_run = time.perf_counter()
         try:
-            results = self._run(function, params)
+            results = self._run(function, params, limits)
         except DivergenceError as e:
             self.discard()
             self._fail(e)

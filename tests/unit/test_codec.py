@@ -82,3 +82,15 @@ def test_corruption_error_names_key_and_index():
 def test_truncated_entry_is_corruption():
     with pytest.raises(CorruptionError, match="only 3 bytes"):
         decode_entry(b"\x01\x05\x00")
+
+
+def test_invoke_start_limits_are_stored_only_when_set():
+    plain = InvokeStart("add", (("i32", 1),), None, 7)
+    # Byte for byte the form of the four-field entry that older versions wrote and read.
+    assert encode_entry(plain)[6:] == codec.encode(["add", [["i32", 1]], None, 7])
+    limited = InvokeStart("add", (("i32", 1),), None, 7, memory_limit=64 << 20, time_limit=0.5)
+    assert decode_entry(encode_entry(limited)) == limited
+    only_time = InvokeStart("add", (), None, 7, time_limit=2.0)
+    assert decode_entry(encode_entry(only_time)) == only_time
+    assert decode_entry(encode_entry(plain)) == plain
+    assert "limits=64MiB,0.5s" in limited.summary()

@@ -107,6 +107,12 @@ def test_multiline_strings():
     ("-1", U32, "expected u32 at 1:1, got -1 (out of range 0..4294967295)"),
     ("1.5", U32, "expected u32 at 1:1, got 1.5 (not an integer)"),
     ("1e39", F32, "expected f32 at 1:1, got 1e39 (out of range for f32)"),
+    ("1e400", F32, "expected f32 at 1:1, got 1e400 (out of range for f32: magnitude up to "
+     "3.4028234663852886e+38, or inf)"),
+    ("1e400", F64, "expected f64 at 1:1, got 1e400 (out of range for f64: magnitude up to "
+     "1.7976931348623157e+308, or inf)"),
+    ("-1e400", F64, "expected f64 at 1:1, got -1e400 (out of range for f64: magnitude up to "
+     "1.7976931348623157e+308, or inf)"),
     ('{sku: "a"}', ITEM, "record item is missing field qty at 1:10"),
     ('{sku: 5}', ITEM, "expected string at 1:7, got 5"),
     ('{sku: "a", sku: "b"}', ITEM, "field sku given twice at 1:12"),
