@@ -20,7 +20,7 @@ from golemish.oplog import (
     CorruptionError, Create, Entry, InvokeStart, Store, TypedValue, open_store,
 )
 
-from . import components
+from . import components, http
 from .components import DeployResult, ModuleCache
 from .crash import CrashPoints
 from .dirty import UffdTracker
@@ -56,16 +56,20 @@ class RuntimeConfig:
     snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
     #: "auto"/"snapshot": newest valid snapshot plus the oplog tail; "replay": from Create.
     recovery: str = "auto"
-    #: Hosts (``host`` or ``host:port``, ``*`` for any) every worker may reach over HTTP,
-    #: besides loopback. Workers and components add their own.
+    #: Hosts (``host`` or ``host:port``, ``*`` for any) every worker may reach over HTTP.
+    #: Nothing else is reachable, loopback included; components and workers add their
+    #: own. ``GOLEMISH_HTTP_ALLOW`` is a comma-separated list.
     http_allow: tuple[str, ...] = field(default_factory=lambda: tuple(
-        h for h in os.environ.get("GOLEMISH_HTTP_ALLOW", "").split(",") if h))
+        h for h in os.environ.get("GOLEMISH_HTTP_ALLOW", "").split(",") if h.strip()))
     #: A durable sleep longer than this suspends the worker instead of blocking.
     suspend_after_s: float = 2.0
     #: "keep" every oplog entry live, or "archive" those older than the oldest kept
     #: snapshot into zstd chunks (still readable, still replayable).
     oplog_retention: str = field(
         default_factory=lambda: os.environ.get("GOLEMISH_OPLOG_RETENTION", "keep"))
+
+    def __post_init__(self) -> None:
+        self.http_allow = tuple(http.normalize_rules(self.http_allow))
 
 
 def parse_worker_id(worker_id: str) -> tuple[str, str]:
@@ -108,9 +112,29 @@ class Runtime:
 
     # -- components -----------------------------------------------------------
     def deploy(self, wasm: bytes, name: str, wit: str | None = None,
-               wit_source: str | None = None, stackful: bool = False) -> DeployResult:
-        return components.deploy(self.store, self.engine, bytes(wasm), name, wit, wit_source,
-                                 stackful)
+               wit_source: str | None = None, stackful: bool = False,
+               http_allow: Sequence[str] = ()) -> DeployResult:
+        """Deploy a new component version. ``http_allow`` entries are added to that
+        version's HTTP allow-list (also when the bytes were deployed before)."""
+        rules = http.normalize_rules(http_allow)  # refuse a bad entry before deploying
+        res = components.deploy(self.store, self.engine, bytes(wasm), name, wit, wit_source,
+                                stackful)
+        if rules:
+            meta = self.configure_component(name, res.meta["version"], allow_http=rules)
+            res = DeployResult(meta, res.created)
+        return res
+
+    def configure_component(self, name: str, version: int | None = None, *,
+                            allow_http: Sequence[str] = (),
+                            deny_http: Sequence[str] = ()) -> dict[str, Any]:
+        """Change a component version's HTTP allow-list (the latest version by default).
+
+        Its workers see the change at their next request. Returns the new metadata.
+        """
+        meta = self.component(name, version)
+        meta["http_allow"] = _edit_rules(meta.get("http_allow", []), allow_http, deny_http)
+        self.store.put_component_meta(meta)
+        return meta
 
     def component(self, name: str, version: int | None = None) -> dict[str, Any]:
         return components.resolve(self.store, name, version)
@@ -235,8 +259,7 @@ class Runtime:
                 raise NotFoundError(f"no worker {worker_id}")
             if snapshot_policy is not None:
                 meta["snapshot_policy"] = str(snapshot_policy)
-            allowed = [h for h in meta.get("http_allow", []) if h not in deny_http]
-            meta["http_allow"] = allowed + [h for h in allow_http if h not in allowed]
+            meta["http_allow"] = _edit_rules(meta.get("http_allow", []), allow_http, deny_http)
             self.store.put_worker(meta)
             self._workers.pop(worker_id, None)
 
@@ -404,6 +427,25 @@ class Runtime:
             if w is not None:
                 w.discard()
             self.store.delete_worker(worker_id)
+
+
+def _edit_rules(current: Sequence[str], allow: Sequence[str],
+                deny: Sequence[str]) -> list[str]:
+    """An allow-list with ``deny`` taken off and ``allow`` added, all normalised.
+
+    Stored entries are normalised leniently (an older store may hold ``VM``); new
+    ones must be valid.
+    """
+    allow, deny = http.normalize_rules(allow), http.normalize_rules(deny)
+    kept = []
+    for rule in current:
+        try:
+            rule = http.normalize_rule(rule)
+        except GolemishError:
+            pass
+        if rule not in deny and rule not in kept:
+            kept.append(rule)
+    return kept + [r for r in allow if r not in kept]
 
 
 def _from_i64(ty: str, v: int) -> int | float:

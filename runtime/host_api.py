@@ -138,17 +138,22 @@ class GolemishHost:
         f = _REQ.unpack(self._read(req, _REQ.size))
         method = self._text(f[0], f[1]).upper() or "GET"
         url = self._text(f[2], f[3])
-        headers = [tuple(p.strip() for p in line.split(":", 1))
-                   for line in self._text(f[4], f[5]).splitlines() if ":" in line]
         body = self._read(f[6], f[7])
         timeout = (f[8] or 30000) / 1000
         self._read(resp, _RESP.size)  # check the output before any effect
+        try:
+            # A malformed request depends only on the guest's arguments: refused before
+            # anything is recorded, and refused alike on replay.
+            headers = http.parse_headers(self._text(f[4], f[5]))
+            prepared = http.prepare(method, url, headers)
+        except http.HttpInvalid:
+            return ERR_INVALID
         request = codec.encode([method, url, [list(h) for h in headers], body])
 
         def perform(key: str) -> bytes:
             try:
                 status, rheaders, rbody = http.request(
-                    method, url, [*headers, ("Idempotency-Key", key)], body,
+                    prepared, [("Idempotency-Key", key)], body,
                     allow=self.services.http_allow(self.worker_id), timeout_s=timeout,
                     retry=self.retry)
             except http.HttpRefused as e:
