@@ -68,6 +68,10 @@ class RuntimeConfig:
     oplog_retention: str = field(
         default_factory=lambda: os.environ.get("GOLEMISH_OPLOG_RETENTION", "keep"))
 
+    #: SIGINT/SIGTERM interrupt running guest code (Interrupted) instead of waiting for
+    #: it or killing the process; the CLI sets this. Only from the main thread.
+    catch_signals: bool = False
+
     def __post_init__(self) -> None:
         self.http_allow = tuple(http.normalize_rules(self.http_allow))
 
@@ -89,6 +93,8 @@ class Runtime:
         self.crash = self.config.crash or CrashPoints.from_env()
         self.store: Store = open_store(self.config.home, sync=self.config.sync)
         self.engine = Engine()
+        if self.config.catch_signals:
+            self.engine.catch_signals()
         on_disk = "://" not in self.config.home or self.config.home.startswith("rocksdb://")
         cache = Path(self.config.home.removeprefix("rocksdb://")) / "cache" if on_disk else None
         self.modules = ModuleCache(self.store, self.engine, cache)

@@ -23,7 +23,7 @@ from golemish.oplog import codec
 
 from . import http
 from .engine import FuncSig, HostFunc, Instance
-from .errors import Suspended
+from .errors import Interrupted, Suspended
 from .journal import Journal
 
 MODULE = "golemish"
@@ -242,6 +242,8 @@ class GolemishHost:
                 out = self.services.call_worker(self.worker_id, callee, function, values, key)
             except LookupError as e:
                 return codec.encode(["unknown", str(e)])
+            except Interrupted:
+                raise  # a signal stopped the callee: it stops this invocation too
             except Exception as e:  # the callee failed: the caller decides what to do
                 return codec.encode(["failed", f"{type(e).__name__}: {e}"])
             return codec.encode(["ok", out])
@@ -265,6 +267,8 @@ class GolemishHost:
                 text = self.services.call_worker_wave(self.worker_id, callee, call, key)
             except LookupError as e:
                 return codec.encode(["unknown", str(e)])
+            except Interrupted:
+                raise  # a signal stopped the callee: it stops this invocation too
             except Exception as e:
                 return codec.encode(["failed", f"{type(e).__name__}: {e}"])
             return codec.encode(["ok", text])

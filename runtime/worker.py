@@ -21,7 +21,7 @@ from golemish.oplog import (
 )
 
 from .errors import (
-    ArgumentError, DivergenceError, InvocationFailed, NotFoundError, Suspended,
+    ArgumentError, DivergenceError, Interrupted, InvocationFailed, NotFoundError, Suspended,
     WorkerFailedError, WorkerSuspendedError,
 )
 from .asyncify import is_stackful
@@ -222,8 +222,10 @@ class Worker:
             self.discard()
             self._fail(e)
             raise
-        except BaseException:
+        except BaseException as e:
             self.discard()
+            if isinstance(e, Interrupted) and e.function is None:
+                e.recovering = self.id  # a signal during replay: nothing was recorded
             raise
         self.maybe_snapshot()
         return report
@@ -252,6 +254,8 @@ class Worker:
             except (CorruptionError, SnapshotError, InvocationFailed) as e:
                 if inst is not None:
                     inst.close()
+                if isinstance(e, Interrupted):
+                    raise
                 report.fallbacks.append(f"index {index}: {e}")
                 continue
             self.instance = inst
@@ -362,6 +366,8 @@ class Worker:
             self.midcall.invocation = index
         try:
             got = self._execute(entry.function, entry.params, limit)
+        except Interrupted:
+            raise  # a signal, not a divergence: nothing is recorded
         except InvocationFailed as e:
             end = cursor.peek()
             raise DivergenceError(self.id, end[0] if end else index,
@@ -385,6 +391,8 @@ class Worker:
             self.midcall.invocation = index
         try:
             results = self._run(entry.function, entry.params)
+        except Interrupted:
+            raise  # recorded as abandoned by _run; stop here, the next command recovers
         except InvocationFailed as e:
             info.update(ok=False, error=str(e), results=[])
             return info
@@ -417,6 +425,9 @@ class Worker:
         except InvocationFailed as e:
             self.discard()
             self.journal.append(InvokeFailed(e.reason, str(e)))
+            if isinstance(e, Interrupted):
+                # Abandoned like `worker interrupt` does: the state is from before it.
+                e.worker_id, e.function = self.id, function
             raise
         except Suspended as e:
             # The invocation stays open in the oplog; its state is rebuilt on resume.
@@ -433,6 +444,11 @@ class Worker:
             failure = InvocationFailed(f"host error: {type(e).__name__}: {e}")
             self.journal.append(InvokeFailed("host-error", str(failure)))
             raise failure from e
+        except BaseException:
+            # KeyboardInterrupt without catch_signals: the instance may be half-way
+            # through; like a crash, the open invocation is finished by recovery.
+            self.discard()
+            raise
         if self.journal.replaying:
             left = self.journal.pending()
             if left is not None:
