@@ -9,6 +9,7 @@
  *
  * The endpoint base URL comes from the environment, fixed when the worker is
  * created: `golemish invoke agent/a run 3 --env AGENT_URL=http://127.0.0.1:8000`.
+ * Guests reach nothing by default: deploy with `--allow-http 127.0.0.1:8000`.
  * AGENT_SLEEP_MS sets the sleep between rounds (default 3000 ms).
  *
  * Smaller exports exercise one host call each, for tests.

@@ -360,6 +360,11 @@ class Store:
             ("components", key, _pack_json(meta)),
         ])
 
+    def put_component_meta(self, meta: dict[str, Any]) -> None:
+        """Replace one existing version's metadata (its settings); its bytes stay."""
+        key = self._component_key(meta["name"], meta["version"])
+        self.backend.put("components", key, _pack_json(meta))
+
     def component_versions(self, name: str) -> list[dict[str, Any]]:
         prefix = name.encode() + b"\0"
         return [_unpack_json(v, "component", f"{name} v{_U32.unpack_from(k, len(prefix))[0]}")

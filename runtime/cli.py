@@ -65,9 +65,13 @@ def main(click_ctx: click.Context, home: str, as_json: bool, debug: bool, sync: 
 @click.option("--max-size", "max_size", type=click.FloatRange(min=0, min_open=True),
               envvar="GOLEMISH_MAX_COMPONENT_MIB", default=DEFAULT_MAX_BYTES / (1 << 20),
               show_default=True, metavar="MIB", help="Refuse a larger module.")
+@click.option("--allow-http", multiple=True, metavar="HOST[:PORT]",
+              help="Let this version's workers reach HOST (any port, or only PORT) over "
+                   "HTTP; '*' allows every host. Guests reach nothing by default, "
+                   "loopback included.")
 @run
 def deploy(ctx: Ctx, path: Path, name: str | None, wit_path: Path | None,
-           stackful: bool, max_size: float) -> None:
+           stackful: bool, allow_http: tuple[str, ...], max_size: float) -> None:
     """Deploy a WASI preview 1 module as a new component version."""
     ctx.max_component_bytes = int(max_size * (1 << 20))
     try:
@@ -78,7 +82,8 @@ def deploy(ctx: Ctx, path: Path, name: str | None, wit_path: Path | None,
                             f"{getattr(e, 'strerror', e)}") from None
     name = name or path.name.removesuffix(".wasm")
     with ctx.runtime(create=True) as rt:
-        res = rt.deploy(wasm, name, wit, str(wit_path) if wit_path else None, stackful)
+        res = rt.deploy(wasm, name, wit, str(wit_path) if wit_path else None, stackful,
+                        http_allow=allow_http)
     m = res.meta
     if ctx.json:
         emit_json({"created": res.created, **m})
@@ -87,7 +92,9 @@ def deploy(ctx: Ctx, path: Path, name: str | None, wit_path: Path | None,
                    f"{m['hash'][:12]}{', stackful' if m.get('stackful') else ''})")
     else:
         click.echo(f"{m['name']} v{m['version']} already has these bytes ({m['hash'][:12]}); "
-                   "nothing to do")
+                   + ("updated its HTTP allow-list" if allow_http else "nothing to do"))
+    if allow_http and not ctx.json:
+        click.echo(f"{m['name']} v{m['version']}: HTTP allow-list: {', '.join(m['http_allow'])}")
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
@@ -207,6 +214,27 @@ def component_show(ctx: Ctx, name: str, version: int | None) -> None:
     click.echo("imports:")
     for mod, iname, kind, sig in c["imports"]:
         click.echo(f"  {kind:<7} {mod}.{iname} {sig}")
+
+
+@component.command("config")
+@click.argument("name")
+@click.option("--version", "version", type=int, default=None, help="Default: the latest.")
+@click.option("--allow-http", multiple=True, metavar="HOST[:PORT]",
+              help="Let the version's workers reach this host over HTTP ('*': any).")
+@click.option("--deny-http", multiple=True, metavar="HOST[:PORT]",
+              help="Take an entry off the version's HTTP allow-list.")
+@run
+def component_config(ctx: Ctx, name: str, version: int | None, allow_http: tuple[str, ...],
+                     deny_http: tuple[str, ...]) -> None:
+    """Change a component version's settings: its HTTP allow-list."""
+    with ctx.runtime() as rt:
+        meta = rt.configure_component(name, version, allow_http=allow_http,
+                                      deny_http=deny_http)
+    if ctx.json:
+        emit_json(meta)
+        return
+    click.echo(f"{name} v{meta['version']}: HTTP allow-list: "
+               f"{', '.join(meta['http_allow']) or 'none (guests reach nothing by default)'}")
 
 
 main.add_command(worker)

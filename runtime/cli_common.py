@@ -15,7 +15,7 @@ import click
 from golemish.oplog import GolemishError
 
 from .crash import CrashPoints
-from .errors import Suspended, WorkerSuspendedError
+from .errors import Interrupted, Suspended, WorkerSuspendedError
 from .executor import Runtime, RuntimeConfig
 from .policy import SnapshotPolicy
 
@@ -43,7 +43,7 @@ class Ctx:
                                      memory_limit=self.memory_limit_mib << 20,
                                      time_limit=self.time_limit, recovery=self.recovery,
                                      snapshot_policy=self.policy,
-                                     oplog_retention=self.retention,
+                                     oplog_retention=self.retention, catch_signals=True,
                                      create=create, readonly=readonly,
                                      **({"max_component_bytes": self.max_component_bytes}
                                         if self.max_component_bytes else {})))
@@ -77,6 +77,10 @@ def run(fn: Callable[..., Any]) -> Callable[..., Any]:
                 click.echo(f"golemish: {e}; resume with `golemish "
                            + (f"promise complete {e.promise} DATA`" if e.promise
                               else f"worker resume {e.worker_id}`"), err=True)
+        except Interrupted as e:
+            # Ctrl-C or SIGTERM while guest code ran: say what became of the worker.
+            click.echo(f"interrupted: {e.outcome()}", err=True)
+            sys.exit(128 + e.signum)
         except GolemishError as e:
             fail(ctx, e)
         except OSError as e:

@@ -109,7 +109,9 @@ def worker_snapshot(ctx: Ctx, worker_id: str, full: bool) -> None:
 @click.option("--snapshot-policy", "policy", metavar="POLICY",
               help="adaptive[:TARGET_S], every:N, interval:SECONDS or off.")
 @click.option("--allow-http", multiple=True, metavar="HOST[:PORT]",
-              help="Let the worker reach this host over HTTP ('*': any). Loopback always can.")
+              help="Let the worker reach this host (any port, or only PORT) over HTTP; "
+                   "'*' allows every host. Guests reach nothing by default, loopback "
+                   "included.")
 @click.option("--deny-http", multiple=True, metavar="HOST[:PORT]",
               help="Take a host off the worker's HTTP allow-list.")
 @run
@@ -125,7 +127,7 @@ def worker_config(ctx: Ctx, worker_id: str, policy: str | None, allow_http: tupl
         emit_json(info)
         return
     click.echo(f"{worker_id}: snapshot policy {info['snapshot_policy']}, HTTP allow-list: "
-               f"{', '.join(info.get('http_allow', [])) or 'loopback only'}")
+               f"{', '.join(info.get('http_allow', [])) or 'none (guests reach nothing by default)'}")
 
 
 @worker.command("interrupt")

@@ -8,6 +8,8 @@ pointer handling) are dealt with once.
 from __future__ import annotations
 
 import ctypes
+import os
+import signal
 import struct
 import threading
 import time
@@ -17,15 +19,31 @@ from pathlib import Path
 from typing import Any
 
 import wasmtime
+# The epoch-deadline callback is only in wasmtime-py's raw bindings (pinned <51).
+from wasmtime import _ffi as wasmtime_ffi
 
 from .errors import (
-    GuestTrap, InvalidModuleError, InvocationFailed, MemoryLimitExceeded, NotFoundError,
-    TimeLimitExceeded,
+    GuestTrap, Interrupted, InvalidModuleError, InvocationFailed, MemoryLimitExceeded,
+    NotFoundError, TimeLimitExceeded,
 )
 
 WASM_PAGE = 65536
 #: How often the epoch advances. Deadlines are counted in these ticks.
 EPOCH_TICK_S = 0.01
+#: With signals caught, guest code hands control to the deadline callback this often
+#: (in ticks), so a signal stops it within about 50 ms.
+SLICE_TICKS = 5
+
+_DeadlineCallback = ctypes.CFUNCTYPE(
+    ctypes.c_size_t, ctypes.POINTER(wasmtime_ffi.wasmtime_context_t), ctypes.c_void_p,
+    ctypes.POINTER(ctypes.c_uint64), ctypes.POINTER(wasmtime_ffi.wasmtime_update_deadline_kind_t))
+_NO_FINALIZER = ctypes.cast(0, ctypes.CFUNCTYPE(None, ctypes.c_void_p))
+
+
+def _stop_error(why: str) -> int:
+    """A wasmtime error for the deadline callback to return: the guest traps with it."""
+    err = wasmtime_ffi.wasmtime_error_new(f"golemish: {why}".encode())
+    return ctypes.cast(err, ctypes.c_void_p).value or 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +144,15 @@ class Engine:
         self._engine = wasmtime.Engine(config)
         self._ticker: threading.Thread | None = None
         self._closing = threading.Event()
+        #: The signal that stopped guest code (0: none); see interrupt().
+        self.interrupted = 0
+        #: Set by catch_signals(): instances are then made interruptible.
+        self.interruptible = False
+        #: Guest calls running, and whether the innermost frame is a host function
+        #: (where a signal handler may raise), for the signal handler.
+        self._running = 0
+        self._in_host = 0
+        self._restore_signals: dict[int, Any] = {}
         # Serialized code only loads under the same engine build and settings.
         self.fingerprint = f"wasmtime-{_wasmtime_version()}-epoch-nomove-nocow-v1"
 
@@ -142,6 +169,49 @@ class Engine:
 
     def close(self) -> None:
         self._closing.set()
+        self.release_signals()
+
+    # -- interruption ---------------------------------------------------------
+    def interrupt(self, signum: int) -> None:
+        """Stop guest code: running calls fail with Interrupted within a slice, new ones
+        at once. Safe from any thread and from signal handlers. It stays set (the
+        process is expected to exit) until clear_interrupt()."""
+        self.interrupted = signum
+
+    def clear_interrupt(self) -> None:
+        self.interrupted = 0
+
+    def catch_signals(self, signums: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
+        """While guest code runs, these signals interrupt it instead of killing the process.
+
+        Outside guest code a signal does what it did before (KeyboardInterrupt for
+        SIGINT, termination for SIGTERM). Only from the main thread; release_signals()
+        (or close()) puts the previous handlers back.
+        """
+        if threading.current_thread() is not threading.main_thread() or self._restore_signals:
+            return
+        previous = {s: signal.getsignal(s) for s in signums}
+
+        def handler(signum: int, frame: Any) -> None:
+            if not self._running:
+                _default_action(signum, previous[signum], frame)
+                return
+            self.interrupt(signum)
+            if self._in_host:  # a host call (a sleep, an HTTP request): stop it now
+                raise Interrupted(signum)
+            # In guest code: the deadline callback sees the flag within a slice.
+
+        for s_ in signums:
+            signal.signal(s_, handler)
+        self._restore_signals = previous
+        self.interruptible = True
+
+    def release_signals(self) -> None:
+        if self._restore_signals and threading.current_thread() is threading.main_thread():
+            for s_, h in self._restore_signals.items():
+                signal.signal(s_, h)
+            self._restore_signals = {}
+        self.interruptible = False
 
     # -- modules ----------------------------------------------------------
     def compile(self, wasm: bytes) -> wasmtime.Module:
@@ -197,20 +267,38 @@ class Instance:
         self._store.set_epoch_deadline(1 << 40)
         # A trapping start function is classified before any export is looked up.
         self._memory: wasmtime.Memory | None = None
+        self._stopped: str | None = None
+        self._deadline_at = float("inf")
+        self._callback: Any = None
+        if engine.interruptible:
+            # Guest code comes back to the callback every slice: it checks for a signal
+            # and for the time limit (instead of one long epoch deadline).
+            self._callback = _DeadlineCallback(self._on_deadline)
+            wasmtime_ffi.wasmtime_store_epoch_deadline_callback(
+                self._store.ptr(), self._callback, None, _NO_FINALIZER)
+            self._store.set_epoch_deadline(SLICE_TICKS)
         linker = wasmtime.Linker(engine._engine)
         for h in host:
-            linker.define_func(h.module, h.name, h.sig.functype(), h.func)
+            fn = _marked(engine, h.func) if engine.interruptible else h.func
+            linker.define_func(h.module, h.name, h.sig.functype(), fn)
+        in_host, engine._in_host = engine._in_host, 0
+        engine._running += 1
         try:
             self._instance = linker.instantiate(self._store, module)
         except wasmtime.Trap as t:
             raise self._classify(t) from None
         except wasmtime.WasmtimeError as e:
+            if self._stopped is not None:
+                raise self._stop() from None
             msg = str(e).strip().splitlines()[0]
             if "memory" in msg and ("limit" in msg or "minimum" in msg or "exceeds" in msg):
                 raise MemoryLimitExceeded(
                     f"module needs more memory than the worker's cap of "
                     f"{memory_limit // (1 << 20)} MiB: {msg}") from None
             raise InvocationFailed(f"instantiation failed: {msg}") from None
+        finally:
+            engine._running -= 1
+            engine._in_host = in_host
         self._exports = self._instance.exports(self._store)
         mem = self._exports.get("memory") if "memory" in {e.name for e in module.exports} else None
         self._memory = mem if isinstance(mem, wasmtime.Memory) else None
@@ -299,14 +387,27 @@ class Instance:
         func = self._exports.get(name)
         if not isinstance(func, wasmtime.Func):
             raise NotFoundError(f"no exported function {name!r}")
-        self._store.set_epoch_deadline(max(1, int(time_limit / EPOCH_TICK_S) + 1))
+        eng = self.engine
+        if eng.interrupted:
+            raise Interrupted(eng.interrupted)
+        ticks = max(1, int(time_limit / EPOCH_TICK_S) + 1)
+        self._store.set_epoch_deadline(min(ticks, SLICE_TICKS) if self._callback else ticks)
         self._deadline_s = time_limit
+        self._deadline_at = time.monotonic() + time_limit
+        self._stopped = None
+        in_host, eng._in_host = eng._in_host, 0
+        eng._running += 1
         try:
             out = func(self._store, *args)
         except wasmtime.Trap as t:
-            raise self._classify(t) from None
+            raise (self._stop() if self._stopped else self._classify(t)) from None
         except wasmtime.WasmtimeError as e:
+            if self._stopped is not None:
+                raise self._stop() from None
             raise GuestTrap(str(e).strip().splitlines()[0]) from None
+        finally:
+            eng._running -= 1
+            eng._in_host = in_host
         if out is None:
             return []
         return list(out) if isinstance(out, (tuple, list)) else [out]
@@ -319,7 +420,32 @@ class Instance:
         func = self._exports.get(name)
         if not isinstance(func, wasmtime.Func):
             raise NotFoundError(f"the guest exports no {name!r}")
-        return func(self._store, *args)
+        eng = self.engine
+        in_host, eng._in_host = eng._in_host, 0
+        try:
+            return func(self._store, *args)
+        finally:
+            eng._in_host = in_host
+
+    def _on_deadline(self, _ctx: Any, _data: Any, delta: Any, kind: Any) -> int:
+        """wasmtime's epoch-deadline callback: trap on a signal or at the time limit."""
+        if self.engine.interrupted:
+            self._stopped = "interrupt"
+            return _stop_error("interrupted")
+        left = self._deadline_at - time.monotonic()
+        if left <= 0:
+            self._stopped = "time"
+            return _stop_error("time limit")
+        delta[0] = max(1, min(SLICE_TICKS, int(left / EPOCH_TICK_S) + 1))
+        kind[0] = 0  # WASMTIME_UPDATE_DEADLINE_CONTINUE
+        return 0
+
+    def _stop(self) -> InvocationFailed:
+        """The error for a call the deadline callback stopped."""
+        if self._stopped == "interrupt":
+            return Interrupted(self.engine.interrupted or signal.SIGINT)
+        return TimeLimitExceeded(f"invocation exceeded its time limit of "
+                                 f"{getattr(self, '_deadline_s', 0):g} s (a runaway loop?)")
 
     def _classify(self, t: wasmtime.Trap) -> InvocationFailed:
         code = t.trap_code
@@ -350,6 +476,28 @@ class Instance:
         self._instance = None  # type: ignore[assignment]
         self._memory = None
         self._store = None  # type: ignore[assignment]
+        self._callback = None  # after the store, which calls it
+
+
+def _marked(engine: Engine, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A host function during which a signal handler may raise (see catch_signals)."""
+    def host(*args: Any) -> Any:
+        engine._in_host += 1
+        try:
+            return fn(*args)
+        finally:
+            engine._in_host -= 1
+    host.__name__ = getattr(fn, "__name__", "host")
+    return host
+
+
+def _default_action(signum: int, previous: Any, frame: Any) -> None:
+    """What a signal did before catch_signals(), outside guest code."""
+    if callable(previous):
+        previous(signum, frame)  # Python's SIGINT handler raises KeyboardInterrupt
+    elif previous != signal.SIG_IGN:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
 
 
 def monotonic_ns() -> int:

@@ -13,6 +13,7 @@
     │   ├── GuestTrap                  wasm trap (unreachable, out of bounds, …)
     │   ├── TimeLimitExceeded          runaway loop stopped by the epoch deadline
     │   ├── MemoryLimitExceeded        the worker hit its memory cap
+    │   ├── Interrupted                a signal (Ctrl-C, SIGTERM) stopped the guest
     │   └── GuestExit                  the guest called proc_exit
     ├── DivergenceError                replay asked for something other than what was recorded
     ├── WorkerFailedError              the worker is marked failed (after a divergence)
@@ -71,6 +72,41 @@ class TimeLimitExceeded(InvocationFailed):
 
 class MemoryLimitExceeded(InvocationFailed):
     reason = "memory-limit"
+
+
+class Interrupted(InvocationFailed):
+    """SIGINT or SIGTERM stopped guest code (see ``Engine.catch_signals``).
+
+    An invocation it stops is recorded as failed with reason "interrupted", as
+    ``golemish worker interrupt`` records one: the worker's state is the state
+    from before it. ``worker_id``/``function`` name that invocation; both stay
+    None when nothing was recorded (the signal came during recovery).
+    """
+
+    reason = "interrupted"
+
+    def __init__(self, signum: int) -> None:
+        import signal as _signal
+        self.signum = signum
+        self.worker_id: str | None = None
+        self.function: str | None = None
+        #: The worker whose recovery the signal stopped (nothing recorded).
+        self.recovering: str | None = None
+        try:
+            name = _signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        super().__init__(f"interrupted by {name}")
+
+    def outcome(self) -> str:
+        """One line saying what became of the worker."""
+        if self.function is not None:
+            return (f"{self.worker_id} {self.function} was abandoned (recorded as failed, as "
+                    "`worker interrupt` does); the worker's state is as before the call")
+        if self.recovering is not None:
+            return (f"recovery of {self.recovering} stopped; nothing was recorded, the next "
+                    "command recovers it")
+        return "stopped before an invocation was recorded; nothing changed"
 
 
 class GuestExit(InvocationFailed):
@@ -140,6 +176,6 @@ class CrashPointError(GolemishError):
 __all__ = [
     "GolemishError", "ComponentError", "InvalidModuleError", "MissingImportsError",
     "NotFoundError", "ArgumentError", "InvocationFailed", "GuestTrap", "TimeLimitExceeded",
-    "MemoryLimitExceeded", "GuestExit", "DivergenceError", "WorkerFailedError",
+    "MemoryLimitExceeded", "Interrupted", "GuestExit", "DivergenceError", "WorkerFailedError",
     "CrashPointError", "Suspended", "WorkerSuspendedError", "PromiseError",
 ]

@@ -21,7 +21,7 @@ from golemish.oplog import (
 )
 from golemish.oplog.store import store_path
 
-from . import components
+from . import components, http
 from .components import DeployResult, ModuleCache
 from .crash import CrashPoints
 from .dirty import UffdTracker
@@ -57,10 +57,11 @@ class RuntimeConfig:
     snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
     #: "auto"/"snapshot": newest valid snapshot plus the oplog tail; "replay": from Create.
     recovery: str = "auto"
-    #: Hosts (``host`` or ``host:port``, ``*`` for any) every worker may reach over HTTP,
-    #: besides loopback. Workers and components add their own.
+    #: Hosts (``host`` or ``host:port``, ``*`` for any) every worker may reach over HTTP.
+    #: Nothing else is reachable, loopback included; components and workers add their
+    #: own. ``GOLEMISH_HTTP_ALLOW`` is a comma-separated list.
     http_allow: tuple[str, ...] = field(default_factory=lambda: tuple(
-        h for h in os.environ.get("GOLEMISH_HTTP_ALLOW", "").split(",") if h))
+        h for h in os.environ.get("GOLEMISH_HTTP_ALLOW", "").split(",") if h.strip()))
     #: A durable sleep longer than this suspends the worker instead of blocking.
     suspend_after_s: float = 2.0
     #: Largest module ``deploy`` accepts, in bytes.
@@ -89,6 +90,13 @@ def _env_mib(name: str, default: int) -> int:
         raise ArgumentError(f"{name}={text!r}: expected a positive number of MiB")
     return int(mib * (1 << 20))
 
+    #: SIGINT/SIGTERM interrupt running guest code (Interrupted) instead of waiting for
+    #: it or killing the process; the CLI sets this. Only from the main thread.
+    catch_signals: bool = False
+
+    def __post_init__(self) -> None:
+        self.http_allow = tuple(http.normalize_rules(self.http_allow))
+
 
 def parse_worker_id(worker_id: str) -> tuple[str, str]:
     comp, sep, name = worker_id.partition("/")
@@ -109,6 +117,8 @@ class Runtime:
                                        create=self.config.create,
                                        readonly=self.config.readonly)
         self.engine = Engine()
+        if self.config.catch_signals:
+            self.engine.catch_signals()
         path = store_path(self.config.home)
         cache = Path(path) / "cache" if path is not None else None
         self.modules = ModuleCache(self.store, self.engine, cache,
@@ -133,10 +143,30 @@ class Runtime:
 
     # -- components -----------------------------------------------------------
     def deploy(self, wasm: bytes, name: str, wit: str | None = None,
-               wit_source: str | None = None, stackful: bool = False) -> DeployResult:
+               wit_source: str | None = None, stackful: bool = False,
+               http_allow: Sequence[str] = ()) -> DeployResult:
+        """Deploy a new component version. ``http_allow`` entries are added to that
+        version's HTTP allow-list (also when the bytes were deployed before)."""
+        rules = http.normalize_rules(http_allow)  # refuse a bad entry before deploying
         components.check_size(len(wasm), self.config.max_component_bytes)
-        return components.deploy(self.store, self.engine, bytes(wasm), name, wit, wit_source,
-                                 stackful)
+        res = components.deploy(self.store, self.engine, bytes(wasm), name, wit, wit_source,
+                                stackful)
+        if rules:
+            meta = self.configure_component(name, res.meta["version"], allow_http=rules)
+            res = DeployResult(meta, res.created)
+        return res
+
+    def configure_component(self, name: str, version: int | None = None, *,
+                            allow_http: Sequence[str] = (),
+                            deny_http: Sequence[str] = ()) -> dict[str, Any]:
+        """Change a component version's HTTP allow-list (the latest version by default).
+
+        Its workers see the change at their next request. Returns the new metadata.
+        """
+        meta = self.component(name, version)
+        meta["http_allow"] = _edit_rules(meta.get("http_allow", []), allow_http, deny_http)
+        self.store.put_component_meta(meta)
+        return meta
 
     def component(self, name: str, version: int | None = None) -> dict[str, Any]:
         return components.resolve(self.store, name, version)
@@ -266,8 +296,7 @@ class Runtime:
                 raise NotFoundError(f"no worker {worker_id}")
             if snapshot_policy is not None:
                 meta["snapshot_policy"] = str(snapshot_policy)
-            allowed = [h for h in meta.get("http_allow", []) if h not in deny_http]
-            meta["http_allow"] = allowed + [h for h in allow_http if h not in allowed]
+            meta["http_allow"] = _edit_rules(meta.get("http_allow", []), allow_http, deny_http)
             self.store.put_worker(meta)
             self._workers.pop(worker_id, None)
 
@@ -436,6 +465,25 @@ class Runtime:
             if w is not None:
                 w.discard()
             self.store.delete_worker(worker_id)
+
+
+def _edit_rules(current: Sequence[str], allow: Sequence[str],
+                deny: Sequence[str]) -> list[str]:
+    """An allow-list with ``deny`` taken off and ``allow`` added, all normalised.
+
+    Stored entries are normalised leniently (an older store may hold ``VM``); new
+    ones must be valid.
+    """
+    allow, deny = http.normalize_rules(allow), http.normalize_rules(deny)
+    kept = []
+    for rule in current:
+        try:
+            rule = http.normalize_rule(rule)
+        except GolemishError:
+            pass
+        if rule not in deny and rule not in kept:
+            kept.append(rule)
+    return kept + [r for r in allow if r not in kept]
 
 
 def _from_i64(ty: str, v: int) -> int | float:

@@ -23,7 +23,7 @@ from golemish.oplog import codec
 
 from . import http
 from .engine import FuncSig, HostFunc, Instance
-from .errors import Suspended
+from .errors import Interrupted, Suspended
 from .journal import Journal
 
 MODULE = "golemish"
@@ -138,17 +138,22 @@ class GolemishHost:
         f = _REQ.unpack(self._read(req, _REQ.size))
         method = self._text(f[0], f[1]).upper() or "GET"
         url = self._text(f[2], f[3])
-        headers = [tuple(p.strip() for p in line.split(":", 1))
-                   for line in self._text(f[4], f[5]).splitlines() if ":" in line]
         body = self._read(f[6], f[7])
         timeout = (f[8] or 30000) / 1000
         self._read(resp, _RESP.size)  # check the output before any effect
+        try:
+            # A malformed request depends only on the guest's arguments: refused before
+            # anything is recorded, and refused alike on replay.
+            headers = http.parse_headers(self._text(f[4], f[5]))
+            prepared = http.prepare(method, url, headers)
+        except http.HttpInvalid:
+            return ERR_INVALID
         request = codec.encode([method, url, [list(h) for h in headers], body])
 
         def perform(key: str) -> bytes:
             try:
                 status, rheaders, rbody = http.request(
-                    method, url, [*headers, ("Idempotency-Key", key)], body,
+                    prepared, [("Idempotency-Key", key)], body,
                     allow=self.services.http_allow(self.worker_id), timeout_s=timeout,
                     retry=self.retry)
             except http.HttpRefused as e:
@@ -237,6 +242,8 @@ class GolemishHost:
                 out = self.services.call_worker(self.worker_id, callee, function, values, key)
             except LookupError as e:
                 return codec.encode(["unknown", str(e)])
+            except Interrupted:
+                raise  # a signal stopped the callee: it stops this invocation too
             except Exception as e:  # the callee failed: the caller decides what to do
                 return codec.encode(["failed", f"{type(e).__name__}: {e}"])
             return codec.encode(["ok", out])
@@ -260,6 +267,8 @@ class GolemishHost:
                 text = self.services.call_worker_wave(self.worker_id, callee, call, key)
             except LookupError as e:
                 return codec.encode(["unknown", str(e)])
+            except Interrupted:
+                raise  # a signal stopped the callee: it stops this invocation too
             except Exception as e:
                 return codec.encode(["failed", f"{type(e).__name__}: {e}"])
             return codec.encode(["ok", text])

@@ -3,7 +3,9 @@
 :class:`EffectSink` serves on 127.0.0.1 (an ephemeral port) and counts effects
 per ``Idempotency-Key``, the way a payment provider would deduplicate. Tests,
 the agent demo and the crash campaign use it to check "exactly once" from the
-receiving side.
+receiving side. Guests reach nothing by default, loopback included: allow
+:attr:`EffectSink.address` explicitly (``deploy --allow-http``,
+``Runtime.deploy(..., http_allow=[sink.address])``, ``worker config``).
 
 Routes: ``GET /next-action?round=R`` answers ``pay <100·R>`` (a fake LLM);
 ``GET /item?n=N`` answers ``item N``; ``POST /pay`` records a payment once per
@@ -26,6 +28,7 @@ class EffectSink:
         self.deliveries: Counter[str] = Counter()      # idempotency key -> POSTs seen
         self.payments: dict[str, str] = {}             # key -> body of the first POST
         self.fail_next = 0                             # answer 503 to this many requests
+        self.headers: list[dict[str, str]] = []        # the headers of each request seen
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -34,6 +37,18 @@ class EffectSink:
         assert self._server is not None
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
+
+    @property
+    def address(self) -> str:
+        """``127.0.0.1:PORT``: the allow-list entry that lets a guest reach the sink."""
+        assert self._server is not None
+        host, port = self._server.server_address[:2]
+        return f"{host}:{port}"
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.server_address[1])
 
     def start(self) -> EffectSink:
         sink = self
@@ -71,6 +86,7 @@ class EffectSink:
         query = dict(urllib.parse.parse_qsl(parts.query))
         with self._lock:
             self.requests[parts.path] += 1
+            self.headers.append(dict(h.headers.items()))
             if self.fail_next > 0:
                 self.fail_next -= 1
                 return h._reply(503, "try again")

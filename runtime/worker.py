@@ -21,7 +21,7 @@ from golemish.oplog import (
 )
 
 from .errors import (
-    ArgumentError, DivergenceError, InvocationFailed, NotFoundError, Suspended,
+    ArgumentError, DivergenceError, Interrupted, InvocationFailed, NotFoundError, Suspended,
     WorkerFailedError, WorkerSuspendedError,
 )
 from .asyncify import is_stackful
@@ -229,8 +229,10 @@ class Worker:
             self.discard()
             self._fail(e)
             raise
-        except BaseException:
+        except BaseException as e:
             self.discard()
+            if isinstance(e, Interrupted) and e.function is None:
+                e.recovering = self.id  # a signal during replay: nothing was recorded
             raise
         self.maybe_snapshot()
         return report
@@ -262,6 +264,8 @@ class Worker:
             except (CorruptionError, SnapshotError, InvocationFailed) as e:
                 if inst is not None:
                     inst.close()
+                if isinstance(e, Interrupted):
+                    raise
                 report.fallbacks.append(f"index {index}: {e}")
                 continue
             self.instance = inst
@@ -397,6 +401,8 @@ class Worker:
             # Replay answers host calls from the oplog, so a completed invocation gets
             # slack over its limit: it must not fail here for a slower machine.
             got = self._execute(entry.function, entry.params, time_limit * 2 + 1)
+        except Interrupted:
+            raise  # a signal, not a divergence: nothing is recorded
         except InvocationFailed as e:
             end = cursor.peek()
             raise DivergenceError(self.id, end[0] if end else index,
@@ -420,6 +426,8 @@ class Worker:
             self.midcall.invocation = index
         try:
             results = self._run(entry.function, entry.params, self.limits_of(entry))
+        except Interrupted:
+            raise  # recorded as abandoned by _run; stop here, the next command recovers
         except InvocationFailed as e:
             info.update(ok=False, error=str(e), results=[])
             return info
@@ -481,6 +489,9 @@ class Worker:
         except InvocationFailed as e:
             self.discard()
             self.journal.append(InvokeFailed(e.reason, str(e)))
+            if isinstance(e, Interrupted):
+                # Abandoned like `worker interrupt` does: the state is from before it.
+                e.worker_id, e.function = self.id, function
             raise
         except Suspended as e:
             # The invocation stays open in the oplog; its state is rebuilt on resume.
@@ -497,6 +508,11 @@ class Worker:
             failure = InvocationFailed(f"host error: {type(e).__name__}: {e}")
             self.journal.append(InvokeFailed("host-error", str(failure)))
             raise failure from e
+        except BaseException:
+            # KeyboardInterrupt without catch_signals: the instance may be half-way
+            # through; like a crash, the open invocation is finished by recovery.
+            self.discard()
+            raise
         if self.journal.replaying:
             left = self.journal.pending()
             if left is not None:

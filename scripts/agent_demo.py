@@ -46,7 +46,8 @@ def main() -> int:
         return subprocess.run([*golemish(), *cmd], env=e, capture_output=True, text=True)
 
     with EffectSink() as sink:
-        run("deploy", str(ROOT / "guest_examples/build/agent.wasm"))
+        # Guests reach nothing by default, loopback included: allow the sink only.
+        run("deploy", str(ROOT / "guest_examples/build/agent.wasm"), "--allow-http", sink.address)
         print(f"store {home}; fake LLM and payment endpoint at {sink.url}\n")
         start = ["invoke", WORKER, "run", str(args.rounds), "--env", f"AGENT_URL={sink.url}",
                  "--env", "AGENT_SLEEP_MS=2500"]

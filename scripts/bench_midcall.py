@@ -624,8 +624,8 @@ def bench_promise(wasm: bytes, stackful: Stackful, s: Settings, tmp: Path) -> di
     home = tmp / "promise"
     shutil.rmtree(home, ignore_errors=True)
     with EffectSink() as sink, Runtime(RuntimeConfig(home=str(home))) as rt:
-        rt.deploy(wasm, comps[False])
-        rt.deploy(swasm, comps[True], stackful=True)
+        rt.deploy(wasm, comps[False], http_allow=[sink.address])  # nothing else is reachable
+        rt.deploy(swasm, comps[True], stackful=True, http_allow=[sink.address])
         run_agent(rt, f"{comps[True]}/warmup", sink.url, 2)  # code, page cache
         run_agent(rt, f"{comps[False]}/warmup", sink.url, 2)
         for rep in range(s.promise_repeats):

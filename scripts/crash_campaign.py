@@ -157,7 +157,9 @@ class Campaign:
             for name in SETUP:
                 wasm = (ROOT / f"guest_examples/build/{name}.wasm").read_bytes()
                 for r in (rt, self.ref) if name != "agent" else (rt,):
-                    r.deploy(wasm, name)
+                    # Guests reach nothing by default: the agents may reach the sink.
+                    r.deploy(wasm, name,
+                             http_allow=[self.sink.address] if name == "agent" else ())
             for wid, policy in WORKERS.items():
                 fn, args = SETUP[comp := wid.split("/")[0]]
                 rt.invoke(wid, fn, args, idempotency_key=f"setup-{wid}",

@@ -30,7 +30,7 @@
 
 enum {
     GOLEMISH_OK = 0,
-    GOLEMISH_ERR_REFUSED = 1, /* the URL is not on the worker's HTTP allow-list */
+    GOLEMISH_ERR_REFUSED = 1, /* the host is not on an HTTP allow-list */
     GOLEMISH_ERR_NETWORK = 2, /* no response: connection failed or timed out (after retries) */
     GOLEMISH_ERR_INVALID = 3, /* a bad argument (pointer outside memory, bad UTF-8, ...) */
     GOLEMISH_ERR_UNKNOWN = 4, /* no such promise, worker or function */
@@ -58,8 +58,12 @@ typedef struct {
  * header derived from the worker and the oplog position: if the process dies
  * while the request is in flight, recovery sends it again with the same key,
  * so a server that honours the header sees one effect. A response that was
- * recorded is never requested again. Loopback hosts are always allowed; others
- * must be on the worker's allow-list (`golemish worker config --allow-http`). */
+ * recorded is never requested again. Guests reach nothing by default, loopback
+ * included: the host must be on an allow-list (`golemish deploy --allow-http`,
+ * `golemish component config`, `golemish worker config --allow-http`), or the
+ * call returns GOLEMISH_ERR_REFUSED. A malformed method, URL, port, header name
+ * or a header value that is not printable ASCII returns GOLEMISH_ERR_INVALID.
+ * The host sets the Host header itself. */
 GOLEMISH_IMPORT("http_request")
 int32_t golemish_http_request(const golemish_http_request_t *req, golemish_http_response_t *resp);
 

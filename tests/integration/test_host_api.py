@@ -25,7 +25,8 @@ def sink():
 
 @pytest.fixture
 def agent(cli, guests, sink):
-    cli("deploy", str(guests["agent"]), check=True)
+    # Guests reach nothing by default: the agent's version may reach the sink only.
+    cli("deploy", str(guests["agent"]), "--allow-http", sink.address, check=True)
     cli("deploy", str(guests["counter"]), check=True)
     # Create the worker (its environment is fixed now) with a call that has no effects.
     cli("invoke", "agent/a", "key", "--env", f"AGENT_URL={sink.url}", check=True)
