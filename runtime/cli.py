@@ -14,7 +14,7 @@ import click
 
 from golemish.oplog import GolemishError
 
-from .cli_common import Ctx, emit_json, run, table, typed_json, when, writer
+from .cli_common import Ctx, emit_json, protect_stdio, run, table, typed_json, when, writer
 from .cli_manage import promise, store, worker
 from .errors import ArgumentError
 from .policy import SnapshotPolicy
@@ -43,6 +43,7 @@ from .values import format_value
 def main(click_ctx: click.Context, home: str, as_json: bool, debug: bool, sync: bool,
          recovery: str, policy: str, retention: str) -> None:
     """golemish: durable WebAssembly workers that survive crashes."""
+    protect_stdio()
     try:
         parsed = SnapshotPolicy.parse(policy)
     except GolemishError as e:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import errno
 import functools
 import json
+import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 import click
@@ -51,7 +54,19 @@ def fail(ctx: Ctx, err: BaseException) -> NoReturn:
 
 
 def run(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn golemish errors into one-line messages."""
+    """Turn golemish errors into one-line messages; never fail a command on its output."""
+    inner = _one_line_errors(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with guarded_output() as failures:
+            result = inner(*args, **kwargs)
+        report_output_failures(failures)
+        return result
+    return wrapper
+
+
+def _one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         ctx: Ctx = click.get_current_context().find_object(Ctx)  # type: ignore[assignment]
@@ -75,6 +90,114 @@ def run(fn: Callable[..., Any]) -> Callable[..., Any]:
         except OSError as e:
             fail(ctx, e)
     return wrapper
+
+
+class _Guarded:
+    """A std stream whose writes never raise: the first failure is kept, later writes
+    are dropped.
+
+    Guest output is in the oplog before it is shown, so a full disk, a closed stdout
+    or a reader that went away must not fail (and so roll back) the invocation that
+    printed it. The command finishes, then reports the failure (see ``run``).
+    ``buffer`` is guarded the same way, for the guest's bytes.
+    """
+
+    def __init__(self, inner: Any, name: str, failures: dict[str, OSError]) -> None:
+        self._inner, self._name, self._failures = inner, name, failures
+
+    def _do(self, op: str, *args: Any) -> Any:
+        if self._name in self._failures:
+            return None
+        if self._inner is None:
+            self._failures[self._name] = OSError(errno.EBADF, "it is closed")
+            return None
+        try:
+            return getattr(self._inner, op)(*args)
+        except (OSError, ValueError) as e:  # ValueError: a closed file object
+            self._failures[self._name] = e if isinstance(e, OSError) else OSError(
+                errno.EBADF, "it is closed")
+            return None
+
+    def write(self, data: Any) -> int:
+        if not data:  # click probes streams with empty writes
+            return 0 if self._inner is None else self._inner.write(data)
+        self._do("write", data)
+        return len(data)
+
+    def flush(self) -> None:
+        self._do("flush")
+
+    @property
+    def buffer(self) -> _Guarded:
+        return _Guarded(getattr(self._inner, "buffer", None), self._name, self._failures)
+
+    def __getattr__(self, attr: str) -> Any:
+        if self._inner is None:
+            # A stream closed when the process started: enough for click to write to it.
+            if attr in ("encoding", "errors"):
+                return {"encoding": "utf-8", "errors": "strict"}[attr]
+            if attr == "isatty":
+                return lambda: False
+            raise AttributeError(attr)
+        return getattr(self._inner, attr)
+
+
+def protect_stdio() -> None:
+    """Put /dev/null on a standard descriptor that was closed when we started.
+
+    Otherwise the next file opened (a RocksDB table, say) would get descriptor 1
+    or 2, and anything written to "stdout" would land in the store. Python has
+    already set such a stream to None, which ``_Guarded`` reports as closed.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
+@contextlib.contextmanager
+def guarded_output() -> Iterator[dict[str, OSError]]:
+    """Guard sys.stdout and sys.stderr for the duration of a command."""
+    failures: dict[str, OSError] = {}
+    saved = sys.stdout, sys.stderr
+    sys.stdout = _Guarded(saved[0], "stdout", failures)  # type: ignore[assignment]
+    sys.stderr = _Guarded(saved[1], "stderr", failures)  # type: ignore[assignment]
+    try:
+        yield failures
+    finally:
+        sys.stdout, sys.stderr = saved
+        for name, stream, fd in (("stdout", saved[0], 1), ("stderr", saved[1], 2)):
+            if name in failures and stream is not None:
+                # What could not be written is still buffered: send it to /dev/null so
+                # that the interpreter's flush at exit does not complain.
+                with contextlib.suppress(OSError, ValueError):
+                    if stream.fileno() == fd:
+                        null = os.open(os.devnull, os.O_WRONLY)
+                        os.dup2(null, fd)
+                        os.close(null)
+
+
+def report_output_failures(failures: dict[str, OSError]) -> None:
+    """After the command has done its work: say that its output was lost, exit non-zero.
+
+    A reader that went away (``| head -1``) is not an error worth a message: like
+    other Unix tools we stop quietly, with the status of a process SIGPIPE killed.
+    """
+    err = failures.get("stdout")
+    if err is None:
+        if failures:
+            sys.exit(1)  # stderr is gone: nothing to say it on
+        return
+    if err.errno == errno.EPIPE:
+        sys.exit(128 + 13)
+    if "stderr" not in failures:
+        click.echo(f"error: output lost: cannot write to stdout: {err.strerror or err} "
+                   "(the command itself completed)", err=True)
+    sys.exit(1)
 
 
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:

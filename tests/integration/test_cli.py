@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -128,3 +129,57 @@ def test_help_runs_without_a_store(tmp_path):
                           cwd=tmp_path, timeout=60)
     assert proc.returncode == 0 and "invoke" in proc.stdout
     assert not (tmp_path / ".golemish").exists()
+
+
+def _spawn(home, args, **popen):
+    """Run golemish with the given stdout; (returncode, stderr)."""
+    env = {**os.environ, "GOLEMISH_HOME": home, "GOLEMISH_TIME_LIMIT": "10"}
+    env.pop("GOLEMISH_CRASH_AT", None)
+    proc = subprocess.run([*golemish_cmd(), *args], stderr=subprocess.PIPE, text=True,
+                          env=env, timeout=120, **popen)
+    return proc.returncode, proc.stderr
+
+
+def _took_effect_once(cli, total):
+    assert cli("invoke", "counter/a", "get", check=True).stdout.strip() == str(total)
+    oplog = json.loads(cli("--json", "worker", "oplog", "counter/a", check=True).stdout)
+    assert [e["kind"] for e in oplog].count("failed") == 0
+    assert [e.get("function") for e in oplog].count("add") == 2
+
+
+def test_a_full_stdout_does_not_roll_back_the_invocation(cli, counter, home):
+    cli("invoke", "counter/a", "add", "5", check=True)
+    with open("/dev/full", "w") as full:
+        rc, err = _spawn(home, ["invoke", "counter/a", "add", "7"], stdout=full)
+    assert rc == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "No space left on device" in lines[0] and "completed" in lines[0]
+    _took_effect_once(cli, 12)
+
+
+def test_a_closed_stdout_does_not_roll_back_the_invocation(cli, counter, home):
+    cli("invoke", "counter/a", "add", "5", check=True)
+    rc, err = _spawn(home, ["invoke", "counter/a", "add", "7"],
+                     preexec_fn=lambda: os.close(1))
+    assert rc == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "closed" in lines[0], err
+    _took_effect_once(cli, 12)
+    assert cli("store", "check", check=True).returncode == 0  # nothing landed in the store
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_reader_that_exits_early_stops_us_quietly(cli, counter, home, as_json):
+    cli("invoke", "counter/a", "add", "5", check=True)
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before anything is written (`| head -0`)
+    try:
+        rc, err = _spawn(home, [*(["--json"] if as_json else []), "invoke", "counter/a",
+                                "add", "7"], stdout=w)
+    finally:
+        os.close(w)
+    assert rc == 141  # as if SIGPIPE had ended us, like other Unix tools
+    assert "Traceback" not in err and "Exception" not in err
+    assert err == ("add 7 -> total 12 (entry 2)\n" if as_json else "")  # the guest's line
+    _took_effect_once(cli, 12)
