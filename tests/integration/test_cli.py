@@ -183,3 +183,33 @@ def test_a_reader_that_exits_early_stops_us_quietly(cli, counter, home, as_json)
     assert "Traceback" not in err and "Exception" not in err
     assert err == ("add 7 -> total 12 (entry 2)\n" if as_json else "")  # the guest's line
     _took_effect_once(cli, 12)
+
+
+def test_a_reused_idempotency_key_is_refused_for_another_call(cli, counter):
+    assert cli("invoke", "counter/a", "add", "5", "-k", "pay-1", check=True).stdout \
+        .endswith("5\n")
+    one_line_error(cli("invoke", "counter/a", "add", "6", "-k", "pay-1"),
+                   "'pay-1'", "already used for add(5)", "not add(6)")
+    one_line_error(cli("invoke", "counter/a", "get", "-k", "pay-1"),
+                   "'pay-1'", "already used for add(5)", "not get()")
+    same = cli("invoke", "counter/a", "add", "5", "-k", "pay-1", check=True)
+    assert same.stdout == "5\n" and "seen before" in same.stderr
+    assert cli("invoke", "counter/a", "get", check=True).stdout.strip() == "5"
+
+
+@pytest.fixture
+def cart(cli, guests):
+    from conftest import ROOT
+    cli("deploy", str(guests["cart"]), "--wit", str(ROOT / "guest_examples/cart.wit"),
+        check=True)
+
+
+def test_a_deduplicated_json_invoke_carries_the_value(cli, cart):
+    cli("invoke", "cart/a", 'add-item({sku: "apple", qty: 2, price-cents: 150})', check=True)
+    first = json.loads(cli("--json", "invoke", "cart/a", "items", "-k", "i", check=True).stdout)
+    again = json.loads(cli("--json", "invoke", "cart/a", "items", "-k", "i", check=True).stdout)
+    assert first["value"] == [{"sku": "apple", "qty": 2, "price-cents": 150}]
+    assert again["deduplicated"] and again["value"] == first["value"]
+    assert again["results"] == first["results"]
+    one_line_error(cli("invoke", "cart/a", 'add-item({sku: "pear", qty: 1, price-cents: 99})',
+                       "-k", "i"), "'i'", "already used for items()")
