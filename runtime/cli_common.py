@@ -15,7 +15,8 @@ from typing import Any, NoReturn
 
 import click
 
-from golemish.oplog import GolemishError
+from golemish.oplog import EffectBegin, Entry, GolemishError, HostCall, Log, codec
+from golemish.oplog.entries import _STRUCTURED as STRUCTURED_CALLS  # decoded, not hex
 
 from .crash import CrashPoints
 from .errors import Suspended, WorkerSuspendedError
@@ -45,16 +46,66 @@ class Ctx:
                                      oplog_retention=self.retention))
 
 
-def fail(ctx: Ctx, err: BaseException) -> NoReturn:
+_NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+class MainGroup(click.Group):
+    """The top-level group: click's own usage errors get the same one-line ``error:``
+    form as ours instead of a usage block and ``Error:``."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        if not kwargs.get("standalone_mode", True):
+            return super().main(*args, **kwargs)
+        try:
+            rv = super().main(*args, **{**kwargs, "standalone_mode": False})
+        except _NO_ARGS_IS_HELP as e:  # `golemish worker`: its help, as click prints it
+            click.echo(e.format_message(), err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            msg = e.format_message().rstrip(".")
+            if msg[1:2].islower():
+                msg = msg[0].lower() + msg[1:]
+            hint = ""
+            if isinstance(e, click.UsageError) and e.ctx is not None:
+                hint = f" (see '{e.ctx.command_path} --help')"
+            click.echo(f"error: {msg}{hint}", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(1)
+        # An explicit exit (--help, --version) returns its status; a command returns None.
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def fail(ctx: Ctx, err: BaseException, message: str | None = None) -> NoReturn:
     if ctx.debug:
         traceback.print_exception(err)
-    msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+    msg = message or (str(err).splitlines()[0] if str(err) else type(err).__name__)
     click.echo(f"error: {msg}", err=True)
     sys.exit(1)
 
 
+def _set_flag(click_ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    ctx = click_ctx.find_object(Ctx)
+    if value and ctx is not None and param.name:
+        setattr(ctx, param.name, True)
+
+
+#: ``--json`` and ``--debug`` are accepted after the command too (``invoke … --json``),
+#: since that is where people type them; the group's options still work before it.
+_EVERYWHERE = [
+    click.Option(["--json", "json"], is_flag=True, expose_value=False, callback=_set_flag,
+                 help="Machine-readable output (also accepted before the command)."),
+    click.Option(["--debug", "debug"], is_flag=True, expose_value=False, callback=_set_flag,
+                 help="Show tracebacks on errors (also accepted before the command)."),
+]
+
+
 def run(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn golemish errors into one-line messages; never fail a command on its output."""
+    """Turn golemish errors into one-line messages; never fail a command on its output.
+
+    The command also accepts ``--json`` and ``--debug`` among its own options.
+    """
     inner = _one_line_errors(fn)
 
     @functools.wraps(fn)
@@ -63,6 +114,8 @@ def run(fn: Callable[..., Any]) -> Callable[..., Any]:
             result = inner(*args, **kwargs)
         report_output_failures(failures)
         return result
+    # `run` sits under the command's own decorators, which append to this list.
+    wrapper.__click_params__ = list(_EVERYWHERE)  # type: ignore[attr-defined]
     return wrapper
 
 
@@ -89,6 +142,11 @@ def _one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             fail(ctx, e)
         except OSError as e:
             fail(ctx, e)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as e:  # a bug of ours: still one line; --debug has the traceback
+            first = str(e).splitlines()[0] if str(e) else ""
+            fail(ctx, e, f"internal error: {type(e).__name__}: {first} (--debug shows where)")
     return wrapper
 
 
@@ -222,6 +280,31 @@ def writer(stream: int, data: bytes, as_json: bool) -> None:
     out = sys.stderr if (stream == 2 or as_json) else sys.stdout
     out.buffer.write(data)
     out.flush()
+
+
+#: `worker oplog` cuts a summary here (a WAVE argument or a message can be any length).
+SUMMARY_WIDTH = 100
+
+
+def clip(text: str, width: int = SUMMARY_WIDTH) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def full_summary(e: Entry) -> str:
+    """An entry's summary with nothing cut: the bytes of output and host calls whole."""
+    if isinstance(e, Log):
+        return f"{'stdout' if e.stream == 1 else 'stderr'} " \
+               f"{e.data.decode('utf-8', 'replace')!r}"
+    if isinstance(e, (HostCall, EffectBegin)):
+        def whole(data: bytes) -> str:
+            try:
+                return repr(codec.decode(data)) if e.name in STRUCTURED_CALLS else data.hex()
+            except codec.DecodeError:
+                return data.hex()
+        if isinstance(e, EffectBegin):
+            return f"{e.name} {whole(e.request)} key={e.idempotency_key}"
+        return f"{e.name} req={whole(e.request) or '-'} resp={whole(e.response) or '-'}"
+    return e.summary()
 
 
 def typed_json(values: Sequence[tuple[str, Any]]) -> list[dict[str, Any]]:

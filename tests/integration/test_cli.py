@@ -10,7 +10,7 @@ import sys
 import pytest
 import wasmtime
 
-from conftest import golemish_cmd
+from conftest import ROOT, golemish_cmd
 
 
 def one_line_error(proc, *fragments):
@@ -199,7 +199,6 @@ def test_a_reused_idempotency_key_is_refused_for_another_call(cli, counter):
 
 @pytest.fixture
 def cart(cli, guests):
-    from conftest import ROOT
     cli("deploy", str(guests["cart"]), "--wit", str(ROOT / "guest_examples/cart.wit"),
         check=True)
 
@@ -213,3 +212,51 @@ def test_a_deduplicated_json_invoke_carries_the_value(cli, cart):
     assert again["results"] == first["results"]
     one_line_error(cli("invoke", "cart/a", 'add-item({sku: "pear", qty: 1, price-cents: 99})',
                        "-k", "i"), "'i'", "already used for items()")
+
+
+def test_json_and_debug_work_after_the_command_too(cli, counter):
+    res = json.loads(cli("invoke", "counter/a", "add", "-3", "--json", check=True).stdout)
+    assert res["results"] == [{"type": "i64", "value": -3}]
+    oplog = json.loads(cli("worker", "oplog", "counter/a", "--json", "--to", "2",
+                           check=True).stdout)
+    assert [e["kind"] for e in oplog] == ["create", "invoke"]
+    debug = cli("invoke", "counter/a", "add", "x", "--debug")
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+    # After `--`, a guest argument that looks like our option is the guest's.
+    one_line_error(cli("invoke", "counter/a", "add", "--", "--json"), "'--json' is not a valid")
+
+
+def test_version_and_click_usage_errors_are_one_line(cli, tmp_path):
+    version = subprocess.run([*golemish_cmd(), "--version"], capture_output=True, text=True,
+                             cwd=tmp_path, timeout=60)
+    from importlib.metadata import version as installed
+    assert version.returncode == 0 and version.stdout == f"golemish {installed('golemish')}\n"
+    for args, fragment in [(["invoke"], "missing argument 'WORKER'"),
+                           (["frob"], "no such command 'frob'"),
+                           (["--snapshot-policy", "bogus", "worker", "list"], "bogus"),
+                           (["invoke", "counter/a", "add", "1", "--time-limit", "x"],
+                            "'--time-limit'")]:
+        proc = cli(*args)
+        assert proc.returncode == 2
+        one_line_error(proc, fragment, "--help'")
+
+
+def test_crash_at_help_lists_every_crash_point(cli):
+    from golemish.runtime.crash import POINTS
+
+    text = cli("invoke", "--help", check=True).stdout
+    for point, what in POINTS.items():
+        assert f"{point}" in text and what in text
+    readme = (ROOT / "README.md").read_text()
+    for point in POINTS:
+        assert f"`{point}`" in readme, point
+
+
+def test_worker_oplog_cuts_long_values_unless_full(cli, cart):
+    sku = "x" * 300
+    cli("invoke", "cart/a", "add-item", f'{{sku: "{sku}", qty: 1, price-cents: 5}}', check=True)
+    short = cli("worker", "oplog", "cart/a", check=True).stdout
+    assert sku not in short and "xxx…" in short
+    assert max(len(line) for line in short.splitlines()) < 140
+    full = cli("worker", "oplog", "cart/a", "--full", check=True).stdout
+    assert f'add-item({{sku: "{sku}", qty: 1, price-cents: 5}})' in full
