@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -260,3 +261,27 @@ def test_worker_oplog_cuts_long_values_unless_full(cli, cart):
     assert max(len(line) for line in short.splitlines()) < 140
     full = cli("worker", "oplog", "cart/a", "--full", check=True).stdout
     assert f'add-item({{sku: "{sku}", qty: 1, price-cents: 5}})' in full
+
+
+def _readme_commands(title):
+    """The commands of the first ```sh block after a README heading, as argv lists."""
+    section = (ROOT / "README.md").read_text().split(f"\n{title}\n", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    return [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
+
+
+def test_the_readme_commands_run_as_written(guests, home):
+    env = {**os.environ, "GOLEMISH_HOME": home, "GOLEMISH_TIME_LIMIT": "10"}
+    env.pop("GOLEMISH_CRASH_AT", None)
+    out = {}
+    for title in ("## Using it", "## Snapshots", "## Typed interfaces: WIT and WAVE"):
+        for argv in _readme_commands(title):
+            if argv[0] != "golemish":
+                continue  # building the guests: the guests fixture has done it
+            proc = subprocess.run([*golemish_cmd(), *argv[1:]], cwd=ROOT, env=env,
+                                  capture_output=True, text=True, timeout=120)
+            assert proc.returncode == (-9 if "--crash-at" in argv else 0), (argv, proc.stderr)
+            assert "|" not in argv, argv  # nothing that reads as a shell pipe
+            out[tuple(argv)] = proc.stdout
+    checkout = [o for argv, o in out.items() if "checkout" in argv]
+    assert checkout == ["ok(200)\n"]  # what the README's comment says it prints
