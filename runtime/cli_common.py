@@ -91,14 +91,16 @@ def _set_flag(click_ctx: click.Context, param: click.Parameter, value: bool) -> 
         setattr(ctx, param.name, True)
 
 
-#: ``--json`` and ``--debug`` are accepted after the command too (``invoke … --json``),
-#: since that is where people type them; the group's options still work before it.
-_EVERYWHERE = [
-    click.Option(["--json", "json"], is_flag=True, expose_value=False, callback=_set_flag,
-                 help="Machine-readable output (also accepted before the command)."),
-    click.Option(["--debug", "debug"], is_flag=True, expose_value=False, callback=_set_flag,
-                 help="Show tracebacks on errors (also accepted before the command)."),
-]
+def _everywhere() -> list[click.Parameter]:
+    """``--json`` and ``--debug`` for a command: accepted after it too (``invoke … --json``),
+    since that is where people type them; the group's options still work before it."""
+    return [
+        click.Option(["--json", "json"], is_flag=True, expose_value=False, callback=_set_flag,
+                     help="Machine-readable output (also accepted before the command)."),
+        click.Option(["--debug", "debug"], is_flag=True, expose_value=False,
+                     callback=_set_flag,
+                     help="Show tracebacks on errors (also accepted before the command)."),
+    ]
 
 
 def run(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -115,7 +117,7 @@ def run(fn: Callable[..., Any]) -> Callable[..., Any]:
         report_output_failures(failures)
         return result
     # `run` sits under the command's own decorators, which append to this list.
-    wrapper.__click_params__ = list(_EVERYWHERE)  # type: ignore[attr-defined]
+    wrapper.__click_params__ = _everywhere()  # type: ignore[attr-defined]
     return wrapper
 
 
@@ -160,8 +162,10 @@ class _Guarded:
     ``buffer`` is guarded the same way, for the guest's bytes.
     """
 
-    def __init__(self, inner: Any, name: str, failures: dict[str, OSError]) -> None:
+    def __init__(self, inner: Any, name: str, failures: dict[str, OSError],
+                 binary: bool = False) -> None:
         self._inner, self._name, self._failures = inner, name, failures
+        self._binary = binary
 
     def _do(self, op: str, *args: Any) -> Any:
         if self._name in self._failures:
@@ -177,8 +181,18 @@ class _Guarded:
             return None
 
     def write(self, data: Any) -> int:
-        if not data:  # click probes streams with empty writes
-            return 0 if self._inner is None else self._inner.write(data)
+        if not data:
+            # click probes whether a stream is binary with an empty write: answer as
+            # the stream would (a TypeError for the wrong kind), without failing.
+            if self._inner is None:
+                if isinstance(data, bytes) != self._binary:
+                    raise TypeError(f"write() argument must be "
+                                    f"{'bytes' if self._binary else 'str'}")
+                return 0
+            try:
+                return int(self._inner.write(data) or 0)
+            except (OSError, ValueError):
+                return 0
         self._do("write", data)
         return len(data)
 
@@ -187,7 +201,8 @@ class _Guarded:
 
     @property
     def buffer(self) -> _Guarded:
-        return _Guarded(getattr(self._inner, "buffer", None), self._name, self._failures)
+        return _Guarded(getattr(self._inner, "buffer", None), self._name, self._failures,
+                        binary=True)
 
     def __getattr__(self, attr: str) -> Any:
         if self._inner is None:
