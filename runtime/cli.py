@@ -15,15 +15,19 @@ from click.core import ParameterSource
 
 from golemish.oplog import GolemishError
 
-from .cli_common import Ctx, emit_json, run, table, typed_json, when, writer
+from .cli_common import (
+    Ctx, MainGroup, emit_json, protect_stdio, run, table, typed_json, when, writer,
+)
 from .cli_manage import promise, store, worker
 from .components import DEFAULT_MAX_BYTES, read_module
+from .crash import POINTS as CRASH_POINTS
 from .errors import ArgumentError
 from .policy import SnapshotPolicy
 from .values import format_value
 
 
-@click.group()
+@click.group(cls=MainGroup)
+@click.version_option(package_name="golemish", message="%(prog)s %(version)s")
 @click.option("--home", envvar="GOLEMISH_HOME", default=".golemish", show_default=True,
               help="Store directory (RocksDB), or memory:// for a throwaway store.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -46,6 +50,7 @@ from .values import format_value
 def main(click_ctx: click.Context, home: str, as_json: bool, debug: bool, sync: bool,
          recovery: str, policy: str, retention: str) -> None:
     """golemish: durable WebAssembly workers that survive crashes."""
+    protect_stdio()
     try:
         parsed = SnapshotPolicy.parse(policy)
     except GolemishError as e:
@@ -97,7 +102,9 @@ def deploy(ctx: Ctx, path: Path, name: str | None, wit_path: Path | None,
         click.echo(f"{m['name']} v{m['version']}: HTTP allow-list: {', '.join(m['http_allow'])}")
 
 
-@main.command(context_settings={"ignore_unknown_options": True})
+@main.command(context_settings={"ignore_unknown_options": True},
+              epilog="\b\nCrash points (--crash-at POINT:N):\n" + "\n".join(
+                  f"  {p:<21} {what}" for p, what in CRASH_POINTS.items()))
 @click.argument("worker")
 @click.argument("function")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
@@ -115,7 +122,8 @@ def deploy(ctx: Ctx, path: Path, name: str | None, wit_path: Path | None,
 @click.option("--ephemeral", is_flag=True,
               help="Create the worker without an oplog: nothing recorded, nothing recovered.")
 @click.option("--crash-at", metavar="POINT:N",
-              help="Kill this process with SIGKILL at a crash point (try recovery).")
+              help="Kill this process with SIGKILL the N-th time it reaches POINT, to try "
+                   "recovery (points below; also GOLEMISH_CRASH_AT).")
 @run
 def invoke(ctx: Ctx, worker: str, function: str, args: tuple[str, ...],
            idempotency_key: str | None, env: tuple[str, ...], memory_limit: int,

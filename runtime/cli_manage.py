@@ -9,7 +9,9 @@ import click
 
 from golemish.oplog import GolemishError
 
-from .cli_common import Ctx, emit_json, run, table, when, writer
+from .cli_common import (
+    SUMMARY_WIDTH, Ctx, clip, emit_json, full_summary, run, table, when, writer,
+)
 from .errors import Suspended, WorkerSuspendedError
 from .policy import SnapshotPolicy
 from .values import format_value
@@ -74,15 +76,18 @@ def worker_show(ctx: Ctx, worker_id: str) -> None:
 @click.argument("worker_id", metavar="WORKER")
 @click.option("--from", "start", type=click.IntRange(min=1), default=1, help="First index.")
 @click.option("--to", "end", type=click.IntRange(min=1), default=None, help="Last index.")
+@click.option("--full", is_flag=True, help="Show long values whole instead of cut at "
+              f"{SUMMARY_WIDTH} characters.")
 @run
-def worker_oplog(ctx: Ctx, worker_id: str, start: int, end: int | None) -> None:
+def worker_oplog(ctx: Ctx, worker_id: str, start: int, end: int | None, full: bool) -> None:
     """Print a worker's oplog: index, kind and a summary per entry."""
     with ctx.runtime(readonly=True) as rt:
         entries = rt.oplog(worker_id, start, end)
     if ctx.json:
         emit_json([{"index": i, **e.to_json()} for i, e in entries])
         return
-    table([(i, e.NAME, e.summary()) for i, e in entries], ["index", "kind", "summary"])
+    table([(i, e.NAME, full_summary(e) if full else clip(e.summary())) for i, e in entries],
+          ["index", "kind", "summary"])
 
 
 @worker.command("snapshot")

@@ -31,7 +31,9 @@ from .journal import Cursor, Journal, OutputFn, describe
 from .policy import PolicyState, SnapshotPolicy
 from .recovery import plan_recovery, snapshot_candidates
 from .snapshots import Layout, MemoryImage, SnapshotError, restore
-from .values import format_results, same_values, typed
+from . import wave
+from .values import format_results, format_value, same_values, typed
+from .wave_json import to_json
 from .wasi import WasiHost
 
 if TYPE_CHECKING:
@@ -586,16 +588,27 @@ class Worker:
             return self.snapshot()
         return None
 
-    def recorded_result(self, index: int, function: str, key: str) -> InvocationResult:
-        """The outcome of the invocation recorded at ``index`` (an idempotency key hit)."""
+    def recorded_result(self, index: int, function: str, key: str,
+                        params: Sequence[TypedValue] = ()) -> InvocationResult:
+        """The outcome of the invocation recorded at ``index`` (an idempotency key hit).
+
+        Only the same call gets it: a key reused for another function or other
+        arguments is refused, as payment APIs do, rather than answered with the
+        result of a call that was not asked for.
+        """
         start = self.oplog.get(index)
-        if not isinstance(start, InvokeStart) or start.function != function:
-            raise ArgumentError(f"idempotency key {key!r} was used for "
-                                f"{getattr(start, 'function', '?')}, not {function}")
+        if not isinstance(start, InvokeStart) or start.function != function \
+                or not same_values(start.params, params):
+            recorded = (f"{start.function}({', '.join(map(format_value, start.params))})"
+                        if isinstance(start, InvokeStart) else f"oplog index {index}")
+            raise ArgumentError(
+                f"idempotency key {key!r} was already used for {recorded} on {self.id}, "
+                f"not {function}({', '.join(map(format_value, params))}); use a new key")
         for _, entry in self.oplog.read(index + 1):
             if isinstance(entry, InvokeEnd):
                 return InvocationResult(function, list(entry.results), index, 0.0,
-                                        deduplicated=True)
+                                        deduplicated=True,
+                                        json=self._result_json(function, entry.results))
             if isinstance(entry, InvokeFailed):
                 raise InvocationFailed(f"{entry.message} (recorded for idempotency key {key!r})")
             if isinstance(entry, InvokeStart):
@@ -604,6 +617,13 @@ class Worker:
         raise WorkerSuspendedError(self.id, **susp) if susp else \
             InvocationFailed(f"the invocation with idempotency key {key!r} has no outcome")
 
+    def _result_json(self, function: str, results: Sequence[TypedValue]) -> Any:
+        """The JSON form of a recorded WIT result, as a live call would give it."""
+        func = self.iface.find(function) if self.iface is not None else None
+        if func is None or func.result is None or len(results) != 1:
+            return None
+        return to_json(wave.parse(str(results[0][1]), func.result), func.result)
+
     def invoke(self, function: str, params: Sequence[TypedValue],
                idempotency_key: str | None = None) -> InvocationResult:
         t0 = time.perf_counter()
@@ -611,7 +631,7 @@ class Worker:
         if idempotency_key is not None:
             seen = self.rt.store.idempotent_index(self.id, idempotency_key)
             if seen is not None:
-                return self.recorded_result(seen, function, idempotency_key)
+                return self.recorded_result(seen, function, idempotency_key, params)
         limits = (self.memory_limit, self.time_limit)
         changed = (0, 0.0) if limits == self.created_limits else limits
         start = self.journal.append_invocation(

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import subprocess
 import sys
 
 import pytest
 import wasmtime
 
-from conftest import golemish_cmd
+from conftest import ROOT, golemish_cmd
 
 
 def one_line_error(proc, *fragments):
@@ -128,3 +130,158 @@ def test_help_runs_without_a_store(tmp_path):
                           cwd=tmp_path, timeout=60)
     assert proc.returncode == 0 and "invoke" in proc.stdout
     assert not (tmp_path / ".golemish").exists()
+
+
+def _spawn(home, args, **popen):
+    """Run golemish with the given stdout; (returncode, stderr)."""
+    env = {**os.environ, "GOLEMISH_HOME": home, "GOLEMISH_TIME_LIMIT": "10"}
+    env.pop("GOLEMISH_CRASH_AT", None)
+    proc = subprocess.run([*golemish_cmd(), *args], stderr=subprocess.PIPE, text=True,
+                          env=env, timeout=120, **popen)
+    return proc.returncode, proc.stderr
+
+
+def _took_effect_once(cli, total):
+    assert cli("invoke", "counter/a", "get", check=True).stdout.strip() == str(total)
+    oplog = json.loads(cli("--json", "worker", "oplog", "counter/a", check=True).stdout)
+    assert [e["kind"] for e in oplog].count("failed") == 0
+    assert [e.get("function") for e in oplog].count("add") == 2
+
+
+def test_a_full_stdout_does_not_roll_back_the_invocation(cli, counter, home):
+    cli("invoke", "counter/a", "add", "5", check=True)
+    with open("/dev/full", "w") as full:
+        rc, err = _spawn(home, ["invoke", "counter/a", "add", "7"], stdout=full)
+    assert rc == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "No space left on device" in lines[0] and "completed" in lines[0]
+    _took_effect_once(cli, 12)
+
+
+def test_a_closed_stdout_does_not_roll_back_the_invocation(cli, counter, home):
+    cli("invoke", "counter/a", "add", "5", check=True)
+    rc, err = _spawn(home, ["invoke", "counter/a", "add", "7"],
+                     preexec_fn=lambda: os.close(1))
+    assert rc == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "closed" in lines[0], err
+    _took_effect_once(cli, 12)
+    assert cli("store", "check", check=True).returncode == 0  # nothing landed in the store
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_reader_that_exits_early_stops_us_quietly(cli, counter, home, as_json):
+    cli("invoke", "counter/a", "add", "5", check=True)
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before anything is written (`| head -0`)
+    try:
+        rc, err = _spawn(home, [*(["--json"] if as_json else []), "invoke", "counter/a",
+                                "add", "7"], stdout=w)
+    finally:
+        os.close(w)
+    assert rc == 141  # as if SIGPIPE had ended us, like other Unix tools
+    assert "Traceback" not in err and "Exception" not in err
+    assert err == ("add 7 -> total 12 (entry 2)\n" if as_json else "")  # the guest's line
+    _took_effect_once(cli, 12)
+
+
+def test_a_reused_idempotency_key_is_refused_for_another_call(cli, counter):
+    assert cli("invoke", "counter/a", "add", "5", "-k", "pay-1", check=True).stdout \
+        .endswith("5\n")
+    one_line_error(cli("invoke", "counter/a", "add", "6", "-k", "pay-1"),
+                   "'pay-1'", "already used for add(5)", "not add(6)")
+    one_line_error(cli("invoke", "counter/a", "get", "-k", "pay-1"),
+                   "'pay-1'", "already used for add(5)", "not get()")
+    same = cli("invoke", "counter/a", "add", "5", "-k", "pay-1", check=True)
+    assert same.stdout == "5\n" and "seen before" in same.stderr
+    assert cli("invoke", "counter/a", "get", check=True).stdout.strip() == "5"
+
+
+@pytest.fixture
+def cart(cli, guests):
+    cli("deploy", str(guests["cart"]), "--wit", str(ROOT / "guest_examples/cart.wit"),
+        check=True)
+
+
+def test_a_deduplicated_json_invoke_carries_the_value(cli, cart):
+    cli("invoke", "cart/a", 'add-item({sku: "apple", qty: 2, price-cents: 150})', check=True)
+    first = json.loads(cli("--json", "invoke", "cart/a", "items", "-k", "i", check=True).stdout)
+    again = json.loads(cli("--json", "invoke", "cart/a", "items", "-k", "i", check=True).stdout)
+    assert first["value"] == [{"sku": "apple", "qty": 2, "price-cents": 150}]
+    assert again["deduplicated"] and again["value"] == first["value"]
+    assert again["results"] == first["results"]
+    one_line_error(cli("invoke", "cart/a", 'add-item({sku: "pear", qty: 1, price-cents: 99})',
+                       "-k", "i"), "'i'", "already used for items()")
+
+
+def test_json_and_debug_work_after_the_command_too(cli, counter):
+    res = json.loads(cli("invoke", "counter/a", "add", "-3", "--json", check=True).stdout)
+    assert res["results"] == [{"type": "i64", "value": -3}]
+    oplog = json.loads(cli("worker", "oplog", "counter/a", "--json", "--to", "2",
+                           check=True).stdout)
+    assert [e["kind"] for e in oplog] == ["create", "invoke"]
+    debug = cli("invoke", "counter/a", "add", "x", "--debug")
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+    # After `--`, a guest argument that looks like our option is the guest's.
+    one_line_error(cli("invoke", "counter/a", "add", "--", "--json"), "'--json' is not a valid")
+
+
+def test_version_and_click_usage_errors_are_one_line(cli, tmp_path):
+    version = subprocess.run([*golemish_cmd(), "--version"], capture_output=True, text=True,
+                             cwd=tmp_path, timeout=60)
+    from importlib.metadata import version as installed
+    assert version.returncode == 0 and version.stdout == f"golemish {installed('golemish')}\n"
+    for args, fragment in [(["invoke"], "missing argument 'WORKER'"),
+                           (["frob"], "no such command 'frob'"),
+                           (["--snapshot-policy", "bogus", "worker", "list"], "bogus"),
+                           (["invoke", "counter/a", "add", "1", "--time-limit", "x"],
+                            "'--time-limit'")]:
+        proc = cli(*args)
+        assert proc.returncode == 2
+        one_line_error(proc, fragment, "--help'")
+
+
+def test_crash_at_help_lists_every_crash_point(cli):
+    from golemish.runtime.crash import POINTS
+
+    text = cli("invoke", "--help", check=True).stdout
+    for point, what in POINTS.items():
+        assert f"{point}" in text and what in text
+    readme = (ROOT / "README.md").read_text()
+    for point in POINTS:
+        assert f"`{point}`" in readme, point
+
+
+def test_worker_oplog_cuts_long_values_unless_full(cli, cart):
+    sku = "x" * 300
+    cli("invoke", "cart/a", "add-item", f'{{sku: "{sku}", qty: 1, price-cents: 5}}', check=True)
+    short = cli("worker", "oplog", "cart/a", check=True).stdout
+    assert sku not in short and "xxx…" in short
+    assert max(len(line) for line in short.splitlines()) < 140
+    full = cli("worker", "oplog", "cart/a", "--full", check=True).stdout
+    assert f'add-item({{sku: "{sku}", qty: 1, price-cents: 5}})' in full
+
+
+def _readme_commands(title):
+    """The commands of the first ```sh block after a README heading, as argv lists."""
+    section = (ROOT / "README.md").read_text().split(f"\n{title}\n", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    return [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
+
+
+def test_the_readme_commands_run_as_written(guests, home):
+    env = {**os.environ, "GOLEMISH_HOME": home, "GOLEMISH_TIME_LIMIT": "10"}
+    env.pop("GOLEMISH_CRASH_AT", None)
+    out = {}
+    for title in ("## Using it", "## Snapshots", "## Typed interfaces: WIT and WAVE"):
+        for argv in _readme_commands(title):
+            if argv[0] != "golemish":
+                continue  # building the guests: the guests fixture has done it
+            proc = subprocess.run([*golemish_cmd(), *argv[1:]], cwd=ROOT, env=env,
+                                  capture_output=True, text=True, timeout=120)
+            assert proc.returncode == (-9 if "--crash-at" in argv else 0), (argv, proc.stderr)
+            assert "|" not in argv, argv  # nothing that reads as a shell pipe
+            out[tuple(argv)] = proc.stdout
+    checkout = [o for argv, o in out.items() if "checkout" in argv]
+    assert checkout == ["ok(200)\n"]  # what the README's comment says it prints

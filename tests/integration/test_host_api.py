@@ -157,7 +157,7 @@ def test_a_repeated_idempotency_key_returns_the_recorded_result(cli, guests):
                check=True).stdout.strip() == "12"
     assert cli("invoke", "counter/a", "get", check=True).stdout.strip() == "12"
     other = cli("invoke", "counter/a", "get", "-k", "order-1")
-    assert other.returncode == 1 and "was used for add, not get" in other.stderr
+    assert other.returncode == 1 and "was already used for add(5)" in other.stderr
 
 
 def test_a_refused_url_is_an_error_for_the_guest_and_in_the_oplog(agent, cli, home):
