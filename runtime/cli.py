@@ -16,6 +16,7 @@ from golemish.oplog import GolemishError
 
 from .cli_common import Ctx, emit_json, run, table, typed_json, when, writer
 from .cli_manage import promise, store, worker
+from .cli_testing import test_replay, worker_export
 from .errors import ArgumentError
 from .policy import SnapshotPolicy
 from .values import format_value
@@ -190,6 +191,8 @@ def component_show(ctx: Ctx, name: str, version: int | None) -> None:
 main.add_command(worker)
 main.add_command(promise)
 main.add_command(store)
+main.add_command(test_replay)
+worker.add_command(worker_export)
 
 
 if __name__ == "__main__":  # pragma: no cover
