@@ -45,6 +45,8 @@ class RuntimeUnderTest(Runtime):
         super().__init__(config)
         self.output: dict[str, list[tuple[int, bytes]]] = {}
         self.closed = False
+        #: Invocations waiting for their time: (realtime ns, worker, function, args).
+        self.scheduled: list[tuple[int, str, str, tuple[Any, ...]]] = []
 
     # -- lifecycle -------------------------------------------------------------
     @property
@@ -120,6 +122,19 @@ class RuntimeUnderTest(Runtime):
             return _finished_value(report)
         raise s
 
+    def schedule(self, worker_id: str, function: str, *args: Any, at_ns: int | None = None,
+                 after_s: float = 0.0) -> int:
+        """Invoke ``function(*args)`` once the clock reaches ``at_ns`` (or now +
+        ``after_s``); :meth:`settle` fires it. Returns the due time in ns.
+
+        A test-side scheduler on the runtime's clock (golemish itself has none in
+        process), so scheduled work follows virtual time like timers do.
+        """
+        due = at_ns if at_ns is not None else self.clock.time_ns() + int(after_s * 1e9)
+        self.scheduled.append((due, worker_id, function, args))
+        self.scheduled.sort(key=lambda s: s[0])
+        return due
+
     def suspended(self) -> dict[str, dict[str, Any]]:
         """Workers waiting, by id: ``{"promise": id}`` or ``{"until_ns": t}``."""
         return {m["id"]: m["suspended"] for m in self.store.list_workers() if m.get("suspended")}
@@ -127,15 +142,22 @@ class RuntimeUnderTest(Runtime):
     def settle(self) -> dict[str, Any]:
         """Run everything that can run; returns ``{worker: result}`` of finished invocations.
 
-        Resumes workers whose timer is due or whose promise is completed. With a
-        virtual clock in auto-skip mode, when only timers are left the clock jumps
-        to the earliest one, again and again, until every worker is idle or awaits
-        a promise.
+        Resumes workers whose timer is due or whose promise is completed, and runs
+        scheduled invocations that are due. With a virtual clock in auto-skip mode,
+        when only timers are left the clock jumps to the earliest one, again and
+        again, until every worker is idle or awaits a promise.
         """
         finished: dict[str, Any] = {}
         clock = self.virtual_clock
         while True:
-            progressed, timers = False, []
+            progressed, timers = False, [s[0] for s in self.scheduled[:1]]
+            while self.scheduled and self.scheduled[0][0] <= self.clock.time_ns():
+                _, wid, function, args = self.scheduled.pop(0)
+                progressed, timers = True, []
+                try:
+                    finished[wid] = self.call(wid, function, *args)
+                except Suspended:
+                    pass  # it waits: a later round resumes it
             for wid in self.suspended():
                 try:
                     report = self.resume(wid, output=self.sink(wid))

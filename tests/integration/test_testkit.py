@@ -251,3 +251,41 @@ def test_the_equivalence_check_catches_a_recovered_state_that_differs(
     live.write(0x10000, bytes([live.read(0x10000, 1)[0] ^ 0xFF]))  # damage one byte
     with pytest.raises(AssertionError, match="differs from the crash-free replay at byte 0x10000"):
         golemish_crash.check(counter)
+
+
+def test_a_wasi_poll_sleep_follows_the_virtual_clock(golemish_runtime, golemish_clock,
+                                                     variants):
+    golemish_runtime.deploy_file(variants["sleeper"])
+    t0 = time.perf_counter()
+    before = golemish_clock.monotonic_ns() // 10**6
+    assert golemish_runtime.call("sleeper/s", "snooze", 3_600_000) == before + 3_600_000
+    assert time.perf_counter() - t0 < 1.0 and golemish_clock.elapsed_s == 3600
+
+
+def test_scheduled_invocations_run_when_virtual_time_reaches_them(
+        golemish_runtime, golemish_clock, counter):
+    golemish_runtime.schedule(counter, "add", 5, after_s=7 * 24 * 3600)
+    golemish_runtime.schedule(counter, "add", 1, after_s=24 * 3600)
+    golemish_clock.auto_skip = False
+    assert golemish_runtime.settle() == {}
+    golemish_clock.advance(days=1)
+    assert golemish_runtime.settle() == {counter: 1}
+    golemish_clock.auto_skip = True
+    assert golemish_runtime.settle() == {counter: 6}
+    assert golemish_clock.elapsed_s == 7 * 24 * 3600
+    assert golemish_runtime.call(counter, "now") == golemish_clock.time_ns()
+
+
+def test_the_readme_example_runs_with_only_the_installed_plugin(tmp_path, guests):
+    """The README's example, run by pytest in a directory with no conftest: the
+    fixtures must come from the entry point alone."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Testing your workers", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    test_file = tmp_path / "test_agent.py"
+    test_file.write_text(code)
+    proc = subprocess.run([sys.executable, "-m", "pytest", str(test_file), "-q",
+                           "-p", "no:cacheprovider", "-W", "error"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 passed" in proc.stdout
