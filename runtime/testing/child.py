@@ -29,6 +29,10 @@ from ..policy import SnapshotPolicy
 from .clock import VirtualClock
 
 
+#: The line on stderr that says the runtime is open and the action begins.
+READY = "golemish-child: running"
+
+
 class _RecordedClock(VirtualClock):
     def __init__(self, path: Path, **kw: Any) -> None:
         super().__init__(**kw)
@@ -80,6 +84,9 @@ def main(spec_path: str) -> int:
     result: dict[str, Any] = {}
     code = 0
     with Runtime(config) as rt:
+        # The parent times an outside kill from here, not from our start-up.
+        sys.stderr.write(f"{READY}\n")
+        sys.stderr.flush()
         try:
             if spec["action"] == "invoke":
                 res = rt.invoke(spec["worker"], spec["function"], spec["args"],

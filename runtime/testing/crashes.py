@@ -40,6 +40,7 @@ from golemish.oplog import InvokeEnd, InvokeStart
 from ..crash import POINTS
 from ..errors import CrashPointError, Suspended, WorkerSuspendedError
 from ..worker import RecoveryReport
+from .child import READY
 from .harness import RuntimeUnderTest, value_of
 from .replay import ReplayWorker, replay
 
@@ -87,7 +88,7 @@ class Crashes:
                   ) -> _Planned:
         """Plan a SIGKILL once the guest has printed ``printed`` (the child kills itself
         right after that output is recorded and shown), or ``after_s`` seconds after
-        the child starts (a kill from outside, at a moment nobody chose)."""
+        the child began the action (a kill from outside, at a moment nobody chose)."""
         if printed is None and after_s is None:
             raise ValueError("say when to kill: printed='text the guest prints' or after_s=…")
         return _Planned(self, when=printed, after_s=after_s)
@@ -280,22 +281,40 @@ def _value(report: RecoveryReport) -> Any:
 
 
 def _watch(proc: subprocess.Popen[bytes], after_s: float | None) -> tuple[str, str]:
-    """Wait for the child (killing it at the deadline, if any); (stdout, stderr)."""
+    """Wait for the child, killing it ``after_s`` seconds after it began the action;
+    returns (stdout, stderr)."""
     assert proc.stdout is not None and proc.stderr is not None
-    lines: list[str] = []
-    errors: list[bytes] = []
-    drain = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
-    drain.start()
+    stderr, lines = proc.stderr, []
+    errors: list[str] = []
+    ready = threading.Event()
+
+    def read_errors() -> None:
+        for raw in iter(stderr.readline, b""):
+            line = raw.decode("utf-8", "replace")
+            if line.strip() == READY:
+                ready.set()
+            else:
+                errors.append(line)
+        ready.set()  # it ended: nothing left to time
+
+    def kill_later() -> None:
+        ready.wait()
+        if not done.wait(after_s):
+            _kill(proc)
+
+    done = threading.Event()
+    threads = [threading.Thread(target=read_errors, daemon=True)]
     if after_s is not None:
-        timer = threading.Timer(after_s, lambda: _kill(proc))
-        timer.start()
+        threads.append(threading.Thread(target=kill_later, daemon=True))
+    for t in threads:
+        t.start()
     for raw in iter(proc.stdout.readline, b""):
         lines.append(raw.decode("utf-8", "replace"))
     proc.wait(timeout=120)
-    if after_s is not None:
-        timer.cancel()
-    drain.join(timeout=10)
-    return "".join(lines), b"".join(errors).decode("utf-8", "replace").strip()
+    done.set()
+    for t in threads:
+        t.join(timeout=10)
+    return "".join(lines), "".join(errors).strip()
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from golemish.oplog import Create, Entry, InvokeFailed, InvokeStart
 from golemish.oplog.export import OplogFile
 
-from ..errors import DivergenceError, GolemishError, Suspended
+from ..errors import DivergenceError, GolemishError, NotFoundError, Suspended
 from ..journal import Journal
 from ..worker import RecoveryReport, Worker
 
@@ -67,6 +67,11 @@ class PureJournal(Journal):
         if self._cursor is None:
             raise ReplayEnded("output after the recorded history")
         super().log(stream, data)
+
+    @property
+    def last_read(self) -> int:
+        """The index of the last entry replay consumed."""
+        return self._cursor.last if self._cursor is not None else self.oplog.last_index
 
 
 class ReplayWorker(Worker):
@@ -125,6 +130,13 @@ def replay(worker: ReplayWorker) -> ReplayOutcome:
     except DivergenceError as e:
         out.divergence = e
         worker.discard()
+    except NotFoundError as e:  # the build lacks an export the history invokes
+        assert isinstance(worker.journal, PureJournal)
+        index = worker.journal.last_read
+        entry = worker.oplog.get(index)
+        out.divergence = DivergenceError(
+            worker.id, index, f"an invocation of {getattr(entry, 'function', '?')}", str(e))
+        worker.discard()
     return out
 
 
@@ -168,7 +180,6 @@ def export_header(rt: Runtime, worker_id: str) -> dict[str, Any]:
     """The header of ``worker export``: the worker, its component identity and limits."""
     meta = rt.store.get_worker(worker_id)
     if meta is None:
-        from ..errors import NotFoundError
         raise NotFoundError(f"no worker {worker_id}")
     comp = rt.component(meta["component"], meta["version"])
     return {"worker": worker_id,

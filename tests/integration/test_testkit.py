@@ -97,6 +97,9 @@ def test_settle_skips_to_each_timer_in_turn(golemish_runtime, golemish_clock, ag
 
 def test_recorded_clock_values_stay_recorded(golemish_runtime, golemish_clock, counter):
     first = golemish_runtime.call(counter, "now")
+    assert first == golemish_clock.time_ns()
+    entries = [e for _, e in golemish_runtime.oplog(counter)]
+    assert entries[0].timestamp_ns == entries[1].timestamp_ns == first  # Create, InvokeStart
     golemish_runtime.call(counter, "add", 2)
     before = golemish_runtime.call(counter, "checksum")
     golemish_clock.advance(days=10)
@@ -154,6 +157,34 @@ def test_kill_and_recover_on_a_line_of_output(golemish_runtime, golemish_crash, 
     assert golemish_runtime.call(counter, "history_len") == 1
 
 
+def test_a_process_killed_at_a_moment_nobody_chose_recovers_the_same_sum(
+        golemish_runtime, golemish_clock, golemish_crash, guests):
+    # 12,000 clock reads take 0.3 s or more; the child is killed from outside 0.2 s in.
+    # Virtual time stands still, so every read returns the same instant: the sum is known.
+    golemish_runtime.deploy_file(guests["journal"])
+    golemish_runtime.call("journal/j", "count")  # created here: the child goes straight in
+    n, now = 12_000, golemish_clock.monotonic_ns()
+    out = golemish_crash.kill_and_recover("journal/j", "clocks", n, after_s=0.2)
+    expected = (n * now) % (1 << 64)
+    assert out.killed and not out.retried and out.recovery.finished is not None
+    assert out.value % (1 << 64) == expected and out.equivalent
+
+
+def test_a_worker_woken_by_the_virtual_clock_in_a_child_and_killed_pays_once(
+        golemish_runtime, golemish_clock, golemish_crash, golemish_promises, http_stub, agent):
+    golemish_clock.auto_skip = False
+    with pytest.raises(Suspended, match="sleeping until 2030-01-04"):
+        golemish_runtime.call("agent/a", "run", 1, env=agent)
+    golemish_clock.advance(days=3)
+    # The child resumes the due worker at the parent's virtual time and dies once it
+    # has asked for approval; the in-process recovery gets back to the same wait.
+    out = golemish_crash.kill_and_recover("agent/a", when="awaiting approval")
+    assert out.killed and out.suspended is not None and out.suspended.promise
+    assert golemish_promises.complete("agent/a", "yes") == 100
+    assert len(http_stub.calls_to("POST", "/pay")) == 1
+    assert golemish_crash.check("agent/a")
+
+
 def test_a_crash_point_never_reached_fails_the_test(golemish_crash, counter):
     with pytest.raises(AssertionError, match="never reached crash point"):
         golemish_crash.crash_at("mid-snapshot-write", 5).invoke(counter, "get")
@@ -208,6 +239,11 @@ def test_replay_passes_a_compatible_build_and_catches_an_extra_clock_call(
         assert ("divergence at oplog index 4: recorded host call random_get(request "
                 "04000000), but counter_extra_clock.wasm asked for host call "
                 "clock_time_get(request 00)") in bad.output
+        other = runner.invoke(cli_main, ["test-replay", counter, *source,
+                                         "--component", str(variants["sleeper"])])
+        assert other.exit_code == 1, other.output
+        assert ("divergence at oplog index 2: recorded an invocation of add, but "
+                "sleeper.wasm asked for no exported function 'add'") in other.output
 
 
 def test_replay_is_pure_and_sends_nothing(golemish_runtime, golemish_promises, http_stub,
