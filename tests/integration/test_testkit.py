@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from golemish.oplog import HostCall, InvokeStart
+from golemish.oplog import HostCall
 from golemish.runtime.cli import main as cli_main
 from golemish.runtime.errors import Suspended
 
