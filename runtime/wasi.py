@@ -211,7 +211,8 @@ class WasiHost:
                 and m.check(nevents, 4)):
             return EFAULT
         request = m.read(subs, 48 * nsubs)
-        out = self.journal.host_call("poll_oneoff", request, lambda: _poll(request, nsubs, self.clock))
+        out = self.journal.host_call("poll_oneoff", request,
+                                     lambda: _poll(request, nsubs, self.clock))
         m.write(events, out)
         m.write(nevents, _U32.pack(len(out) // _EVENT.size))
         return SUCCESS
@@ -394,7 +395,8 @@ def _poll(request: bytes, nsubs: int, source: Clock = SYSTEM) -> bytes:
         if tag == EVENTTYPE_CLOCK:
             _, _, clock_id, timeout, _, flags = _SUB.unpack_from(request, 48 * i)
             if flags & SUBCLOCK_ABSTIME:
-                timeout = max(0, timeout - (_now(clock_id, source) if clock_id in (0, 1, 2, 3) else now))
+                known = clock_id in (0, 1, 2, 3)
+                timeout = max(0, timeout - (_now(clock_id, source) if known else now))
             clocks.append((now + timeout, userdata))
         elif tag in (EVENTTYPE_FD_READ, EVENTTYPE_FD_WRITE):
             if ident not in STDIO:
