@@ -19,6 +19,7 @@ from .cli_common import (
     Ctx, MainGroup, emit_json, protect_stdio, run, table, typed_json, when, writer,
 )
 from .cli_manage import promise, store, worker
+from .cli_testing import test_replay, worker_export
 from .components import DEFAULT_MAX_BYTES, read_module
 from .crash import POINTS as CRASH_POINTS
 from .errors import ArgumentError
@@ -248,6 +249,8 @@ def component_config(ctx: Ctx, name: str, version: int | None, allow_http: tuple
 main.add_command(worker)
 main.add_command(promise)
 main.add_command(store)
+main.add_command(test_replay)
+worker.add_command(worker_export)
 
 
 if __name__ == "__main__":  # pragma: no cover

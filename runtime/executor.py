@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import struct
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from golemish.oplog.store import store_path
 
 from . import components, http
 from .components import DeployResult, ModuleCache
+from .clock import SYSTEM, Clock
 from .crash import CrashPoints
 from .dirty import UffdTracker
 from .engine import Engine, FuncSig
@@ -76,6 +76,15 @@ class RuntimeConfig:
     create: bool = True
     #: Open the store for reading only (also while another process writes to it).
     readonly: bool = False
+    #: SIGINT/SIGTERM interrupt running guest code (Interrupted) instead of waiting for
+    #: it or killing the process; the CLI sets this. Only from the main thread.
+    catch_signals: bool = False
+    #: Where durable time comes from (guest clocks, sleeps, wake times, timestamps);
+    #: the test kit passes a virtual clock. See runtime/clock.py.
+    clock: Clock = SYSTEM
+
+    def __post_init__(self) -> None:
+        self.http_allow = tuple(http.normalize_rules(self.http_allow))
 
 
 def _env_mib(name: str, default: int) -> int:
@@ -90,12 +99,6 @@ def _env_mib(name: str, default: int) -> int:
         raise ArgumentError(f"{name}={text!r}: expected a positive number of MiB")
     return int(mib * (1 << 20))
 
-    #: SIGINT/SIGTERM interrupt running guest code (Interrupted) instead of waiting for
-    #: it or killing the process; the CLI sets this. Only from the main thread.
-    catch_signals: bool = False
-
-    def __post_init__(self) -> None:
-        self.http_allow = tuple(http.normalize_rules(self.http_allow))
 
 
 def parse_worker_id(worker_id: str) -> tuple[str, str]:
@@ -113,6 +116,7 @@ class Runtime:
     def __init__(self, config: RuntimeConfig | None = None) -> None:
         self.config = config or RuntimeConfig()
         self.crash = self.config.crash or CrashPoints.from_env()
+        self.clock: Clock = self.config.clock
         self.store: Store = open_store(self.config.home, sync=self.config.sync,
                                        create=self.config.create,
                                        readonly=self.config.readonly)
@@ -195,11 +199,11 @@ class Runtime:
             # Limits are fixed for the worker's life: a guest can observe its memory cap
             # (malloc returning NULL), so replay must run under the same one.
             meta = {"id": worker_id, "component": comp, "version": cmeta["version"],
-                    "created_at": time.time(), "status": "idle",
+                    "created_at": self.clock.time_ns() / 1e9, "status": "idle",
                     "memory_limit": self.config.memory_limit,
                     "time_limit": self.config.time_limit, "durable": durable}
             entry = Create(comp, cmeta["version"], cmeta["hash"], tuple(args),
-                           tuple((k, v) for k, v in env), time.time_ns())
+                           tuple((k, v) for k, v in env), self.clock.time_ns())
             self.crash.hit("before-oplog-append")
             self.store.create_worker(meta, entry)
             self.crash.hit("after-oplog-append")
@@ -341,7 +345,7 @@ class Runtime:
 
     def promise_create(self, worker_id: str, promise_id: str) -> None:
         self.store.put_promise({"id": promise_id, "worker": worker_id, "state": "pending",
-                                "created_at": time.time()})
+                                "created_at": self.clock.time_ns() / 1e9})
 
     def promise_state(self, promise_id: str) -> tuple[str, bytes] | None:
         p = self.store.get_promise(promise_id)
@@ -359,7 +363,7 @@ class Runtime:
             raise PromiseError(f"no promise {promise_id!r} (see `golemish promise list`)")
         if p["state"] == "completed":
             raise PromiseError(f"promise {promise_id} was already completed")
-        p.update(state="completed", payload=payload.hex(), completed_at=time.time())
+        p.update(state="completed", payload=payload.hex(), completed_at=self.clock.time_ns() / 1e9)
         self.store.put_promise(p)
         try:
             return p, self.resume(p["worker"], output)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import secrets
 import struct
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -22,6 +21,7 @@ from typing import Protocol
 from golemish.oplog import codec
 
 from . import http
+from .clock import SYSTEM, Clock
 from .engine import FuncSig, HostFunc, Instance
 from .errors import Interrupted, Suspended
 from .journal import Journal
@@ -77,8 +77,10 @@ class _Fault(Exception):
 
 
 class GolemishHost:
-    def __init__(self, worker_id: str, journal: Journal, services: Services) -> None:
+    def __init__(self, worker_id: str, journal: Journal, services: Services,
+                 clock: Clock = SYSTEM) -> None:
         self.worker_id = worker_id
+        self.clock = clock
         self.journal = journal
         self.services = services
         self.mem: Instance | None = None
@@ -183,12 +185,12 @@ class GolemishHost:
         if ms < 0:
             return ERR_INVALID
         wake = _U64.unpack(self.journal.host_call(
-            "sleep", _U64.pack(ms), lambda: _U64.pack(time.time_ns() + ms * 1_000_000)))[0]
-        remaining = (wake - time.time_ns()) / 1e9
+            "sleep", _U64.pack(ms), lambda: _U64.pack(self.clock.time_ns() + ms * 1_000_000)))[0]
+        remaining = (wake - self.clock.time_ns()) / 1e9
         if remaining > self.services.suspend_after_s():
             raise Suspended(self.worker_id, until_ns=wake)
         if remaining > 0:
-            time.sleep(remaining)
+            self.clock.sleep(remaining)
         return OK
 
     # -- promises --------------------------------------------------------------------

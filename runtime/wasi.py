@@ -19,6 +19,7 @@ import struct
 import time
 from collections.abc import Sequence
 
+from .clock import SYSTEM, Clock
 from .engine import FuncSig, HostFunc, Instance
 from .errors import GuestExit
 from .journal import Journal
@@ -79,11 +80,12 @@ def signature(name: str) -> FuncSig:
     return FuncSig(tuple(_TYPES[c] for c in params), tuple(_TYPES[c] for c in results))
 
 
-def _now(clock: int) -> int:
+def _now(clock: int, source: Clock = SYSTEM) -> int:
+    # CPU-time clocks measure this process, not the world: they stay real.
     if clock == CLOCK_REALTIME:
-        return time.time_ns()
+        return source.time_ns()
     if clock == CLOCK_MONOTONIC:
-        return time.monotonic_ns()
+        return source.monotonic_ns()
     if clock == CLOCK_PROCESS:
         return time.process_time_ns()
     return time.thread_time_ns()
@@ -97,8 +99,9 @@ class WasiHost:
     """The preview 1 functions of one worker instance."""
 
     def __init__(self, journal: Journal, args: Sequence[str],
-                 env: Sequence[tuple[str, str]]) -> None:
+                 env: Sequence[tuple[str, str]], clock: Clock = SYSTEM) -> None:
         self.journal = journal
+        self.clock = clock
         self._args = _strings_block(args)
         self._env = _strings_block([f"{k}={v}" for k, v in env])
         self.mem: Instance | None = None
@@ -187,7 +190,7 @@ class WasiHost:
         if not m.check(out, 8):
             return EFAULT
         value = self.journal.host_call("clock_time_get", bytes((clock,)),
-                                       lambda: _U64.pack(_now(clock)))
+                                       lambda: _U64.pack(_now(clock, self.clock)))
         m.write(out, value)
         return SUCCESS
 
@@ -208,7 +211,8 @@ class WasiHost:
                 and m.check(nevents, 4)):
             return EFAULT
         request = m.read(subs, 48 * nsubs)
-        out = self.journal.host_call("poll_oneoff", request, lambda: _poll(request, nsubs))
+        out = self.journal.host_call("poll_oneoff", request,
+                                     lambda: _poll(request, nsubs, self.clock))
         m.write(events, out)
         m.write(nevents, _U32.pack(len(out) // _EVENT.size))
         return SUCCESS
@@ -377,7 +381,7 @@ class WasiHost:
         return self._bad_fd(fd, ENOTSOCK)
 
 
-def _poll(request: bytes, nsubs: int) -> bytes:
+def _poll(request: bytes, nsubs: int, source: Clock = SYSTEM) -> bytes:
     """Wait as poll_oneoff asks, live. Returns the packed events.
 
     stdin is always at end-of-file and stdout/stderr always writable, so fd
@@ -385,13 +389,14 @@ def _poll(request: bytes, nsubs: int) -> bytes:
     """
     fd_events: list[bytes] = []
     clocks: list[tuple[int, int]] = []  # (deadline in monotonic ns, userdata)
-    now = time.monotonic_ns()
+    now = source.monotonic_ns()
     for i in range(nsubs):
         userdata, tag, ident = _SUB_FD.unpack_from(request, 48 * i)
         if tag == EVENTTYPE_CLOCK:
             _, _, clock_id, timeout, _, flags = _SUB.unpack_from(request, 48 * i)
             if flags & SUBCLOCK_ABSTIME:
-                timeout = max(0, timeout - (_now(clock_id) if clock_id in (0, 1, 2, 3) else now))
+                known = clock_id in (0, 1, 2, 3)
+                timeout = max(0, timeout - (_now(clock_id, source) if known else now))
             clocks.append((now + timeout, userdata))
         elif tag in (EVENTTYPE_FD_READ, EVENTTYPE_FD_WRITE):
             if ident not in STDIO:
@@ -404,8 +409,8 @@ def _poll(request: bytes, nsubs: int) -> bytes:
     if fd_events or not clocks:
         return b"".join(fd_events)
     first = min(d for d, _ in clocks)
-    delay = first - time.monotonic_ns()
+    delay = first - source.monotonic_ns()
     if delay > 0:
-        time.sleep(delay / 1e9)
+        source.sleep(delay / 1e9)
     return b"".join(_EVENT.pack(u, SUCCESS, EVENTTYPE_CLOCK, 0, 0)
                     for d, u in clocks if d <= first)

@@ -133,8 +133,8 @@ class Worker:
 
     # -- instance lifecycle ---------------------------------------------------
     def _instantiate(self, create: Create, *, initialize: bool = True) -> Instance:
-        host = WasiHost(self.journal, create.args, create.env)
-        self.host_api = GolemishHost(self.id, self.journal, self.rt)
+        host = WasiHost(self.journal, create.args, create.env, self.rt.clock)
+        self.host_api = GolemishHost(self.id, self.journal, self.rt, self.rt.clock)
         funcs = host.functions() + self.host_api.functions()
         if self.midcall is not None:
             funcs = self.midcall.wrap(funcs)
@@ -203,7 +203,8 @@ class Worker:
         if "promise" in susp:
             state = self.rt.promise_state(susp["promise"])
             return state is None or state[0] == "completed"
-        return susp.get("until_ns", 0) / 1e9 - time.time() <= self.rt.suspend_after_s()
+        return (susp.get("until_ns", 0) - self.rt.clock.time_ns()) / 1e9 \
+            <= self.rt.suspend_after_s()
 
     def check_usable(self) -> None:
         if self.meta.get("status") == "failed":
@@ -635,7 +636,8 @@ class Worker:
         limits = (self.memory_limit, self.time_limit)
         changed = (0, 0.0) if limits == self.created_limits else limits
         start = self.journal.append_invocation(
-            InvokeStart(function, tuple(params), idempotency_key, time.time_ns(), *changed),
+            InvokeStart(function, tuple(params), idempotency_key, self.rt.clock.time_ns(),
+                        *changed),
             idempotency_key)
         self.rt.crash.hit("before-invocation")
         if self.midcall is not None:
