@@ -64,6 +64,8 @@ def check_store(store: Store, *, deep: bool = False) -> tuple[list[Problem], dic
         seen: set[str] = set()
         for k, _ in b.scan(table, b""):
             owner = _owner(k)
+            if table == "pages" and any(m in workers for m in store.snapshots.members(owner)):
+                continue  # a page space that forks still share
             if owner not in workers and owner not in seen:
                 seen.add(owner)
                 problems.append(Problem(f"{table} of {owner}", "belongs to no worker"))
@@ -121,9 +123,10 @@ def check_store(store: Store, *, deep: bool = False) -> tuple[list[Problem], dic
             if index not in snapshot_entries:
                 problems.append(Problem(where, "has no Snapshot entry in the oplog"))
             hashes = m.nonzero()
+            pages_prefix = store.snapshots.space(wid).encode() + b"\0"
             counts["pages"] += len(hashes)
             for h in sorted(hashes):
-                if b.get("pages", prefix + h) is None:
+                if b.get("pages", pages_prefix + h) is None:
                     problems.append(Problem(where, f"names missing page {h.hex()}"))
                 elif deep:
                     try:

@@ -21,7 +21,7 @@ import hashlib
 import json
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import zstandard
@@ -306,15 +306,65 @@ class Store:
     def delete_worker(self, worker_id: str) -> None:
         """Remove the worker and its oplog (retention is explicit: this is the user's call)."""
         ops: list[Any] = WorkerOplog(self.backend, worker_id).delete_ops()
-        ops.extend(self.snapshots.delete_all_ops(worker_id))
         p = worker_id.encode() + b"\0"
         ops.extend(("idempotency", k, None)
                    for k, _ in self.backend.scan("idempotency", p, worker_id.encode() + b"\1"))
         ops.append(("workers", worker_id.encode(), None))
-        self.backend.write(ops)
+        with self.snapshots.space_lock(worker_id):
+            self.backend.write(ops + self.snapshots.delete_all_ops(worker_id))
+        self.snapshots.forget(worker_id)
 
     def oplog(self, worker_id: str) -> WorkerOplog:
         return WorkerOplog(self.backend, worker_id)
+
+    def append_with_worker(self, log: WorkerOplog, entry: Entry, meta: dict[str, Any],
+                           extra: Sequence[Op] = ()) -> int:
+        """Append one entry and replace the worker's metadata in one batch (an update or
+        a revert changes both, and a crash must never leave one without the other)."""
+        index, op = log.append_ops(entry)
+        self.backend.write([op, ("workers", meta["id"].encode(), _pack_json(meta)), *extra])
+        log.committed(index)
+        return index
+
+    def idempotency_ops(self, worker_id: str, lo: int, hi: int) -> list[Op]:
+        """Ops forgetting the idempotency keys of invocations begun in lo..hi."""
+        p = worker_id.encode() + b"\0"
+        return [("idempotency", k, None)
+                for k, v in self.backend.scan("idempotency", p, worker_id.encode() + b"\1")
+                if lo <= _U64.unpack(v)[0] <= hi]
+
+    def fork_worker(self, parent: str, meta: dict[str, Any], at: int,
+                    snapshot_indexes: list[int]) -> WorkerOplog:
+        """Create worker ``meta["id"]`` with a copy of ``parent``'s oplog up to ``at``, its
+        idempotency keys there, and the listed snapshot manifests, in one batch.
+
+        The manifests keep naming the same pages: the fork joins the parent's page space
+        (see snapshots), so no page is copied.
+        """
+        child = meta["id"]
+        log = WorkerOplog(self.backend, child)
+        if log.last_index or self.get_worker(child) is not None:
+            raise StoreError(f"worker {child} already exists")
+        source = WorkerOplog(self.backend, parent)
+        ops: list[Op] = [("oplog", log._key(i), raw) for i, raw in source.raw(1, at)]
+        if len(ops) != at:
+            raise CorruptionError("oplog", parent, f"has {len(ops)} of entries 1..{at}",
+                                  hint="run `golemish store check`")
+        p, c = parent.encode() + b"\0", child.encode() + b"\0"
+        ops += [("idempotency", c + k[len(p):], v)
+                for k, v in self.backend.scan("idempotency", p, parent.encode() + b"\1")
+                if _U64.unpack(v)[0] <= at]
+        for i in snapshot_indexes:
+            blob = self.backend.get("snapshots", p + _U64.pack(i))
+            if blob is not None:
+                ops.append(("snapshots", c + _U64.pack(i), blob))
+        ops += self.snapshots.share_ops(parent, child)
+        ops.append(("workers", child.encode(), _pack_json(meta)))
+        with self.snapshots.space_lock(parent):
+            self.backend.write(ops)
+        self.snapshots.forget(parent, child)
+        log.committed(at)
+        return log
 
     # -- idempotency keys -----------------------------------------------------
     def idempotent_index(self, worker_id: str, key: str) -> int | None:
@@ -354,9 +404,11 @@ class Store:
         index, entry_op = log.append_ops(entry)
         if manifest.index != index:
             raise StoreError(f"manifest for index {manifest.index} written at {index}")
-        ops = [*page_ops, self.snapshots.manifest_op(log.worker_id, manifest), entry_op,
-               *self.snapshots.prune_ops(log.worker_id, keep, pending=manifest)]
-        self.backend.write(ops)
+        with self.snapshots.space_lock(log.worker_id):  # forks share pages: see snapshots
+            ops = [*page_ops, self.snapshots.manifest_op(log.worker_id, manifest), entry_op,
+                   *self.snapshots.prune_ops(log.worker_id, keep, pending=manifest)]
+            self.backend.write(ops)
+            self.snapshots.settled(log.worker_id)
         log.committed(index)
         if archive:
             kept = self.snapshots.indexes(log.worker_id)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from golemish.oplog import (
     codec,
     CorruptionError, Create, Entry, GolemishError, InvokeEnd, InvokeFailed, InvokeStart,
-    Manifest, Rewind, Snapshot, TypedValue,
+    Manifest, Snapshot, TypedValue,
 )
 
 from .errors import (
@@ -29,7 +29,8 @@ from .host_api import GolemishHost
 from .stackful import Stackful
 from .journal import Cursor, Journal, OutputFn, describe
 from .policy import PolicyState, SnapshotPolicy
-from .recovery import plan_recovery, snapshot_candidates
+from .history import read_history
+from .recovery import plan_recovery, snapshot_candidates, usable_snapshots
 from .snapshots import Layout, MemoryImage, SnapshotError, restore
 from .values import format_results, same_values, typed
 from .wasi import WasiHost
@@ -120,6 +121,8 @@ class Worker:
         #: Mid-call snapshots, for components transformed with asyncify.
         self.midcall: Stackful | None = Stackful(self) if is_stackful(
             e[0] for e in runtime.engine.exports(self.module)) else None
+        #: Rebuild from Create, ignoring snapshots (an auto update's trial replay).
+        self.full_replay = False
         self.memory_limit: int = meta.get("memory_limit", runtime.config.memory_limit)
         self.time_limit: float = meta.get("time_limit", runtime.config.time_limit)
 
@@ -230,10 +233,14 @@ class Worker:
 
     def _restore_latest(self, create: Create, report: RecoveryReport) -> Manifest | None:
         """Restore the newest snapshot that verifies; None when there is none."""
-        if self.rt.config.recovery == "replay":
+        if self.rt.config.recovery == "replay" or self.full_replay:
             return None
         snaps = self.rt.store.snapshots
-        for index in snapshot_candidates(snaps.indexes(self.id), self.oplog.last_index):
+        candidates = snapshot_candidates(snaps.indexes(self.id), self.oplog.last_index)
+        if candidates:  # a revert voids the snapshots between its target and itself
+            candidates = usable_snapshots(
+                candidates, read_history(self.oplog, min(candidates) + 1).reverts)
+        for index in candidates:
             t0 = time.perf_counter()
             inst = None
             try:
@@ -262,10 +269,9 @@ class Worker:
 
     def _plan_tail(self, start: int, open_at: int | None = None) -> Any:
         """Plan the replay of the entries after ``start`` (Rewind targets read here)."""
-        kinds = list(self.oplog.kinds(start + 1))
-        rewinds = {i: e.to for i, k in kinds if k == Rewind.KIND
-                   for e in [self.oplog.get(i)] if isinstance(e, Rewind)}
-        return plan_recovery(self.id, kinds, start, rewinds, open_at=open_at)
+        h = read_history(self.oplog, start + 1)
+        return plan_recovery(self.id, h.kinds, start, h.rewinds, open_at=open_at,
+                             reverts=h.reverts)
 
     def _plan_midcall(self, midcall: list[Any]) -> Any:
         invocation, tail_from = midcall[0], midcall[1]
@@ -550,7 +556,7 @@ class Worker:
     def status(self) -> str:
         if self.meta.get("status") in ("failed", "suspended"):
             return str(self.meta["status"])
-        plan = plan_recovery(self.id, self.oplog.kinds())
+        plan = self._plan_tail(0)
         return "interrupted" if plan.open_start is not None else "idle"
 
     def entries(self, start: int = 1, end: int | None = None) -> list[tuple[int, Entry]]:
