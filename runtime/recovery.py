@@ -114,10 +114,14 @@ def plan_recovery(worker_id: str, kinds: Iterable[tuple[int, int]], start: int =
     return RecoveryPlan(last, start, tuple(replay), skip, open_start, void, rewind_to)
 
 
-def usable_snapshots(candidates: Iterable[int], reverts: Mapping[int, int]) -> list[int]:
+def usable_snapshots(candidates: Iterable[int], reverts: Mapping[int, int],
+                     floor: int = 0) -> list[int]:
     """The candidates no Revert has voided: a snapshot taken after a revert's target and
-    before the revert shows a state the worker no longer has (order is kept)."""
-    return [s for s in candidates if not any(to < s <= at for at, to in reverts.items())]
+    before the revert shows a state the worker no longer has (order is kept). Those at
+    or before ``floor`` (the last manual update, see :func:`recovery_base`) predate the
+    loaded state and are unusable too."""
+    return [s for s in candidates
+            if s > floor and not any(to < s <= at for at, to in reverts.items())]
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,7 @@ def revert(rt: Runtime, worker_id: str, *, to_index: int | None = None,
         effects = [f"{e.name} at {i}" for i, e in log.read(plan.target + 1)
                    if isinstance(e, EffectBegin) and not any(a <= i <= b for a, b in void)]
         version = _version_at(log.get(1), plan.version)
+        rt.component(meta["component"], version)  # that version must still be deployed
         new_meta = {k: v for k, v in meta.items()
                     if k not in ("error", "suspended", "last_recovery")}
         new_meta.update(version=version, status="idle")
@@ -139,6 +140,7 @@ def fork(rt: Runtime, source: str, new_id: str, at: int | None = None) -> ForkRe
         plan = plan_time_travel(source, h.kinds, to_index=target, rewinds=h.rewinds,
                                 reverts=h.reverts, updates=h.updates)
         version = _version_at(log.get(1), plan.version)
+        rt.component(comp, version)
         # The newest snapshot the prefix still stands behind (reverts inside the prefix
         # count; those after it are not the fork's history).
         snaps = usable_snapshots(

@@ -30,7 +30,10 @@ from .stackful import Stackful
 from .journal import Cursor, Journal, OutputFn, describe
 from .policy import PolicyState, SnapshotPolicy
 from .history import read_history
-from .recovery import plan_recovery, snapshot_candidates, usable_snapshots
+from .recovery import (
+    plan_recovery, recovery_base, snapshot_candidates, usable_snapshots, void_ranges,
+)
+from .versions_manual import manual_base, start_from_state
 from .snapshots import Layout, MemoryImage, SnapshotError, restore
 from .values import format_results, same_values, typed
 from .wasi import WasiHost
@@ -238,8 +241,9 @@ class Worker:
         snaps = self.rt.store.snapshots
         candidates = snapshot_candidates(snaps.indexes(self.id), self.oplog.last_index)
         if candidates:  # a revert voids the snapshots between its target and itself
-            candidates = usable_snapshots(
-                candidates, read_history(self.oplog, min(candidates) + 1).reverts)
+            h = read_history(self.oplog, min(candidates) + 1)
+            floor = recovery_base(h.updates, void_ranges(h.rewinds, h.reverts))
+            candidates = usable_snapshots(candidates, h.reverts, floor)
         for index in candidates:
             t0 = time.perf_counter()
             inst = None
@@ -290,16 +294,23 @@ class Worker:
         self.journal.replayed_calls = 0
         base = self._restore_latest(create, report)
         midcall = self._host_parts(base)[2] if base is not None else None
+        # Without a snapshot, a manual update's saved state is where replay can start.
+        loaded = manual_base(self) if base is None else None
         start = midcall[1] - 1 if midcall is not None else report.snapshot_index
+        if loaded is not None:
+            start = report.snapshot_index = loaded[0]
         if midcall is not None:
             plan = self._plan_midcall(midcall)
         else:
             plan = self._plan_tail(start)
         report.entries = plan.last_index - start
+        if loaded is not None:  # sealed, as at the update: before the replay cursor
+            start_from_state(self, create, loaded[1])
+            report.mode = "manual update"
         cursor = Cursor(self.oplog.read(start + 1), plan.void, plan.rewind_to)
         self.journal.rewind_to = plan.rewind_to
         self.journal.replay_from(cursor)
-        if base is None:
+        if base is None and loaded is None:
             cursor.next()  # the Create entry
             self.instance = self._instantiate(create)
         self._track(base)

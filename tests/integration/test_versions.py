@@ -266,3 +266,50 @@ def test_revert_warns_about_effects_it_does_not_undo(make_runtime):
     w.journal.append(InvokeEnd((("i32", 1),), 0))
     r = versions.revert(rt, "fx/a", last_invocations=1)
     assert r.effects and r.effects[0].startswith("http_request at")
+
+
+# -- manual update -------------------------------------------------------------------------
+def test_manual_update_carries_state_across_a_layout_change(make_runtime, guests):
+    rt = bank(make_runtime, guests, 1, 4)  # component versions 0 (bank_v1) and 1 (bank_v4)
+    _create_on(rt, "bank/a", 0)
+    for n in (5, 7):
+        call(rt, "bank/a", "deposit", n)
+    call(rt, "bank/a", "withdraw", 2)
+    r = versions.update(rt, "bank/a", 1, "manual")
+    assert (r.from_version, r.version, r.mode) == (0, 1, "manual")
+    assert call(rt, "bank/a", "version") == 4
+    assert (call(rt, "bank/a", "balance"), call(rt, "bank/a", "ops")) == (10, 3)
+    assert call(rt, "bank/a", "deposit", 1) == 11
+    rt.close()
+    for recovery in ("auto", "replay"):  # the snapshot, or the saved state in the entry
+        rt2 = make_runtime(recovery=recovery)
+        assert (call(rt2, "bank/a", "balance"), call(rt2, "bank/a", "ops")) == (11, 4)
+        rep = rt2._workers["bank/a"].last_recovery
+        assert rep is not None
+        assert rep.mode == ("snapshot" if recovery == "auto" else "manual update")
+        rt2.close()
+    rt3 = make_runtime()
+    upd = [e for _, e in rt3.oplog("bank/a") if isinstance(e, Update)]
+    assert upd and upd[0].mode == "manual" and len(upd[0].state) == 16
+
+
+def test_manual_update_without_the_exports_is_refused_and_recorded(make_runtime, guests):
+    rt = bank(make_runtime, guests, 1, 2)
+    _create_on(rt, "bank/a", 0)
+    call(rt, "bank/a", "deposit", 5)
+    with pytest.raises(UpdateError, match="does not export golemish_load"):
+        versions.update(rt, "bank/a", 1, "manual")
+    assert isinstance(rt.oplog("bank/a")[-1][1], UpdateFailed)
+    assert call(rt, "bank/a", "balance") == 5 and call(rt, "bank/a", "version") == 1
+
+
+def test_reverting_past_a_manual_update_returns_to_the_old_version(make_runtime, guests):
+    rt = bank(make_runtime, guests, 1, 4)
+    _create_on(rt, "bank/a", 0)
+    call(rt, "bank/a", "deposit", 5)
+    end = rt.store.oplog("bank/a").last_index
+    versions.update(rt, "bank/a", 1, "manual")
+    call(rt, "bank/a", "deposit", 1)
+    r = versions.revert(rt, "bank/a", to_index=end)
+    assert r.version == 0
+    assert call(rt, "bank/a", "version") == 1 and call(rt, "bank/a", "balance") == 5
