@@ -251,10 +251,13 @@ class Store:
             ("components", key, _pack_json(meta)),
         ])
 
-    def component_versions(self, name: str) -> list[dict[str, Any]]:
+    def component_versions(self, name: str, *, deleted: bool = False) -> list[dict[str, Any]]:
+        """The versions of one component; ``deleted`` includes the tombstones of deleted
+        ones (their numbers are never given out again)."""
         prefix = name.encode() + b"\0"
-        return [_unpack_json(v, "component", f"{name} v{_U32.unpack_from(k, len(prefix))[0]}")
-                for k, v in self.backend.scan("components", prefix, name.encode() + b"\1")]
+        metas = [_unpack_json(v, "component", f"{name} v{_U32.unpack_from(k, len(prefix))[0]}")
+                 for k, v in self.backend.scan("components", prefix, name.encode() + b"\1")]
+        return metas if deleted else [m for m in metas if not m.get("deleted")]
 
     def get_component(self, name: str, version: int | None = None) -> dict[str, Any] | None:
         """One version's metadata; the latest when version is None."""
@@ -262,11 +265,28 @@ class Store:
             versions = self.component_versions(name)
             return versions[-1] if versions else None
         raw = self.backend.get("components", self._component_key(name, version))
-        return None if raw is None else _unpack_json(raw, "component", f"{name} v{version}")
+        meta = None if raw is None else _unpack_json(raw, "component", f"{name} v{version}")
+        return None if meta is None or meta.get("deleted") else meta
 
     def list_components(self) -> list[dict[str, Any]]:
-        return [_unpack_json(v, "component", k.split(b"\0")[0].decode())
-                for k, v in self.backend.scan("components", b"")]
+        metas = [_unpack_json(v, "component", k.split(b"\0")[0].decode())
+                 for k, v in self.backend.scan("components", b"")]
+        return [m for m in metas if not m.get("deleted")]
+
+    def delete_component(self, name: str, version: int) -> None:
+        """Replace one version by a tombstone; its bytes go unless another version has them.
+
+        The caller checks that no worker uses it (a worker's oplog names its version).
+        """
+        meta = self.get_component(name, version)
+        if meta is None:
+            raise StoreError(f"component {name} has no version {version}")
+        ops: list[Op] = [("components", self._component_key(name, version), _pack_json(
+            {"name": name, "version": version, "hash": meta["hash"], "deleted": True}))]
+        if not any(m["hash"] == meta["hash"] for m in self.list_components()
+                   if (m["name"], m["version"]) != (name, version)):
+            ops.append(("wasm", meta["hash"].encode(), None))
+        self.backend.write(ops)
 
     def get_wasm(self, digest: str) -> bytes:
         raw = self.backend.get("wasm", digest.encode())

@@ -15,7 +15,9 @@ import click
 from golemish.oplog import GolemishError
 
 from .cli_common import Ctx, emit_json, run, table, typed_json, when, writer
+from . import versions
 from .cli_manage import promise, store, worker
+from .cli_versions import component_delete, worker_fork, worker_revert, worker_update
 from .errors import ArgumentError
 from .policy import SnapshotPolicy
 from .values import format_value
@@ -59,9 +61,13 @@ def main(click_ctx: click.Context, home: str, as_json: bool, debug: bool, sync: 
 @click.option("--stackful", is_flag=True,
               help="Transform with asyncify so that long invocations can be snapshotted "
                    "mid-call and resumed without replay (needs golemish[stackful]).")
+@click.option("--update-workers", type=click.Choice(["none", "auto"]), default="none",
+              show_default=True,
+              help="auto: move every idle worker of the component to the new version "
+                   "(each replays its history on it; one that diverges stays).")
 @run
 def deploy(ctx: Ctx, path: Path, name: str | None, wit_path: Path | None,
-           stackful: bool) -> None:
+           stackful: bool, update_workers: str) -> None:
     """Deploy a WASI preview 1 module as a new component version."""
     try:
         wasm = path.read_bytes()
@@ -72,9 +78,14 @@ def deploy(ctx: Ctx, path: Path, name: str | None, wit_path: Path | None,
     name = name or path.name.removesuffix(".wasm")
     with ctx.runtime() as rt:
         res = rt.deploy(wasm, name, wit, str(wit_path) if wit_path else None, stackful)
+        updated = (versions.update_idle(rt, name, res.meta["version"])
+                   if update_workers == "auto" else [])
     m = res.meta
+    for wid, outcome in updated if not ctx.json else ():
+        click.echo(f"{wid}: {outcome}", err=True)
     if ctx.json:
-        emit_json({"created": res.created, **m})
+        emit_json({"created": res.created, **m,
+                   **({"workers": dict(updated)} if update_workers == "auto" else {})})
     elif res.created:
         click.echo(f"deployed {m['name']} v{m['version']} ({m['size']:,} bytes, "
                    f"{m['hash'][:12]}{', stackful' if m.get('stackful') else ''})")
@@ -153,12 +164,14 @@ def component_list(ctx: Ctx) -> None:
     """List components and their versions."""
     with ctx.runtime() as rt:
         comps = rt.list_components()
+        counts = versions.component_usage(rt)
     if ctx.json:
-        emit_json(comps)
+        emit_json([{**c, "workers": counts.get((c["name"], c["version"]), 0)} for c in comps])
         return
-    table([(c["name"], c["version"], f"{c['size']:,}", c["hash"][:12], c["model"],
-             when(c["deployed_at"])) for c in comps],
-           ["name", "version", "bytes", "hash", "model", "deployed"])
+    table([(c["name"], c["version"], counts.get((c["name"], c["version"]), 0),
+            f"{c['size']:,}", c["hash"][:12], c["model"], when(c["deployed_at"]))
+           for c in comps],
+          ["name", "version", "workers", "bytes", "hash", "model", "deployed"])
 
 
 @component.command("show")
@@ -187,6 +200,9 @@ def component_show(ctx: Ctx, name: str, version: int | None) -> None:
         click.echo(f"  {kind:<7} {mod}.{iname} {sig}")
 
 
+component.add_command(component_delete)
+for _cmd in (worker_revert, worker_fork, worker_update):
+    worker.add_command(_cmd)
 main.add_command(worker)
 main.add_command(promise)
 main.add_command(store)

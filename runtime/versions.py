@@ -284,3 +284,15 @@ def component_usage(rt: Runtime) -> dict[tuple[str, int], int]:
         key = (meta.get("component", ""), meta.get("version", -1))
         counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+def delete_component(rt: Runtime, name: str, version: int) -> None:
+    """Delete one component version; refused while any worker runs on it."""
+    rt.component(name, version)
+    users = sorted(m["id"] for m in rt.store.list_workers()
+                   if m.get("component") == name and m.get("version") == version)
+    if users:
+        more = f" and {len(users) - 3} more" if len(users) > 3 else ""
+        raise ArgumentError(f"component {name} v{version} is used by {len(users)} worker(s) "
+                            f"({', '.join(users[:3])}{more}); update or delete them first")
+    rt.store.delete_component(name, version)
