@@ -109,3 +109,22 @@ def test_killed_at_every_crash_point_recovers_to_the_crash_free_state(tmp_path, 
             shutil.rmtree(home)
     # One batch (entry + metadata) each; all but the fork also snapshot at once.
     assert killed >= (2 if op == "fork" else 4)
+
+
+def test_fork_then_divergent_invocations_killed_on_both(tmp_path, template):
+    src, _ = template
+    home = str(tmp_path / "store")
+    shutil.copytree(src, home)
+    assert golemish(home, ["worker", "fork", "bank/a", "bank/b"]).returncode == 0
+    base = state(home)["bank/a"]
+    for worker, fn, n, crash in (("bank/a", "deposit", "10", "after-host-call:1"),
+                                 ("bank/b", "withdraw", "5", "before-invocation:1"),
+                                 ("bank/b", "deposit", "1", "after-invocation:1")):
+        proc = golemish(home, ["invoke", worker, fn, n], crash)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        resumed = golemish(home, ["worker", "resume", worker])
+        assert resumed.returncode == 0, resumed.stderr
+    got = state(home)
+    # Each operation ran exactly once on its own worker, none leaked to the other.
+    assert got["bank/a"] == (0, base[1] + 10, base[2] + 1)
+    assert got["bank/b"] == (0, base[1] - 5 + 1, base[2] + 2)
