@@ -42,6 +42,8 @@ ZERO_HASH = bytes(HASH_SIZE)
 MANIFEST_VERSION = 1
 _U64 = struct.Struct(">Q")
 _BLOB_HEAD = struct.Struct("<BI")  # version, crc32 of the compressed body
+#: First byte of a fork's link to its parent's manifest (never a manifest version).
+_LINK = b"\xff"
 
 
 def page_hash(data: bytes | memoryview) -> bytes:
@@ -269,10 +271,45 @@ class SnapshotStore:
                 for k, _ in self._b.scan("snapshots", p, worker_id.encode() + b"\1",
                                          reverse=True)]
 
+    def manifest_blob(self, worker_id: str, index: int) -> bytes | None:
+        """The stored manifest bytes at (worker, index), following fork links."""
+        seen: list[str] = []
+        blob = self._b.get("snapshots", self._snap_key(worker_id, index))
+        while blob is not None and blob[:1] == _LINK:
+            seen.append(worker_id)
+            worker_id = blob[1:].decode()
+            if worker_id in seen:
+                raise CorruptionError("snapshot manifest", f"{seen[0]}@{index}",
+                                      "its fork links form a cycle")
+            blob = self._b.get("snapshots", self._snap_key(worker_id, index))
+        return blob
+
+    def link_op(self, parent: str, child: str, index: int) -> Op:
+        """Op giving ``child`` the parent's manifest at ``index`` by reference (a fork).
+
+        A few bytes, whatever the memory size. When the parent prunes or deletes that
+        manifest, the link is replaced by a copy in the same batch (see _unlink_ops).
+        """
+        return ("snapshots", self._snap_key(child, index), _LINK + parent.encode())
+
+    def _unlink_ops(self, worker_id: str, index: int) -> list[Op]:
+        """Before (worker, index) goes: copies for the members of its space linking to it."""
+        if not self._space(worker_id)[1]:
+            return []
+        space = self.space(worker_id)
+        ops: list[Op] = []
+        for other in {space, *self.members(space)} - {worker_id}:
+            key = self._snap_key(other, index)
+            if self._b.get("snapshots", key) == _LINK + worker_id.encode():
+                blob = self.manifest_blob(worker_id, index)
+                if blob is not None:
+                    ops.append(("snapshots", key, blob))
+        return ops
+
     def manifest(self, worker_id: str, index: int) -> Manifest:
         key = f"{worker_id}@{index}"
         skey = self._snap_key(worker_id, index)
-        blob = self._b.get("snapshots", skey)
+        blob = self.manifest_blob(worker_id, index)
         if blob is None:
             raise CorruptionError("snapshot manifest", key, "missing")
         m = self._decoded.get((skey, blob))
@@ -373,6 +410,7 @@ class SnapshotStore:
             except CorruptionError:
                 pass  # a damaged manifest: its pages are found by delete_all later
             ops.append(("snapshots", self._snap_key(worker_id, i), None))
+            ops.extend(self._unlink_ops(worker_id, i))
         if orphans and self._space(worker_id)[1]:
             orphans -= self._others_keep(worker_id)
         prefix = self._pages_prefix(worker_id)
@@ -387,6 +425,8 @@ class SnapshotStore:
         """
         p, end = self._prefix(worker_id), worker_id.encode() + b"\1"
         ops: list[Op] = [("snapshots", k, None) for k, _ in self._b.scan("snapshots", p, end)]
+        for k, _ in self._b.scan("snapshots", p, end):
+            ops.extend(self._unlink_ops(worker_id, _U64.unpack_from(k, len(p))[0]))
         space, shared = self._space(worker_id)
         pp = self._prefix(space)
         pages = self._b.scan("pages", pp, space.encode() + b"\1")

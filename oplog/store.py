@@ -358,8 +358,8 @@ class Store:
         """Create worker ``meta["id"]`` with a copy of ``parent``'s oplog up to ``at``, its
         idempotency keys there, and the listed snapshot manifests, in one batch.
 
-        The manifests keep naming the same pages: the fork joins the parent's page space
-        (see snapshots), so no page is copied.
+        The manifests are links to the parent's and keep naming the same pages: the fork
+        joins the parent's page space (see snapshots), so nothing grows with memory.
         """
         child = meta["id"]
         log = WorkerOplog(self.backend, child)
@@ -374,10 +374,8 @@ class Store:
         ops += [("idempotency", c + k[len(p):], v)
                 for k, v in self.backend.scan("idempotency", p, parent.encode() + b"\1")
                 if _U64.unpack(v)[0] <= at]
-        for i in snapshot_indexes:
-            blob = self.backend.get("snapshots", p + _U64.pack(i))
-            if blob is not None:
-                ops.append(("snapshots", c + _U64.pack(i), blob))
+        ops += [self.snapshots.link_op(parent, child, i) for i in snapshot_indexes
+                if self.backend.get("snapshots", p + _U64.pack(i)) is not None]
         ops += self.snapshots.share_ops(parent, child)
         ops.append(("workers", child.encode(), _pack_json(meta)))
         with self.snapshots.space_lock(parent):

@@ -125,9 +125,15 @@ def test_fork_survives_pruning_and_deletion_of_its_parent(make_runtime, guests):
     call(rt, "bank/a", "deposit", 5)
     rt.snapshot("bank/a")
     versions.fork(rt, "bank/a", "bank/b")
+
+    def fork_manifest_bytes():
+        return [len(v) for _, v in rt.store.backend.scan("snapshots", b"bank/b\0",
+                                                         b"bank/b\1")]
+    assert fork_manifest_bytes() == [1 + len("bank/a")]  # a link, not a copy
     for n in range(6):  # the parent prunes the snapshot the fork starts from
         call(rt, "bank/a", "deposit", 1)
         rt.snapshot("bank/a")
+    assert fork_manifest_bytes()[0] > 20  # copied when the parent pruned its own
     rt.delete_worker("bank/a")
     rt.close()
     rt2 = make_runtime()
@@ -313,3 +319,22 @@ def test_reverting_past_a_manual_update_returns_to_the_old_version(make_runtime,
     r = versions.revert(rt, "bank/a", to_index=end)
     assert r.version == 0
     assert call(rt, "bank/a", "version") == 1 and call(rt, "bank/a", "balance") == 5
+
+
+def test_a_fork_of_a_fork_outlives_both_ancestors(make_runtime, guests):
+    rt = bank(make_runtime, guests)
+    call(rt, "bank/a", "deposit", 5)
+    rt.snapshot("bank/a")
+    versions.fork(rt, "bank/a", "bank/b")
+    versions.fork(rt, "bank/b", "bank/c")  # links to b's link to a's manifest
+    rt.delete_worker("bank/a")  # still linked: b gets a copy in the same batch
+    rt.delete_worker("bank/b")
+    rt.close()
+    rt2 = make_runtime()
+    assert call(rt2, "bank/c", "balance") == 5
+    rep = rt2._workers["bank/c"].last_recovery
+    assert rep is not None and rep.mode == "snapshot" and not rep.fallbacks
+    from golemish.oplog.check import check_store
+    assert check_store(rt2.store)[0] == []
+    rt2.delete_worker("bank/c")  # the last member: the space's pages go with it
+    assert not list(rt2.store.backend.scan("pages", b""))
