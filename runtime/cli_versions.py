@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from . import versions
-from .cli_common import Ctx, emit_json, run, table
+from .cli_common import Ctx, emit_json, run
 from .errors import ArgumentError
 
 
@@ -107,10 +107,3 @@ def history_rows(rt: object, worker_id: str) -> list[str]:
             out.append(f"reverted to index {h['to']} at index {h['index']}{gone}")
     return out
 
-
-def usage_table(rt: object, comps: list[dict]) -> None:
-    """`component list` with the workers on each version."""
-    counts = versions.component_usage(rt)  # type: ignore[arg-type]
-    table([(c["name"], c["version"], counts.get((c["name"], c["version"]), 0),
-            f"{c['size']:,}", c["hash"][:12], c["model"]) for c in comps],
-          ["name", "version", "workers", "bytes", "hash", "model"])
