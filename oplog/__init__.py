@@ -1,7 +1,7 @@
 """golemish.oplog: entries, their encoding and the store. Knows nothing about wasm."""
 
 from .entries import (
-    AtomicBegin, AtomicEnd, EffectBegin, Rewind,
+    BOOKKEEPING, AtomicBegin, AtomicEnd, EffectBegin, Rewind, Revert, Update, UpdateFailed,
     Create, Entry, HostCall, InvokeEnd, InvokeFailed, InvokeStart, Log, Snapshot, TypedValue,
     decode_entry, encode_entry,
 )
@@ -10,7 +10,8 @@ from .snapshots import Manifest, SnapshotStore, page_hash
 from .store import Store, WorkerOplog, content_hash, open_store
 
 __all__ = [
-    "AtomicBegin", "AtomicEnd", "EffectBegin", "Rewind",
+    "BOOKKEEPING", "AtomicBegin", "AtomicEnd", "EffectBegin", "Rewind", "Revert", "Update",
+    "UpdateFailed",
     "Create", "Entry", "HostCall", "InvokeEnd", "InvokeFailed", "InvokeStart", "Log",
     "Snapshot", "TypedValue", "decode_entry", "encode_entry", "Manifest", "SnapshotStore",
     "page_hash",

@@ -55,7 +55,8 @@ def _check(store: Store, deep: bool, problems: list[Problem], counts: dict[str, 
         name = _owner(k)
         try:
             meta = _unpack_json(v, "component", name)
-            store.get_wasm(meta["hash"])
+            if not meta.get("deleted"):  # a deleted version's tombstone has no bytes
+                store.get_wasm(meta["hash"])
         except CorruptionError as e:
             problems.append(Problem(f"component {name}", str(e)))
 
@@ -74,6 +75,9 @@ def _check(store: Store, deep: bool, problems: list[Problem], counts: dict[str, 
         try:
             for k, _ in b.scan(table, b""):
                 owner = _owner(k)
+                if table == "pages" and any(m in workers
+                                            for m in store.snapshots.members(owner)):
+                    continue  # a page space that forks still share
                 if owner not in workers and owner not in seen:
                     seen.add(owner)
                     problems.append(Problem(f"{table} of {owner}", "belongs to no worker"))
@@ -144,9 +148,10 @@ def _check(store: Store, deep: bool, problems: list[Problem], counts: dict[str, 
             if index not in snapshot_entries:
                 problems.append(Problem(where, "has no Snapshot entry in the oplog"))
             hashes = m.nonzero()
+            pages_prefix = store.snapshots.space(wid).encode() + b"\0"
             counts["pages"] += len(hashes)
             for h in sorted(hashes):
-                if b.get("pages", prefix + h) is None:
+                if b.get("pages", pages_prefix + h) is None:
                     problems.append(Problem(where, f"names missing page {h.hex()}"))
                 elif deep:
                     try:

@@ -255,9 +255,67 @@ class Rewind(Entry):
         return f"entries after {self.to} are void: the atomic region there was re-run"
 
 
+@dataclass(frozen=True, slots=True)
+class Revert(Entry):
+    """The user reverted the worker to its state at ``to``: entries after ``to`` up to
+    this one are void. They stay for inspection; every later recovery skips them.
+    ``effects`` counts the outside effects (HTTP, worker calls) that were not undone."""
+
+    KIND: ClassVar[int] = 12
+    NAME: ClassVar[str] = "revert"
+    to: int = 0
+    invocations: int = 0
+    effects: int = 0
+
+    def summary(self) -> str:
+        extra = f", {self.effects} outside effect(s) not undone" if self.effects else ""
+        return (f"reverted to index {self.to}: {self.invocations} invocation(s) "
+                f"undone{extra}")
+
+
+@dataclass(frozen=True, slots=True)
+class Update(Entry):
+    """From here on the worker runs ``version``. ``mode`` auto: the whole oplog replayed
+    on it without divergence; manual: ``state`` is what the old version's
+    ``golemish_save`` returned and the new one's ``golemish_load`` took."""
+
+    KIND: ClassVar[int] = 13
+    NAME: ClassVar[str] = "update"
+    version: int
+    component_hash: str
+    mode: str = "auto"
+    from_version: int = 0
+    state: bytes = b""
+
+    def summary(self) -> str:
+        extra = f", {len(self.state):,} bytes of saved state" if self.mode == "manual" else ""
+        return (f"v{self.from_version} -> v{self.version} ({self.mode}, "
+                f"{self.component_hash[:12]}){extra}")
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateFailed(Entry):
+    """An update to ``version`` was tried and refused; the worker stayed as it was."""
+
+    KIND: ClassVar[int] = 14
+    NAME: ClassVar[str] = "update-failed"
+    version: int
+    mode: str = "auto"
+    message: str = ""
+
+    def summary(self) -> str:
+        return f"to v{self.version} ({self.mode}): {self.message}"
+
+
+#: Entries that record what happened to the worker, not guest execution: replay passes
+#: over them.
+BOOKKEEPING: tuple[type[Entry], ...] = (Snapshot, Update, UpdateFailed)
+
+
 ENTRY_TYPES: dict[int, type[Entry]] = {
     t.KIND: t for t in (Create, InvokeStart, InvokeEnd, InvokeFailed, HostCall, Log, Snapshot,
-                        EffectBegin, AtomicBegin, AtomicEnd, Rewind)
+                        EffectBegin, AtomicBegin, AtomicEnd, Rewind, Revert, Update,
+                        UpdateFailed)
 }
 
 
@@ -336,6 +394,7 @@ def decode_entry(raw: bytes, *, key: str = "oplog", index: int | None = None) ->
 __all__ = [
     "FORMAT_VERSION", "Entry", "Create", "InvokeStart", "InvokeEnd", "InvokeFailed",
     "HostCall", "Log", "Snapshot", "EffectBegin", "AtomicBegin", "AtomicEnd", "Rewind",
+    "Revert", "Update", "UpdateFailed", "BOOKKEEPING",
     "ENTRY_TYPES", "TypedValue", "encode_entry", "decode_entry",
     "peek_kind", "encode_host_call",
 ]

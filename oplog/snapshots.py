@@ -10,10 +10,16 @@ hashes (all-zero bytes for a zero page, which is never stored), plus the
 mutable globals and table sizes. Restoring one never walks a chain of deltas;
 incremental capture only changes which pages have to be hashed and written.
 
+    pagespaces b"w" worker id                -> the page space of a fork
+               b"m" space \0 worker id      -> b"" (the workers sharing a space)
+
 Integrity: a page's key is its content hash, so a page is verified by hashing
 what was read; a manifest blob carries a CRC32 of its compressed body. Pages are
-kept per worker so that pruning a worker's old snapshots can find unreferenced
-pages by looking at that worker's own manifests only.
+kept per *page space*, which is the worker's own id unless it is a fork: a fork
+shares the space of the worker it was forked from, so forking copies a manifest,
+not pages. Pruning (or deleting) a worker finds unreferenced pages by looking at
+its own manifests and, in a shared space, at those of every other member, so no
+worker can delete a page another one still needs.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ ZERO_HASH = bytes(HASH_SIZE)
 MANIFEST_VERSION = 1
 _U64 = struct.Struct(">Q")
 _BLOB_HEAD = struct.Struct("<BI")  # version, crc32 of the compressed body
+#: First byte of a fork's link to its parent's manifest (never a manifest version).
+_LINK = b"\xff"
 
 
 def page_hash(data: bytes | memoryview) -> bytes:
@@ -128,6 +136,15 @@ class SnapshotStore:
         # "assume instances are not thread safe"); workers run in parallel threads.
         self._tls = threading.local()
         self._decoded: dict[tuple[bytes, bytes], Manifest] = {}
+        #: worker id -> (page space, shared with other workers?); a space never changes
+        #: for a worker's life, and forks invalidate the entries they touch.
+        self._spaces: dict[str, tuple[str, bool]] = {}
+        #: Per shared space: one lock over "is this page stored?" answers and pruning.
+        self._space_locks: dict[str, threading.RLock] = {}
+        self._guard = threading.Lock()
+        #: Pages a snapshot being captured relies on without writing them (shared spaces):
+        #: another member's pruning must keep them until that snapshot is written.
+        self._vouched: dict[str, set[bytes]] = {}
 
     @property
     def _cctx(self) -> zstandard.ZstdCompressor:
@@ -158,13 +175,80 @@ class SnapshotStore:
     def _snap_key(self, worker_id: str, index: int) -> bytes:
         return self._prefix(worker_id) + _U64.pack(index)
 
+    # -- page spaces ---------------------------------------------------------------
+    def space(self, worker_id: str) -> str:
+        """The page space the worker's pages live in (its own id unless a fork)."""
+        return self._space(worker_id)[0]
+
+    def _space(self, worker_id: str) -> tuple[str, bool]:
+        got = self._spaces.get(worker_id)
+        if got is None:
+            raw = self._b.get("pagespaces", b"w" + worker_id.encode())
+            space = raw.decode() if raw is not None else worker_id
+            shared = space != worker_id or bool(self.members(space))
+            got = self._spaces[worker_id] = (space, shared)
+        return got
+
+    def _pages_prefix(self, worker_id: str) -> bytes:
+        return self._prefix(self._space(worker_id)[0])
+
+    def members(self, space: str) -> list[str]:
+        """Workers registered as sharing ``space`` (empty for an unshared one)."""
+        p = b"m" + space.encode() + b"\0"
+        return [k[len(p):].decode()
+                for k, _ in self._b.scan("pagespaces", p, b"m" + space.encode() + b"\1")]
+
+    def share_ops(self, parent: str, child: str) -> list[Op]:
+        """Ops putting ``child``'s pages in ``parent``'s space (a fork)."""
+        space = self.space(parent)
+        ops: list[Op] = [("pagespaces", b"m" + space.encode() + b"\0" + w.encode(), b"")
+                         for w in (parent, child)]
+        if child != space:
+            ops.append(("pagespaces", b"w" + child.encode(), space.encode()))
+        return ops
+
+    def forget(self, *worker_ids: str) -> None:
+        """Drop cached space facts (after a fork or a delete changed them)."""
+        for w in worker_ids:
+            self._spaces.pop(w, None)
+
+    def space_lock(self, worker_id: str) -> threading.RLock:
+        """The lock that orders page reuse against pruning within the worker's space."""
+        space = self.space(worker_id)
+        with self._guard:
+            return self._space_locks.setdefault(space, threading.RLock())
+
+    def settled(self, worker_id: str) -> None:
+        """The worker's snapshot batch is written: its vouched pages are referenced now."""
+        self._vouched.pop(worker_id, None)
+
+    def _others_keep(self, worker_id: str) -> set[bytes]:
+        """Pages other members of a shared space reference or rely on."""
+        space = self.space(worker_id)
+        keep: set[bytes] = set()
+        for other in {space, *self.members(space)} - {worker_id}:
+            keep |= self._vouched.get(other, set())
+            for i in self.indexes(other):
+                try:
+                    keep |= self.manifest(other, i).nonzero()
+                except CorruptionError:
+                    pass
+        return keep
+
     # -- writing -------------------------------------------------------------
     def has_page(self, worker_id: str, h: bytes) -> bool:
-        return self._b.get("pages", self._prefix(worker_id) + h) is not None
+        space, shared = self._space(worker_id)
+        if not shared:
+            return self._b.get("pages", self._prefix(space) + h) is not None
+        with self.space_lock(worker_id):
+            present = self._b.get("pages", self._prefix(space) + h) is not None
+            if present:
+                self._vouched.setdefault(worker_id, set()).add(h)
+            return present
 
     def page_ops(self, worker_id: str, pages: dict[bytes, bytes]) -> tuple[list[Op], int]:
         """Batch ops storing compressed pages; returns (ops, compressed bytes)."""
-        prefix = self._prefix(worker_id)
+        prefix = self._pages_prefix(worker_id)
         ops: list[Op] = []
         size = 0
         cctx = self._cctx
@@ -187,10 +271,45 @@ class SnapshotStore:
                 for k, _ in self._b.scan("snapshots", p, worker_id.encode() + b"\1",
                                          reverse=True)]
 
+    def manifest_blob(self, worker_id: str, index: int) -> bytes | None:
+        """The stored manifest bytes at (worker, index), following fork links."""
+        seen: list[str] = []
+        blob = self._b.get("snapshots", self._snap_key(worker_id, index))
+        while blob is not None and blob[:1] == _LINK:
+            seen.append(worker_id)
+            worker_id = blob[1:].decode()
+            if worker_id in seen:
+                raise CorruptionError("snapshot manifest", f"{seen[0]}@{index}",
+                                      "its fork links form a cycle")
+            blob = self._b.get("snapshots", self._snap_key(worker_id, index))
+        return blob
+
+    def link_op(self, parent: str, child: str, index: int) -> Op:
+        """Op giving ``child`` the parent's manifest at ``index`` by reference (a fork).
+
+        A few bytes, whatever the memory size. When the parent prunes or deletes that
+        manifest, the link is replaced by a copy in the same batch (see _unlink_ops).
+        """
+        return ("snapshots", self._snap_key(child, index), _LINK + parent.encode())
+
+    def _unlink_ops(self, worker_id: str, index: int) -> list[Op]:
+        """Before (worker, index) goes: copies for the members of its space linking to it."""
+        if not self._space(worker_id)[1]:
+            return []
+        space = self.space(worker_id)
+        ops: list[Op] = []
+        for other in {space, *self.members(space)} - {worker_id}:
+            key = self._snap_key(other, index)
+            if self._b.get("snapshots", key) == _LINK + worker_id.encode():
+                blob = self.manifest_blob(worker_id, index)
+                if blob is not None:
+                    ops.append(("snapshots", key, blob))
+        return ops
+
     def manifest(self, worker_id: str, index: int) -> Manifest:
         key = f"{worker_id}@{index}"
         skey = self._snap_key(worker_id, index)
-        blob = self._b.get("snapshots", skey)
+        blob = self.manifest_blob(worker_id, index)
         if blob is None:
             raise CorruptionError("snapshot manifest", key, "missing")
         m = self._decoded.get((skey, blob))
@@ -217,7 +336,7 @@ class SnapshotStore:
 
     def load_pages(self, worker_id: str, hashes: Iterable[bytes]) -> dict[bytes, bytes]:
         """Fetch and verify pages. A missing or damaged page raises CorruptionError."""
-        prefix = self._prefix(worker_id)
+        prefix = self._pages_prefix(worker_id)
         out: dict[bytes, bytes] = {}
         dctx = self._dctx
         for h in hashes:
@@ -235,10 +354,10 @@ class SnapshotStore:
         pages, so reading them all in key order beats a point read per page. Raises
         CorruptionError for a damaged page, and at the end for any that were missing.
         """
-        prefix = self._prefix(worker_id)
+        prefix = self._pages_prefix(worker_id)
         left = set(wanted)
         dctx = self._dctx
-        for key, z in self._b.scan("pages", prefix, worker_id.encode() + b"\1", bulk=True):
+        for key, z in self._b.scan("pages", prefix, prefix[:-1] + b"\1", bulk=True):
             h = key[len(prefix):]
             if h not in left:
                 continue
@@ -251,10 +370,10 @@ class SnapshotStore:
                                   f"missing ({len(left)} page(s) in all)")
 
     def page_sizes(self, worker_id: str) -> tuple[int, int]:
-        """(number of stored pages, compressed bytes) for one worker."""
-        p = self._prefix(worker_id)
+        """(number of stored pages, compressed bytes) in the worker's page space."""
+        p = self._pages_prefix(worker_id)
         n = size = 0
-        for _, v in self._b.scan("pages", p, worker_id.encode() + b"\1"):
+        for _, v in self._b.scan("pages", p, p[:-1] + b"\1"):
             n += 1
             size += len(v)
         return n, size
@@ -291,14 +410,33 @@ class SnapshotStore:
             except CorruptionError:
                 pass  # a damaged manifest: its pages are found by delete_all later
             ops.append(("snapshots", self._snap_key(worker_id, i), None))
-        prefix = self._prefix(worker_id)
+            ops.extend(self._unlink_ops(worker_id, i))
+        if orphans and self._space(worker_id)[1]:
+            orphans -= self._others_keep(worker_id)
+        prefix = self._pages_prefix(worker_id)
         ops.extend(("pages", prefix + h, None) for h in orphans)
         return ops
 
     def delete_all_ops(self, worker_id: str) -> list[Op]:
+        """Ops deleting the worker's manifests and the pages no one else needs.
+
+        In a shared space, call it holding :meth:`space_lock`, and :meth:`forget` the
+        worker once the ops are written.
+        """
         p, end = self._prefix(worker_id), worker_id.encode() + b"\1"
-        return ([("snapshots", k, None) for k, _ in self._b.scan("snapshots", p, end)]
-                + [("pages", k, None) for k, _ in self._b.scan("pages", p, end)])
+        ops: list[Op] = [("snapshots", k, None) for k, _ in self._b.scan("snapshots", p, end)]
+        for k, _ in self._b.scan("snapshots", p, end):
+            ops.extend(self._unlink_ops(worker_id, _U64.unpack_from(k, len(p))[0]))
+        space, shared = self._space(worker_id)
+        pp = self._prefix(space)
+        pages = self._b.scan("pages", pp, space.encode() + b"\1")
+        if not shared:
+            return ops + [("pages", k, None) for k, _ in pages]
+        keep = self._others_keep(worker_id)
+        ops += [("pages", k, None) for k, _ in pages if k[len(pp):] not in keep]
+        ops.append(("pagespaces", b"m" + space.encode() + b"\0" + worker_id.encode(), None))
+        ops.append(("pagespaces", b"w" + worker_id.encode(), None))
+        return ops
 
 
 def changed_pages(old: Manifest | None, new_pages: Sequence[bytes]) -> int:

@@ -26,7 +26,7 @@ import hashlib
 import json
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import zstandard
@@ -365,10 +365,13 @@ class Store:
         key = self._component_key(meta["name"], meta["version"])
         self.backend.put("components", key, _pack_json(meta))
 
-    def component_versions(self, name: str) -> list[dict[str, Any]]:
+    def component_versions(self, name: str, *, deleted: bool = False) -> list[dict[str, Any]]:
+        """The versions of one component; ``deleted`` includes the tombstones of deleted
+        ones (their numbers are never given out again)."""
         prefix = name.encode() + b"\0"
-        return [_unpack_json(v, "component", f"{name} v{_U32.unpack_from(k, len(prefix))[0]}")
-                for k, v in self.backend.scan("components", prefix, name.encode() + b"\1")]
+        metas = [_unpack_json(v, "component", f"{name} v{_U32.unpack_from(k, len(prefix))[0]}")
+                 for k, v in self.backend.scan("components", prefix, name.encode() + b"\1")]
+        return metas if deleted else [m for m in metas if not m.get("deleted")]
 
     def get_component(self, name: str, version: int | None = None) -> dict[str, Any] | None:
         """One version's metadata; the latest when version is None."""
@@ -376,11 +379,28 @@ class Store:
             versions = self.component_versions(name)
             return versions[-1] if versions else None
         raw = self.backend.get("components", self._component_key(name, version))
-        return None if raw is None else _unpack_json(raw, "component", f"{name} v{version}")
+        meta = None if raw is None else _unpack_json(raw, "component", f"{name} v{version}")
+        return None if meta is None or meta.get("deleted") else meta
 
     def list_components(self) -> list[dict[str, Any]]:
-        return [_unpack_json(v, "component", k.split(b"\0")[0].decode())
-                for k, v in self.backend.scan("components", b"")]
+        metas = [_unpack_json(v, "component", k.split(b"\0")[0].decode())
+                 for k, v in self.backend.scan("components", b"")]
+        return [m for m in metas if not m.get("deleted")]
+
+    def delete_component(self, name: str, version: int) -> None:
+        """Replace one version by a tombstone; its bytes go unless another version has them.
+
+        The caller checks that no worker uses it (a worker's oplog names its version).
+        """
+        meta = self.get_component(name, version)
+        if meta is None:
+            raise StoreError(f"component {name} has no version {version}")
+        ops: list[Op] = [("components", self._component_key(name, version), _pack_json(
+            {"name": name, "version": version, "hash": meta["hash"], "deleted": True}))]
+        if not any(m["hash"] == meta["hash"] for m in self.list_components()
+                   if (m["name"], m["version"]) != (name, version)):
+            ops.append(("wasm", meta["hash"].encode(), None))
+        self.backend.write(ops)
 
     def get_wasm(self, digest: str) -> bytes:
         raw = self.backend.get("wasm", digest.encode())
@@ -433,17 +453,65 @@ class Store:
     def delete_worker(self, worker_id: str) -> None:
         """Remove the worker and its oplog (retention is explicit: this is the user's call)."""
         ops: list[Any] = self.oplog(worker_id).delete_ops()
-        ops.extend(self.snapshots.delete_all_ops(worker_id))
         p = worker_id.encode() + b"\0"
         ops.extend(("idempotency", k, None)
                    for k, _ in self.backend.scan("idempotency", p, worker_id.encode() + b"\1"))
         ops.append(("workers", worker_id.encode(), None))
-        self.backend.write(ops)
+        with self.snapshots.space_lock(worker_id):
+            self.backend.write(ops + self.snapshots.delete_all_ops(worker_id))
+        self.snapshots.forget(worker_id)
 
     def oplog(self, worker_id: str) -> WorkerOplog:
         """The worker's oplog; see :attr:`WorkerOplog.damage` for one that disagrees with
         its recorded length (reading or appending then raises CorruptionError)."""
         return WorkerOplog(self.backend, worker_id, require_head=self.heads_required)
+
+    def append_with_worker(self, log: WorkerOplog, entry: Entry, meta: dict[str, Any],
+                           extra: Sequence[Op] = ()) -> int:
+        """Append one entry and replace the worker's metadata in one batch (an update or
+        a revert changes both, and a crash must never leave one without the other)."""
+        index, op = log.append_ops(entry)
+        self.backend.write([op, ("workers", meta["id"].encode(), _pack_json(meta)), *extra])
+        log.committed(index)
+        return index
+
+    def idempotency_ops(self, worker_id: str, lo: int, hi: int) -> list[Op]:
+        """Ops forgetting the idempotency keys of invocations begun in lo..hi."""
+        p = worker_id.encode() + b"\0"
+        return [("idempotency", k, None)
+                for k, v in self.backend.scan("idempotency", p, worker_id.encode() + b"\1")
+                if lo <= _U64.unpack(v)[0] <= hi]
+
+    def fork_worker(self, parent: str, meta: dict[str, Any], at: int,
+                    snapshot_indexes: list[int]) -> WorkerOplog:
+        """Create worker ``meta["id"]`` with a copy of ``parent``'s oplog up to ``at``, its
+        idempotency keys there, and the listed snapshot manifests, in one batch.
+
+        The manifests are links to the parent's and keep naming the same pages: the fork
+        joins the parent's page space (see snapshots), so nothing grows with memory.
+        """
+        child = meta["id"]
+        log = WorkerOplog(self.backend, child)
+        if log.last_index or self.get_worker(child) is not None:
+            raise StoreError(f"worker {child} already exists")
+        source = WorkerOplog(self.backend, parent)
+        ops: list[Op] = [("oplog", log._key(i), raw) for i, raw in source.raw(1, at)]
+        if len(ops) != at:
+            raise CorruptionError("oplog", parent, f"has {len(ops)} of entries 1..{at}",
+                                  hint="run `golemish store check`")
+        p, c = parent.encode() + b"\0", child.encode() + b"\0"
+        ops += [("idempotency", c + k[len(p):], v)
+                for k, v in self.backend.scan("idempotency", p, parent.encode() + b"\1")
+                if _U64.unpack(v)[0] <= at]
+        ops += [self.snapshots.link_op(parent, child, i) for i in snapshot_indexes
+                if self.backend.get("snapshots", p + _U64.pack(i)) is not None]
+        ops += self.snapshots.share_ops(parent, child)
+        ops.append(("workers", child.encode(), _pack_json(meta)))
+        with self.snapshots.space_lock(parent):
+            self.backend.write(ops)
+        self.snapshots.forget(parent, child)
+        log.committed(at)
+        return log
 
     # -- idempotency keys -----------------------------------------------------
     def idempotent_index(self, worker_id: str, key: str) -> int | None:
@@ -484,10 +552,12 @@ class Store:
         index, entry_op = log.append_ops(entry)
         if manifest.index != index:
             raise StoreError(f"manifest for index {manifest.index} written at {index}")
-        ops = [*page_ops, self.snapshots.manifest_op(log.worker_id, manifest), entry_op,
-               log.head_op(index),
-               *self.snapshots.prune_ops(log.worker_id, keep, pending=manifest)]
-        self.backend.write(ops)
+        with self.snapshots.space_lock(log.worker_id):  # forks share pages: see snapshots
+            ops = [*page_ops, self.snapshots.manifest_op(log.worker_id, manifest), entry_op,
+                   log.head_op(index),
+                   *self.snapshots.prune_ops(log.worker_id, keep, pending=manifest)]
+            self.backend.write(ops)
+            self.snapshots.settled(log.worker_id)
         log.committed(index)
         if archive:
             kept = self.snapshots.indexes(log.worker_id)

@@ -18,10 +18,12 @@ from golemish.oplog import GolemishError
 from .cli_common import (
     Ctx, MainGroup, emit_json, protect_stdio, run, table, typed_json, when, writer,
 )
+from . import versions
 from .cli_manage import promise, store, worker
 from .cli_testing import test_replay, worker_export
 from .components import DEFAULT_MAX_BYTES, read_module
 from .crash import POINTS as CRASH_POINTS
+from .cli_versions import component_delete, worker_fork, worker_revert, worker_update
 from .errors import ArgumentError
 from .policy import SnapshotPolicy
 from .values import format_value
@@ -75,9 +77,14 @@ def main(click_ctx: click.Context, home: str, as_json: bool, debug: bool, sync: 
               help="Let this version's workers reach HOST (any port, or only PORT) over "
                    "HTTP; '*' allows every host. Guests reach nothing by default, "
                    "loopback included.")
+@click.option("--update-workers", type=click.Choice(["none", "auto"]), default="none",
+              show_default=True,
+              help="auto: move every idle worker of the component to the new version "
+                   "(each replays its history on it; one that diverges stays).")
 @run
 def deploy(ctx: Ctx, path: Path, name: str | None, wit_path: Path | None,
-           stackful: bool, allow_http: tuple[str, ...], max_size: float) -> None:
+           stackful: bool, allow_http: tuple[str, ...], max_size: float,
+           update_workers: str) -> None:
     """Deploy a WASI preview 1 module as a new component version."""
     ctx.max_component_bytes = int(max_size * (1 << 20))
     try:
@@ -90,9 +97,14 @@ def deploy(ctx: Ctx, path: Path, name: str | None, wit_path: Path | None,
     with ctx.runtime(create=True) as rt:
         res = rt.deploy(wasm, name, wit, str(wit_path) if wit_path else None, stackful,
                         http_allow=allow_http)
+        updated = (versions.update_idle(rt, name, res.meta["version"])
+                   if update_workers == "auto" else [])
     m = res.meta
+    for wid, outcome in updated if not ctx.json else ():
+        click.echo(f"{wid}: {outcome}", err=True)
     if ctx.json:
-        emit_json({"created": res.created, **m})
+        emit_json({"created": res.created, **m,
+                   **({"workers": dict(updated)} if update_workers == "auto" else {})})
     elif res.created:
         click.echo(f"deployed {m['name']} v{m['version']} ({m['size']:,} bytes, "
                    f"{m['hash'][:12]}{', stackful' if m.get('stackful') else ''})")
@@ -191,12 +203,14 @@ def component_list(ctx: Ctx) -> None:
     """List components and their versions."""
     with ctx.runtime(readonly=True) as rt:
         comps = rt.list_components()
+        counts = versions.component_usage(rt)
     if ctx.json:
-        emit_json(comps)
+        emit_json([{**c, "workers": counts.get((c["name"], c["version"]), 0)} for c in comps])
         return
-    table([(c["name"], c["version"], f"{c['size']:,}", c["hash"][:12], c["model"],
-             when(c["deployed_at"])) for c in comps],
-           ["name", "version", "bytes", "hash", "model", "deployed"])
+    table([(c["name"], c["version"], counts.get((c["name"], c["version"]), 0),
+            f"{c['size']:,}", c["hash"][:12], c["model"], when(c["deployed_at"]))
+           for c in comps],
+          ["name", "version", "workers", "bytes", "hash", "model", "deployed"])
 
 
 @component.command("show")
@@ -244,6 +258,11 @@ def component_config(ctx: Ctx, name: str, version: int | None, allow_http: tuple
         return
     click.echo(f"{name} v{meta['version']}: HTTP allow-list: "
                f"{', '.join(meta['http_allow']) or 'none (guests reach nothing by default)'}")
+
+
+component.add_command(component_delete)
+for _cmd in (worker_revert, worker_fork, worker_update):
+    worker.add_command(_cmd)
 
 
 main.add_command(worker)

@@ -9,9 +9,11 @@ import click
 
 from golemish.oplog import GolemishError
 
+from . import versions
 from .cli_common import (
     SUMMARY_WIDTH, Ctx, clip, emit_json, full_summary, run, table, when, writer,
 )
+from .cli_versions import history_rows
 from .errors import Suspended, WorkerSuspendedError
 from .policy import SnapshotPolicy
 from .values import format_value
@@ -43,6 +45,8 @@ def worker_show(ctx: Ctx, worker_id: str) -> None:
     """Show one worker."""
     with ctx.runtime(readonly=True) as rt:
         info = rt.worker_info(worker_id)
+        history = history_rows(rt, worker_id)
+        info["version_history"] = versions.version_history(rt, worker_id)
     if ctx.json:
         emit_json(info)
         return
@@ -68,6 +72,9 @@ def worker_show(ctx: Ctx, worker_id: str) -> None:
         rows.append(("last recovery", info["last_recovery"]))
     if info.get("error"):
         rows.append(("error", info["error"]))
+    if info.get("forked_from"):
+        rows.append(("forked from", info["forked_from"]))
+    rows += [("versions" if i == 0 else "", line) for i, line in enumerate(history)]
     for k, v in rows:
         click.echo(f"{k + ':':<15} {v}")
 
@@ -83,10 +90,16 @@ def worker_oplog(ctx: Ctx, worker_id: str, start: int, end: int | None, full: bo
     """Print a worker's oplog: index, kind and a summary per entry."""
     with ctx.runtime(readonly=True) as rt:
         entries = rt.oplog(worker_id, start, end)
+        void = versions.skipped(rt, worker_id)  # voided by a revert (or a rewind)
+
+    def skip(i: int) -> bool:
+        return any(a <= i <= b for a, b in void)
     if ctx.json:
-        emit_json([{"index": i, **e.to_json()} for i, e in entries])
+        emit_json([{"index": i, **e.to_json(), **({"skipped": True} if skip(i) else {})}
+                   for i, e in entries])
         return
-    table([(i, e.NAME, full_summary(e) if full else clip(e.summary())) for i, e in entries],
+    table([(i, e.NAME + (" (skipped)" if skip(i) else ""),
+            full_summary(e) if full else clip(e.summary())) for i, e in entries],
           ["index", "kind", "summary"])
 
 

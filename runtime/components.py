@@ -155,9 +155,9 @@ def deploy(store: Store, engine: Engine, wasm: bytes, name: str,
         if not asyncify.is_stackful(e[0] for e in engine.exports(engine.compile(wasm))):
             wasm = asyncify.asyncify(wasm)
     digest = content_hash(wasm)
-    versions = store.component_versions(name)
+    versions = store.component_versions(name, deleted=True)  # numbers are never reused
     for meta in versions:
-        if meta["hash"] == digest and meta.get("wit") == wit:
+        if meta["hash"] == digest and meta.get("wit") == wit and not meta.get("deleted"):
             return DeployResult(meta, created=False)
     module = compile_instrumented(engine, wasm)
     missing = missing_imports(engine, module)

@@ -17,6 +17,7 @@
     │   └── GuestExit                  the guest called proc_exit
     ├── DivergenceError                replay asked for something other than what was recorded
     ├── WorkerFailedError              the worker is marked failed (after a divergence)
+    ├── UpdateError                    an update was refused; the worker stays as it was
     ├── Suspended                      the invocation waits (promise, long sleep): not a failure
     │   └── WorkerSuspendedError       …and the worker cannot take other work until it resumes
     ├── PromiseError                   unknown promise, or completed twice
@@ -131,6 +132,10 @@ class DivergenceError(GolemishError):
 
 class WorkerFailedError(GolemishError):
     """The worker is marked failed and refuses invocations until it is deleted."""
+
+
+class UpdateError(GolemishError):
+    """A worker update failed (divergence, no save/load exports, …); nothing changed."""
 
 
 class Suspended(GolemishError):

@@ -312,6 +312,7 @@ class Runtime:
         Returns the abandoned function's name, or None when nothing was pending.
         """
         from golemish.oplog import InvokeFailed
+        from .history import read_history
         from .recovery import plan_recovery
         with self._lock(worker_id):
             meta = self.store.get_worker(worker_id)
@@ -322,7 +323,8 @@ class Runtime:
                 w.discard()
             log = self.store.oplog(worker_id)
             start = max([0, *self.store.snapshots.indexes(worker_id)])
-            plan = plan_recovery(worker_id, log.kinds(start + 1), start)
+            h = read_history(log, start + 1)
+            plan = plan_recovery(worker_id, h.kinds, start, h.rewinds, reverts=h.reverts)
             pending = None
             if plan.open_start is not None:
                 entry = log.get(plan.open_start)

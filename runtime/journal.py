@@ -16,8 +16,9 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 
 from golemish.oplog import (
+    BOOKKEEPING,
     AtomicBegin, AtomicEnd, EffectBegin, Entry, HostCall, InvokeEnd, InvokeFailed, InvokeStart,
-    Log, Rewind, Snapshot, WorkerOplog,
+    Log, Rewind, WorkerOplog,
 )
 
 from .crash import CrashPoints
@@ -75,9 +76,9 @@ class Cursor:
             item = next(self._it, None)
             if item is None or (self.limit is not None and item[0] > self.limit):
                 self._done = True
-            elif not self._is_void(item[0]) and not isinstance(item[1], Snapshot):
-                # Snapshot entries are bookkeeping, not guest execution: mid-call ones
-                # sit inside an invocation's body, and replay passes over them.
+            elif not self._is_void(item[0]) and not isinstance(item[1], BOOKKEEPING):
+                # Snapshot (and Update) entries are bookkeeping, not guest execution:
+                # mid-call ones sit inside an invocation's body, and replay passes over them.
                 self._peeked = item
         return self._peeked
 

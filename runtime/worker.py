@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from golemish.oplog import (
     codec,
     CorruptionError, Create, Entry, GolemishError, InvokeEnd, InvokeFailed, InvokeStart,
-    Manifest, Rewind, Snapshot, TypedValue,
+    Manifest, Snapshot, TypedValue,
 )
 
 from .errors import (
@@ -29,7 +29,11 @@ from .host_api import GolemishHost
 from .stackful import Stackful
 from .journal import Cursor, Journal, OutputFn, describe
 from .policy import PolicyState, SnapshotPolicy
-from .recovery import plan_recovery, snapshot_candidates
+from .history import read_history
+from .recovery import (
+    plan_recovery, recovery_base, snapshot_candidates, usable_snapshots, void_ranges,
+)
+from .versions_manual import manual_base, start_from_state
 from .snapshots import Layout, MemoryImage, SnapshotError, restore
 from . import wave
 from .values import format_results, format_value, same_values, typed
@@ -122,6 +126,8 @@ class Worker:
         #: Mid-call snapshots, for components transformed with asyncify.
         self.midcall: Stackful | None = Stackful(self) if is_stackful(
             e[0] for e in runtime.engine.exports(self.module)) else None
+        #: Rebuild from Create, ignoring snapshots (an auto update's trial replay).
+        self.full_replay = False
         #: The limits the worker was created with (initialisation runs under them) and
         #: those in force now; an invocation under other ones records them (set_limits).
         self.created_limits: tuple[int, float] = (
@@ -242,10 +248,15 @@ class Worker:
 
     def _restore_latest(self, create: Create, report: RecoveryReport) -> Manifest | None:
         """Restore the newest snapshot that verifies; None when there is none."""
-        if self.rt.config.recovery == "replay":
+        if self.rt.config.recovery == "replay" or self.full_replay:
             return None
         snaps = self.rt.store.snapshots
-        for index in snapshot_candidates(snaps.indexes(self.id), self.oplog.last_index):
+        candidates = snapshot_candidates(snaps.indexes(self.id), self.oplog.last_index)
+        if candidates:  # a revert voids the snapshots between its target and itself
+            h = read_history(self.oplog, min(candidates) + 1)
+            floor = recovery_base(h.updates, void_ranges(h.rewinds, h.reverts))
+            candidates = usable_snapshots(candidates, h.reverts, floor)
+        for index in candidates:
             t0 = time.perf_counter()
             inst = None
             try:
@@ -279,10 +290,9 @@ class Worker:
 
     def _plan_tail(self, start: int, open_at: int | None = None) -> Any:
         """Plan the replay of the entries after ``start`` (Rewind targets read here)."""
-        kinds = list(self.oplog.kinds(start + 1))
-        rewinds = {i: e.to for i, k in kinds if k == Rewind.KIND
-                   for e in [self.oplog.get(i)] if isinstance(e, Rewind)}
-        return plan_recovery(self.id, kinds, start, rewinds, open_at=open_at)
+        h = read_history(self.oplog, start + 1)
+        return plan_recovery(self.id, h.kinds, start, h.rewinds, open_at=open_at,
+                             reverts=h.reverts)
 
     def _plan_midcall(self, midcall: list[Any]) -> Any:
         invocation, tail_from = midcall[0], midcall[1]
@@ -301,16 +311,23 @@ class Worker:
         self.journal.replayed_calls = 0
         base = self._restore_latest(create, report)
         midcall = self._host_parts(base)[2] if base is not None else None
+        # Without a snapshot, a manual update's saved state is where replay can start.
+        loaded = manual_base(self) if base is None else None
         start = midcall[1] - 1 if midcall is not None else report.snapshot_index
+        if loaded is not None:
+            start = report.snapshot_index = loaded[0]
         if midcall is not None:
             plan = self._plan_midcall(midcall)
         else:
             plan = self._plan_tail(start)
         report.entries = plan.last_index - start
+        if loaded is not None:  # sealed, as at the update: before the replay cursor
+            start_from_state(self, create, loaded[1])
+            report.mode = "manual update"
         cursor = Cursor(self.oplog.read(start + 1), plan.void, plan.rewind_to)
         self.journal.rewind_to = plan.rewind_to
         self.journal.replay_from(cursor)
-        if base is None:
+        if base is None and loaded is None:
             cursor.next()  # the Create entry
             self.instance = self._instantiate(create)
         self._track(base)
@@ -657,7 +674,7 @@ class Worker:
     def status(self) -> str:
         if self.meta.get("status") in ("failed", "suspended"):
             return str(self.meta["status"])
-        plan = plan_recovery(self.id, self.oplog.kinds())
+        plan = self._plan_tail(0)
         return "interrupted" if plan.open_start is not None else "idle"
 
     def entries(self, start: int = 1, end: int | None = None) -> list[tuple[int, Entry]]:

@@ -136,6 +136,29 @@ int64_t golemish_atomic_begin(void);
 GOLEMISH_IMPORT("atomic_end")
 int32_t golemish_atomic_end(int64_t region);
 
+/* ---- manual updates ---------------------------------------------------------------- */
+
+/* `golemish worker update W --to V --mode manual` carries a worker's state from one
+ * component version to another whose memory layout differs. The running (old)
+ * version exports golemish_save, the target (new) version exports golemish_load:
+ *
+ *   GOLEMISH_EXPORT("golemish_save") const golemish_saved_t *golemish_save(void);
+ *       Returns a pointer to {ptr, len}: the bytes that describe the state. The host
+ *       copies them out at once; the old instance is thrown away afterwards.
+ *   GOLEMISH_EXPORT("golemish_load") int32_t golemish_load(uint8_t *data, uint32_t len);
+ *       Called on a fresh instance of the new version (after _initialize) with the
+ *       saved bytes in a buffer the host allocated through cabi_realloc: the guest
+ *       owns it (free() it). Returns GOLEMISH_OK, or anything else to refuse.
+ *
+ * The saved bytes are recorded in the oplog's update entry, so recovery after the
+ * update rebuilds the worker by loading them again. Both functions must therefore
+ * be deterministic: no clock, random or other recorded host call (the update is
+ * refused if they make one). Either failing leaves the worker on its old version. */
+typedef struct {
+    const uint8_t *ptr;
+    uint32_t len;
+} golemish_saved_t;
+
 /* ---- the allocator the host uses to hand over results ------------------------------ */
 
 #ifndef GOLEMISH_NO_REALLOC
