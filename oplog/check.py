@@ -1,7 +1,8 @@
 """`golemish store check`: find every inconsistency in a store, with its location.
 
 Checks, per worker: metadata decodes; the oplog (live and archived) is dense
-from 1 with a Create entry first and every entry passes its checksum; each
+from 1 with a Create entry first, every entry passes its checksum, and it ends
+exactly at the recorded length (its head, written with every append); each
 idempotency key points at an InvokeStart; each snapshot manifest decodes,
 sits at a Snapshot entry of its worker's oplog, and every page it names is
 present (with ``deep``, also decompresses to its content hash). Store-wide:
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from .entries import Create, InvokeStart, Snapshot, decode_entry
 from .errors import CorruptionError
 from .snapshots import HASH_SIZE
-from .store import Store, _unpack_json
+from .store import HEAD_PREFIX, Store, _unpack_json, length_mismatch
 
 _U64 = struct.Struct(">Q")
 
@@ -37,9 +38,17 @@ def _owner(key: bytes) -> str:
 
 def check_store(store: Store, *, deep: bool = False) -> tuple[list[Problem], dict[str, int]]:
     """All problems found, and counts of what was checked."""
-    b = store.backend
     problems: list[Problem] = []
     counts = {"workers": 0, "entries": 0, "snapshots": 0, "pages": 0, "components": 0}
+    try:
+        _check(store, deep, problems, counts)
+    except CorruptionError as e:  # a table RocksDB cannot read past: the rest is unknown
+        problems.append(Problem(f"{e.what} of {e.key}", f"{e.detail} (checking stopped here)"))
+    return problems, counts
+
+
+def _check(store: Store, deep: bool, problems: list[Problem], counts: dict[str, int]) -> None:
+    b = store.backend
 
     for k, v in b.scan("components", b""):
         counts["components"] += 1
@@ -62,11 +71,19 @@ def check_store(store: Store, *, deep: bool = False) -> tuple[list[Problem], dic
 
     for table in ("oplog", "archive", "snapshots", "pages", "idempotency"):
         seen: set[str] = set()
-        for k, _ in b.scan(table, b""):
-            owner = _owner(k)
-            if owner not in workers and owner not in seen:
-                seen.add(owner)
-                problems.append(Problem(f"{table} of {owner}", "belongs to no worker"))
+        try:
+            for k, _ in b.scan(table, b""):
+                owner = _owner(k)
+                if owner not in workers and owner not in seen:
+                    seen.add(owner)
+                    problems.append(Problem(f"{table} of {owner}", "belongs to no worker"))
+        except CorruptionError as e:
+            if e.key not in workers:  # a worker's own damage is reported with the worker
+                problems.append(Problem(f"{table} of {e.key}", e.detail))
+    for k, _ in b.scan("meta", HEAD_PREFIX, HEAD_PREFIX[:-1] + b"\1"):
+        owner = k[len(HEAD_PREFIX):].decode(errors="replace")
+        if owner not in workers:
+            problems.append(Problem(f"oplog head of {owner}", "belongs to no worker"))
     for k, v in b.scan("promises", b""):
         try:
             p = _unpack_json(v, "promise", k.decode(errors="replace"))
@@ -82,7 +99,7 @@ def check_store(store: Store, *, deep: bool = False) -> tuple[list[Problem], dic
         starts: set[int] = set()
         expected = 1
         try:
-            for index, raw in log.raw():
+            for index, raw in log.raw(check_length=False):
                 if index != expected:
                     problems.append(Problem(f"{wid} oplog index {expected}",
                                             f"missing (next present: {index})"))
@@ -99,8 +116,14 @@ def check_store(store: Store, *, deep: bool = False) -> tuple[list[Problem], dic
                     snapshot_entries.add(index)
                 elif isinstance(entry, InvokeStart):
                     starts.add(index)
-        except CorruptionError as e:  # an undecodable archive chunk
-            problems.append(Problem(f"{wid} archive", str(e)))
+        except CorruptionError as e:  # an undecodable archive chunk, an unreadable block
+            where = f"{wid} oplog index {e.index}" if e.index is not None else f"{wid} oplog"
+            problems.append(Problem(where, e.detail))
+        if log.recorded_last is None and log.damage is not None:
+            problems.append(Problem(f"{wid} oplog head", log.damage.detail))
+        elif log.recorded_last is not None and expected - 1 != log.recorded_last:
+            problems.append(Problem(f"{wid} oplog",
+                                    length_mismatch(wid, log.recorded_last, expected - 1).detail))
         if expected == 1 and meta:
             problems.append(Problem(f"{wid} oplog", "is empty"))
 
@@ -132,4 +155,3 @@ def check_store(store: Store, *, deep: bool = False) -> tuple[list[Problem], dic
                         problems.append(Problem(where, f"page {h.hex()}: {e.detail}"))
             if len(m.pages) % HASH_SIZE:
                 problems.append(Problem(where, "page list is not whole"))
-    return problems, counts

@@ -7,6 +7,8 @@ same root)::
     └── StoreError                 storage failed or cannot be used
         ├── StoreInUseError        another process owns the store
         ├── StoreClosedError       the store was closed under us
+        ├── NoStoreError           no golemish store where one was expected
+        ├── ReadOnlyStoreError     a write to a store opened for reading
         └── CorruptionError        a stored record failed its checksum or decode
 
 The root lives here, in the lowest layer, because ``golemish.oplog`` must not
@@ -41,6 +43,19 @@ class StoreInUseError(StoreError):
 
 class StoreClosedError(StoreError):
     """The store was used after ``close()``."""
+
+
+class NoStoreError(StoreError):
+    """There is no golemish store at the path (nothing was created there)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"no golemish store at {path}; create one with `golemish store init` "
+                         "or `golemish deploy`, or pick another with --home")
+
+
+class ReadOnlyStoreError(StoreError):
+    """The store was opened for reading (``readonly=True``) and something tried to write."""
 
 
 class CorruptionError(StoreError):

@@ -10,6 +10,11 @@ Key layout (tables are the backend's)::
     idempotency worker id \0 key             -> u64be(index of the InvokeStart)
     promises    promise id                   -> checked JSON (worker, state, payload)
     meta        b"format"                    -> store format version
+    meta        b"head\\0" worker id         -> u64be(last oplog index), the recorded length
+
+Each append writes the entry and the worker's head in one batch, so the head is
+the truth about how long an oplog is: a scan that ends before it (a lost table
+file, a block RocksDB could not read) is corruption, never a shorter history.
 
 Worker ids and component names never contain NUL, so ``id \\0`` is an exact
 prefix and big-endian indexes sort numerically.
@@ -32,10 +37,15 @@ from .entries import Entry, Snapshot, decode_entry, encode_entry, encode_host_ca
 from .errors import CorruptionError, StoreError
 from .snapshots import Manifest, SnapshotStore
 
-STORE_FORMAT = b"1"
+#: 2: every worker's length is recorded (its head). A format 1 store is upgraded when
+#: opened for writing; read-only, its workers without a head are read by their scan.
+STORE_FORMAT = b"2"
+_FORMATS_READ = (b"1", STORE_FORMAT)
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
 _CRC = struct.Struct("<I")
+#: Key suffix of the sha256 kept beside each compiled artifact (table ``compiled``).
+COMPILED_DIGEST_SUFFIX = b"#sha256"
 #: Entries per archive chunk.
 ARCHIVE_CHUNK = 1024
 
@@ -61,17 +71,59 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-class WorkerOplog:
-    """The append-only oplog of one worker. Entries are indexed 1..n densely."""
+HEAD_PREFIX = b"head\0"
 
-    def __init__(self, backend: Backend, worker_id: str) -> None:
+
+def head_key(worker_id: str) -> bytes:
+    """Where a worker's recorded last oplog index lives (table ``meta``)."""
+    return HEAD_PREFIX + worker_id.encode()
+
+
+class WorkerOplog:
+    """The append-only oplog of one worker. Entries are indexed 1..n densely.
+
+    Its length is recorded (the *head*, written with every append): opening an oplog
+    whose newest stored entry is not the recorded one, or reading one that ends
+    early, raises CorruptionError instead of returning a shorter history.
+    """
+
+    def __init__(self, backend: Backend, worker_id: str, *, require_head: bool = True) -> None:
         self._b = backend
         self.worker_id = worker_id
         self._prefix = worker_id.encode() + b"\0"
         self._end = worker_id.encode() + b"\1"
+        self._head = head_key(worker_id)
+        raw_head = backend.get("meta", self._head)
         # Archiving never takes the newest entries, so the last index is always live.
         last = next(backend.scan("oplog", self._prefix, self._end, reverse=True), None)
-        self._last = self._index_of(last[0]) if last else 0
+        self.stored_last = self._index_of(last[0]) if last else 0
+        #: The recorded length; None for an oplog written before heads were kept.
+        self.recorded_last: int | None = (
+            None if raw_head is None or len(raw_head) != 8 else _U64.unpack(raw_head)[0])
+        self._damage: CorruptionError | None = None
+        if raw_head is not None and self.recorded_last is None:
+            self._damage = CorruptionError("oplog head", worker_id, "undecodable",
+                                           hint="run `golemish store check`")
+        elif self.recorded_last is not None and self.recorded_last != self.stored_last:
+            self._damage = length_mismatch(worker_id, self.recorded_last, self.stored_last)
+        elif self.recorded_last is None and self.stored_last and require_head:
+            self._damage = CorruptionError(
+                "oplog head", worker_id, "missing: the oplog's length is not recorded",
+                hint="run `golemish store check`")
+        self._last = self.stored_last if self.recorded_last is None else self.recorded_last
+
+    @property
+    def damage(self) -> CorruptionError | None:
+        """Why this oplog cannot be trusted (its length disagrees with the record), or None."""
+        return self._damage
+
+    def _intact(self) -> None:
+        if self._damage is not None:
+            raise self._damage
+
+    def head_op(self, index: int) -> tuple[str, bytes, bytes]:
+        """The op recording ``index`` as the last one; batch it with the entry's op."""
+        return ("meta", self._head, _U64.pack(index))
 
     def _key(self, index: int) -> bytes:
         return self._prefix + _U64.pack(index)
@@ -86,24 +138,33 @@ class WorkerOplog:
 
     def append(self, entry: Entry) -> int:
         """Append durably and return the new entry's index."""
+        self._intact()
         index = self._last + 1
-        self._b.put("oplog", self._key(index), encode_entry(entry))
+        packed = _U64.pack(index)
+        self._b.write([("oplog", self._prefix + packed, encode_entry(entry)),
+                       ("meta", self._head, packed)])
         self._last = index
         return index
 
     def append_host_call(self, name_utf8: bytes, request: bytes, response: bytes) -> int:
         """:meth:`append` of a HostCall entry, skipping the entry object (hot path)."""
+        if self._damage is not None:
+            raise self._damage
         index = self._last + 1
-        self._b.put("oplog", self._prefix + _U64.pack(index),
-                    encode_host_call(name_utf8, request, response))
+        packed = _U64.pack(index)
+        self._b.write([("oplog", self._prefix + packed,
+                        encode_host_call(name_utf8, request, response)),
+                       ("meta", self._head, packed)])
         self._last = index
         return index
 
     def append_ops(self, entry: Entry) -> tuple[int, tuple[str, bytes, bytes]]:
         """An append as a batch op, for callers that commit it with other writes.
 
-        Call :meth:`committed` after the batch is written.
+        The batch must also carry :meth:`head_op` of the index. Call :meth:`committed`
+        after the batch is written.
         """
+        self._intact()
         index = self._last + 1
         return index, ("oplog", self._key(index), encode_entry(entry))
 
@@ -136,14 +197,33 @@ class WorkerOplog:
             for k, v in self._b.scan("oplog", self._key(a), stop):
                 yield self._index_of(k), v
 
-    def raw(self, start: int = 1, end: int | None = None) -> Iterator[tuple[int, bytes]]:
-        """(index, stored bytes) for start <= index <= end, not verified."""
+    def raw(self, start: int = 1, end: int | None = None, *,
+            check_length: bool = True) -> Iterator[tuple[int, bytes]]:
+        """(index, stored bytes) for start <= index <= end, not verified.
+
+        Raises CorruptionError when the entries end before the recorded length (the
+        density of what is yielded is :meth:`read`'s to check); ``check_length=False``
+        leaves that to the caller (`store check` reports it itself).
+        """
+        if check_length:
+            self._intact()
         stop = None if end is None else end + 1
         lo, hi = self.archive_span()
-        yield from self._live(start, lo if stop is None else min(lo, stop))  # Create
+        last = 0
+        for item in self._live(start, lo if stop is None else min(lo, stop)):  # Create
+            last = item[0]
+            yield item
         if lo < hi:
-            yield from self._archived(max(start, lo), hi if stop is None else min(hi, stop))
-        yield from self._live(max(start, hi), stop)
+            for item in self._archived(max(start, lo), hi if stop is None else min(hi, stop)):
+                last = item[0]
+                yield item
+        for item in self._live(max(start, hi), stop):
+            last = item[0]
+            yield item
+        if check_length:  # the recorded length, kept up to date by our own appends
+            want = self._last if end is None else min(end, self._last)
+            if last < want and start <= want:
+                raise length_mismatch(self.worker_id, self._last, max(last, start - 1))
 
     def archive_ops(self, before: int) -> list[tuple[str, bytes, bytes | None]]:
         """Ops moving whole chunks of live entries with 2 <= index < ``before`` to the archive.
@@ -191,7 +271,20 @@ class WorkerOplog:
 
     def delete_ops(self) -> list[tuple[str, bytes, None]]:
         return [(t, k, None) for t in ("oplog", "archive")
-                for k, _ in self._b.scan(t, self._prefix, self._end)]
+                for k, _ in self._b.scan(t, self._prefix, self._end)] + [
+                    ("meta", self._head, None)]
+
+
+def length_mismatch(worker_id: str, recorded: int, stored: int) -> CorruptionError:
+    """The error for an oplog whose stored entries end elsewhere than recorded."""
+    if stored < recorded:
+        detail = (f"{recorded} entries were recorded but the stored entries end at index "
+                  f"{stored}: entries {stored + 1}..{recorded} are lost")
+    else:
+        detail = (f"{recorded} entries were recorded but entries up to index {stored} "
+                  "are stored")
+    return CorruptionError("oplog", worker_id, detail, index=stored + 1,
+                           hint="the worker is not rolled back; run `golemish store check`")
 
 
 def _pack_chunk(entries: list[bytes]) -> bytes:
@@ -218,12 +311,28 @@ class Store:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.snapshots = SnapshotStore(backend)
+        readonly = getattr(backend, "readonly", False)
         fmt = backend.get("meta", b"format")
-        if fmt is None:
+        if fmt is None and not readonly:
             backend.put("meta", b"format", STORE_FORMAT)
-        elif fmt != STORE_FORMAT:
+        elif fmt is not None and fmt not in _FORMATS_READ:
             raise StoreError(f"store {backend.location} has format {fmt!r}; "
-                             f"this golemish reads format {STORE_FORMAT!r}")
+                             f"this golemish reads formats {b', '.join(_FORMATS_READ)!r}")
+        elif fmt == b"1" and not readonly:
+            self._record_heads()
+            fmt = STORE_FORMAT
+        #: False for a format 1 store opened read-only: its heads may be missing.
+        self.heads_required = fmt in (None, STORE_FORMAT)
+
+    def _record_heads(self) -> None:
+        """Upgrade from format 1: record each worker's length, as its scan finds it."""
+        ops: list[Op] = []
+        for k, _ in self.backend.scan("workers", b""):
+            log = WorkerOplog(self.backend, k.decode(), require_head=False)
+            if log.recorded_last is None and log.stored_last:
+                ops.append(log.head_op(log.stored_last))
+        ops.append(("meta", b"format", STORE_FORMAT))
+        self.backend.write(ops)
 
     @property
     def location(self) -> str:
@@ -277,10 +386,22 @@ class Store:
         return raw
 
     def get_compiled(self, key: str) -> bytes | None:
+        """Serialized native code, as stored: check it with :meth:`compiled_digest`."""
         return self.backend.get("compiled", key.encode())
 
+    def compiled_digest(self, key: str) -> bytes | None:
+        """The sha256 recorded for the compiled code under ``key`` (None: not recorded).
+
+        Native code is loaded without any check by the engine, so whoever loads it
+        (from the store or from a file cache) compares it with this first.
+        """
+        return self.backend.get("compiled", key.encode() + COMPILED_DIGEST_SUFFIX)
+
     def put_compiled(self, key: str, code: bytes) -> None:
-        self.backend.put("compiled", key.encode(), code)
+        """Store compiled code with its sha256, in one batch."""
+        self.backend.write([("compiled", key.encode(), code),
+                            ("compiled", key.encode() + COMPILED_DIGEST_SUFFIX,
+                             hashlib.sha256(code).digest())])
 
     # -- workers ----------------------------------------------------------
     def get_worker(self, worker_id: str) -> dict[str, Any] | None:
@@ -292,11 +413,12 @@ class Store:
 
     def create_worker(self, meta: dict[str, Any], create_entry: Entry) -> WorkerOplog:
         """Write the worker's metadata and oplog entry 1 in one batch."""
-        log = WorkerOplog(self.backend, meta["id"])
+        log = self.oplog(meta["id"])
         if log.last_index:
             raise StoreError(f"worker {meta['id']} already has an oplog")
         index, op = log.append_ops(create_entry)
-        self.backend.write([("workers", meta["id"].encode(), _pack_json(meta)), op])
+        self.backend.write([("workers", meta["id"].encode(), _pack_json(meta)), op,
+                            log.head_op(index)])
         log.committed(index)
         return log
 
@@ -305,7 +427,7 @@ class Store:
 
     def delete_worker(self, worker_id: str) -> None:
         """Remove the worker and its oplog (retention is explicit: this is the user's call)."""
-        ops: list[Any] = WorkerOplog(self.backend, worker_id).delete_ops()
+        ops: list[Any] = self.oplog(worker_id).delete_ops()
         ops.extend(self.snapshots.delete_all_ops(worker_id))
         p = worker_id.encode() + b"\0"
         ops.extend(("idempotency", k, None)
@@ -314,7 +436,9 @@ class Store:
         self.backend.write(ops)
 
     def oplog(self, worker_id: str) -> WorkerOplog:
-        return WorkerOplog(self.backend, worker_id)
+        """The worker's oplog; see :attr:`WorkerOplog.damage` for one that disagrees with
+        its recorded length (reading or appending then raises CorruptionError)."""
+        return WorkerOplog(self.backend, worker_id, require_head=self.heads_required)
 
     # -- idempotency keys -----------------------------------------------------
     def idempotent_index(self, worker_id: str, key: str) -> int | None:
@@ -327,8 +451,9 @@ class Store:
         if key is None:
             return log.append(entry)
         index, op = log.append_ops(entry)
-        self.backend.write([op, ("idempotency", log.worker_id.encode() + b"\0" + key.encode(),
-                                 _U64.pack(index))])
+        self.backend.write([op, log.head_op(index),
+                            ("idempotency", log.worker_id.encode() + b"\0" + key.encode(),
+                             _U64.pack(index))])
         log.committed(index)
         return index
 
@@ -355,6 +480,7 @@ class Store:
         if manifest.index != index:
             raise StoreError(f"manifest for index {manifest.index} written at {index}")
         ops = [*page_ops, self.snapshots.manifest_op(log.worker_id, manifest), entry_op,
+               log.head_op(index),
                *self.snapshots.prune_ops(log.worker_id, keep, pending=manifest)]
         self.backend.write(ops)
         log.committed(index)
@@ -367,17 +493,30 @@ class Store:
         return index
 
 
-def open_store(url: str, *, sync: bool = False) -> Store:
-    """Open a store by URL: ``memory://``, ``rocksdb:///path`` or a plain path (RocksDB)."""
+def store_path(url: str) -> str | None:
+    """The directory of an on-disk (RocksDB) store URL; None for other schemes."""
+    if url.startswith("rocksdb://"):
+        return url[len("rocksdb://"):]
+    return None if "://" in url else url
+
+
+def open_store(url: str, *, sync: bool = False, create: bool = False,
+               readonly: bool = False) -> Store:
+    """Open a store by URL: ``memory://``, ``rocksdb:///path`` or a plain path (RocksDB).
+
+    Only an existing store is opened (NoStoreError otherwise) unless ``create``:
+    `golemish deploy` and `golemish store init` create, nothing else does.
+    ``readonly`` opens it for reading, also while another process writes to it.
+    ``memory://`` is always a new, empty store.
+    """
     if url.startswith("memory://"):
         from .backends.memory import MemoryBackend
         return Store(MemoryBackend())
-    if url.startswith("rocksdb://"):
-        url = url[len("rocksdb://"):]
-    elif "://" in url:
+    path = store_path(url)
+    if path is None:
         raise StoreError(f"unknown store URL scheme in {url!r} (use memory:// or rocksdb://)")
     from .backends.rocksdb import RocksBackend
-    backend = RocksBackend(url, sync=sync)
+    backend = RocksBackend(path, sync=sync, create=create, readonly=readonly)
     try:
         return Store(backend)
     except BaseException:

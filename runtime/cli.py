@@ -70,7 +70,7 @@ def deploy(ctx: Ctx, path: Path, name: str | None, wit_path: Path | None,
         raise ArgumentError(f"cannot read {e.filename if isinstance(e, OSError) else wit_path}: "
                             f"{getattr(e, 'strerror', e)}") from None
     name = name or path.name.removesuffix(".wasm")
-    with ctx.runtime() as rt:
+    with ctx.runtime(create=True) as rt:
         res = rt.deploy(wasm, name, wit, str(wit_path) if wit_path else None, stackful)
     m = res.meta
     if ctx.json:
@@ -151,7 +151,7 @@ def component() -> None:
 @run
 def component_list(ctx: Ctx) -> None:
     """List components and their versions."""
-    with ctx.runtime() as rt:
+    with ctx.runtime(readonly=True) as rt:
         comps = rt.list_components()
     if ctx.json:
         emit_json(comps)
@@ -167,7 +167,7 @@ def component_list(ctx: Ctx) -> None:
 @run
 def component_show(ctx: Ctx, name: str, version: int | None) -> None:
     """Show a component's imports and exports with their signatures."""
-    with ctx.runtime() as rt:
+    with ctx.runtime(readonly=True) as rt:
         c = rt.component(name, version)
     if ctx.json:
         emit_json(c)

@@ -33,13 +33,17 @@ class Ctx:
         self.memory_limit_mib = 256
         self.time_limit = 60.0
 
-    def runtime(self, crash_at: str | None = None) -> Runtime:
+    def runtime(self, crash_at: str | None = None, *, create: bool = False,
+                readonly: bool = False) -> Runtime:
+        """A Runtime on the existing store; ``create`` (deploy only) may make a new one,
+        ``readonly`` reads it, also while another process writes to it."""
         crash = CrashPoints(crash_at) if crash_at else CrashPoints.from_env()
         return Runtime(RuntimeConfig(home=self.home, sync=self.sync, crash=crash,
                                      memory_limit=self.memory_limit_mib << 20,
                                      time_limit=self.time_limit, recovery=self.recovery,
                                      snapshot_policy=self.policy,
-                                     oplog_retention=self.retention))
+                                     oplog_retention=self.retention,
+                                     create=create, readonly=readonly))
 
 
 def fail(ctx: Ctx, err: BaseException) -> NoReturn:

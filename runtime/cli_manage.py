@@ -24,7 +24,7 @@ def worker() -> None:
 @run
 def worker_list(ctx: Ctx) -> None:
     """List workers."""
-    with ctx.runtime() as rt:
+    with ctx.runtime(readonly=True) as rt:
         infos = [rt.worker_info(w) for w in rt.worker_ids()]
     if ctx.json:
         emit_json(infos)
@@ -39,7 +39,7 @@ def worker_list(ctx: Ctx) -> None:
 @run
 def worker_show(ctx: Ctx, worker_id: str) -> None:
     """Show one worker."""
-    with ctx.runtime() as rt:
+    with ctx.runtime(readonly=True) as rt:
         info = rt.worker_info(worker_id)
     if ctx.json:
         emit_json(info)
@@ -77,7 +77,7 @@ def worker_show(ctx: Ctx, worker_id: str) -> None:
 @run
 def worker_oplog(ctx: Ctx, worker_id: str, start: int, end: int | None) -> None:
     """Print a worker's oplog: index, kind and a summary per entry."""
-    with ctx.runtime() as rt:
+    with ctx.runtime(readonly=True) as rt:
         entries = rt.oplog(worker_id, start, end)
     if ctx.json:
         emit_json([{"index": i, **e.to_json()} for i, e in entries])
@@ -193,7 +193,7 @@ def store_check(ctx: Ctx, deep: bool) -> None:
     from golemish.oplog.check import check_store
     from golemish.oplog import open_store
 
-    with open_store(ctx.home) as st:
+    with open_store(ctx.home, readonly=True) as st:
         problems, counts = check_store(st, deep=deep)
     if ctx.json:
         emit_json({"ok": not problems, "checked": counts,
@@ -207,6 +207,63 @@ def store_check(ctx: Ctx, deep: bool) -> None:
         sys.exit(1)
 
 
+@store.command("init")
+@run
+def store_init(ctx: Ctx) -> None:
+    """Create an empty store at --home (`deploy` also creates one). Nothing else does."""
+    from golemish.oplog import open_store
+    from golemish.oplog.backends.rocksdb import read_identity
+    from golemish.oplog.store import store_path
+
+    path = store_path(ctx.home)
+    existed = path is not None and read_identity(path) is not None
+    with open_store(ctx.home, create=True):
+        pass
+    ident = read_identity(path) if path is not None else None
+    if ctx.json:
+        emit_json({"path": path or ctx.home, "created": not existed,
+                   "store_id": ident and ident.get("store_id")})
+    else:
+        click.echo(f"{'store exists' if existed else 'created store'} at {path or ctx.home}")
+
+
+@store.command("recover")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@run
+def store_recover(ctx: Ctx, yes: bool) -> None:
+    """Recover a store whose write-ahead log is damaged, losing the writes after the damage.
+
+    First prints exactly what would be lost (workers and oplog index ranges), then asks
+    for confirmation (or takes --yes), then keeps every write before the damaged
+    record. A store that opens normally is left alone.
+    """
+    from golemish.oplog.recover import inspect_wal, recover_wal
+    from golemish.oplog.store import store_path
+
+    path = store_path(ctx.home)
+    if path is None:
+        raise GolemishError(f"store recover works on stores on disk, not {ctx.home}")
+    damage = inspect_wal(path)
+    if damage is None:
+        if ctx.json:
+            emit_json({"damaged": False, "recovered": False})
+        else:
+            click.echo(f"the write-ahead log of {path} is intact: nothing to recover")
+        return
+    if not ctx.json:
+        for line in damage.describe():
+            click.echo(line)
+    if not yes and not click.confirm("Recover, losing the writes listed above?", err=True):
+        raise GolemishError("not recovered: nothing was changed")
+    done = recover_wal(path)
+    if ctx.json:
+        emit_json({"damaged": True, "recovered": done is not None,
+                   **(done or damage).to_json()})
+    else:
+        click.echo(f"recovered {path}: the writes listed above are gone; "
+                   "check it with `golemish store check`")
+
+
 @click.group()
 def promise() -> None:
     """Promises: values a worker awaits from outside (a human's approval, a webhook)."""
@@ -216,7 +273,7 @@ def promise() -> None:
 @run
 def promise_list(ctx: Ctx) -> None:
     """List promises and their state."""
-    with ctx.runtime() as rt:
+    with ctx.runtime(readonly=True) as rt:
         promises = rt.list_promises()
     if ctx.json:
         emit_json(promises)

@@ -5,10 +5,18 @@ versions 0, 1, 2, … Identical bytes deployed again under the same name are a
 no-op. The compiled code is kept in the store and, for a store on disk, also
 as a file that wasmtime maps with ``Module.deserialize_file`` in well under a
 millisecond instead of compiling again.
+
+Serialized native code is run as it is, so a flipped byte can crash the process
+and a planted file would run anyone's code: its sha256 is recorded in the store
+when it is compiled and checked before every load, from the store or the file.
+On a mismatch the module is compiled again from its wasm bytes (which are
+verified by their content hash), with a warning.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import re
 import tempfile
@@ -28,6 +36,8 @@ from . import asyncify, host_api, typed
 from .wasi import MODULE as WASI_MODULE
 from .wasi import SIGNATURES as WASI_SIGNATURES
 from .wasi import signature as wasi_signature
+
+log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -154,13 +164,21 @@ def resolve(store: Store, name: str, version: int | None = None) -> dict[str, An
     return meta
 
 
+def _file_sha256(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").digest()
+
+
 class ModuleCache:
     """Loads compiled modules: memory, then the file cache, then the store, then compiles."""
 
-    def __init__(self, store: Store, engine: Engine, cache_dir: Path | None) -> None:
+    def __init__(self, store: Store, engine: Engine, cache_dir: Path | None, *,
+                 readonly: bool = False) -> None:
         self.store = store
         self.engine = engine
         self.cache_dir = cache_dir
+        #: Compile in memory when needed, but write nothing (a reader's store).
+        self.readonly = readonly
         self._loaded: dict[str, wasmtime.Module] = {}
         self._sigs: dict[str, dict[str, FuncSig]] = {}
         self._ifaces: dict[tuple[str, str], typed.Interface] = {}
@@ -176,24 +194,38 @@ class ModuleCache:
     def _load(self, digest: str) -> wasmtime.Module:
         key = _compiled_key(self.engine, digest)
         path = self.cache_dir / f"{key.replace(':', '-')}.cwasm" if self.cache_dir else None
+        want = self.store.compiled_digest(key)
         if path is not None and path.exists():
-            try:
-                return self.engine.deserialize(path=path)
-            except wasmtime.WasmtimeError:
-                path.unlink(missing_ok=True)  # stale or damaged: rebuild below
-        code = self.store.get_compiled(key)
+            if want is not None and _file_sha256(path) == want:
+                try:
+                    return self.engine.deserialize(path=path)
+                except wasmtime.WasmtimeError:
+                    pass  # made under another engine configuration: rebuild below
+            elif want is not None:
+                log.warning("golemish: compiled code %s does not match its recorded sha256; "
+                            "compiling the module again", path)
+            if not self.readonly:
+                path.unlink(missing_ok=True)
+        code = self.store.get_compiled(key) if want is not None else None
+        module = None
         if code is not None:
-            try:
-                module = self.engine.deserialize(code=code)
-            except wasmtime.WasmtimeError:
-                code = None
-        if code is None:
+            if hashlib.sha256(code).digest() != want:
+                log.warning("golemish: compiled code of component %s in the store does not "
+                            "match its recorded sha256; compiling the module again",
+                            digest[:12])
+            else:
+                try:
+                    module = self.engine.deserialize(code=code)
+                except wasmtime.WasmtimeError:
+                    pass
+        if module is None:
             module = compile_instrumented(self.engine, self.store.get_wasm(digest))
             code = self.engine.serialize(module)
-            self.store.put_compiled(key, code)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+            if not self.readonly:
+                self.store.put_compiled(key, code)
+        if path is not None and not self.readonly:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")  # owner-only
             with os.fdopen(fd, "wb") as f:
                 f.write(code)
             os.replace(tmp, path)

@@ -19,6 +19,7 @@ from typing import Any
 from golemish.oplog import (
     CorruptionError, Create, Entry, InvokeStart, Store, TypedValue, open_store,
 )
+from golemish.oplog.store import store_path
 
 from . import components
 from .components import DeployResult, ModuleCache
@@ -66,6 +67,11 @@ class RuntimeConfig:
     #: snapshot into zstd chunks (still readable, still replayable).
     oplog_retention: str = field(
         default_factory=lambda: os.environ.get("GOLEMISH_OPLOG_RETENTION", "keep"))
+    #: Create the store if there is none at ``home``. The CLI passes False for every
+    #: command but `deploy` and `store init`, so a mistyped --home is an error.
+    create: bool = True
+    #: Open the store for reading only (also while another process writes to it).
+    readonly: bool = False
 
 
 def parse_worker_id(worker_id: str) -> tuple[str, str]:
@@ -83,11 +89,14 @@ class Runtime:
     def __init__(self, config: RuntimeConfig | None = None) -> None:
         self.config = config or RuntimeConfig()
         self.crash = self.config.crash or CrashPoints.from_env()
-        self.store: Store = open_store(self.config.home, sync=self.config.sync)
+        self.store: Store = open_store(self.config.home, sync=self.config.sync,
+                                       create=self.config.create,
+                                       readonly=self.config.readonly)
         self.engine = Engine()
-        on_disk = "://" not in self.config.home or self.config.home.startswith("rocksdb://")
-        cache = Path(self.config.home.removeprefix("rocksdb://")) / "cache" if on_disk else None
-        self.modules = ModuleCache(self.store, self.engine, cache)
+        path = store_path(self.config.home)
+        cache = Path(path) / "cache" if path is not None else None
+        self.modules = ModuleCache(self.store, self.engine, cache,
+                                   readonly=self.config.readonly)
         self._workers: dict[str, Worker] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()

@@ -8,7 +8,8 @@ from golemish.oplog.store import ARCHIVE_CHUNK
 
 @pytest.fixture(params=["memory", "rocksdb"])
 def store(request, tmp_path):
-    s = open_store("memory://" if request.param == "memory" else str(tmp_path / "db"))
+    s = open_store("memory://" if request.param == "memory" else str(tmp_path / "db"),
+                   create=True)
     yield s
     s.close()
 

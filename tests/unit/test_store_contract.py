@@ -28,6 +28,7 @@ The Backend contract (see ``golemish/oplog/backends/base.py``):
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -45,6 +46,7 @@ from golemish.oplog import (
     Create, CorruptionError, HostCall, InvokeEnd, InvokeStart, Log, Store, StoreClosedError,
     StoreError, StoreInUseError, content_hash, open_store,
 )
+from golemish.oplog.errors import NoStoreError, ReadOnlyStoreError
 from golemish.oplog.backends.memory import MemoryBackend
 from golemish.oplog.backends.rocksdb import RocksBackend
 
@@ -55,7 +57,7 @@ def open_backend(kind: str, path: Path):
     if kind == "memory":
         return MemoryBackend()
     if kind == "rocksdb":
-        return RocksBackend(str(path))
+        return RocksBackend(str(path), create=True)
     raise ValueError(kind)
 
 
@@ -405,7 +407,7 @@ def test_create_worker_writes_meta_and_entry_1_in_one_batch(store):
     spy = Recording(store.backend)
     log = Store(spy).create_worker(worker("w"), CREATE)
     entry_1 = b"w\x00" + (1).to_bytes(8, "big")
-    assert spy.calls == [("write", [("workers", b"w"), ("oplog", entry_1)])]
+    assert spy.calls == [("write", [("workers", b"w"), ("oplog", entry_1), ("meta", b"head\0w")])]
     assert log.last_index == 1
     assert store.get_worker("w") == worker("w")
     assert store.oplog("w").get(1) == CREATE
@@ -579,7 +581,7 @@ def test_open_store_by_url(tmp_path):
         assert s.location == "memory://"
     path = str(tmp_path / "s")
     for url in (f"rocksdb://{path}", path):
-        with open_store(url) as s:
+        with open_store(url, create=True) as s:
             assert s.location == path
     with pytest.raises(StoreError, match="unknown store URL scheme"):
         open_store("s3://bucket")
@@ -589,7 +591,7 @@ def test_open_store_by_url(tmp_path):
 
 def test_second_open_in_use_names_our_pid(tmp_path):
     path = str(tmp_path / "db")
-    first = open_store(path)
+    first = open_store(path, create=True)
     try:
         with pytest.raises(StoreInUseError, match=f"in use by pid {os.getpid()}\\b") as exc:
             open_store(path)
@@ -603,7 +605,7 @@ def test_second_open_in_use_names_our_pid(tmp_path):
 
 def test_close_with_unfinished_scan_releases_the_store(tmp_path):
     path = str(tmp_path / "db")
-    b = RocksBackend(path)
+    b = RocksBackend(path, create=True)
     b.put("meta", b"a", b"1")
     b.put("meta", b"b", b"2")
     pending = b.scan("meta", b"")
@@ -627,7 +629,7 @@ CHILD = textwrap.dedent("""
 @pytest.mark.chaos
 def test_lock_is_released_when_owner_is_killed(tmp_path):
     path = str(tmp_path / "db")
-    with open_store(path) as s:
+    with open_store(path, create=True) as s:
         make_worker(s, "w")
     with subprocess.Popen([sys.executable, "-c", CHILD, path], stdout=subprocess.PIPE,
                           text=True) as child:
@@ -718,3 +720,168 @@ def test_backends_agree_with_a_dict(steps, ranges):
         finally:
             for b in backends:
                 b.close()
+
+
+# -- the recorded oplog length (head) ----------------------------------------------------
+
+def head(store: Store, worker_id: str) -> int | None:
+    raw = store.backend.get("meta", b"head\0" + worker_id.encode())
+    return None if raw is None else int.from_bytes(raw, "big")
+
+
+def test_every_append_records_the_oplog_length(store):
+    log = make_worker(store, "w", 0)
+    assert head(store, "w") == 1
+    log.append(Log(1, b"a"))
+    log.append_host_call(b"clock", b"\x01", b"\x00" * 8)
+    store.append_invocation(log, ENTRIES[0], "key")
+    assert head(store, "w") == log.last_index == 4
+    store.delete_worker("w")
+    assert head(store, "w") is None
+
+
+def test_an_oplog_shorter_than_recorded_is_corruption_not_history(store):
+    make_worker(store, "w")  # entries 1..5
+    store.backend.write([("oplog", b"w\x00" + i.to_bytes(8, "big"), None) for i in (4, 5)])
+    log = store.oplog("w")
+    assert log.last_index == 5, "the recorded length, not what the scan found"
+    assert log.damage is not None and "entries 4..5 are lost" in str(log.damage)
+    with pytest.raises(CorruptionError, match="entries 4..5 are lost") as exc:
+        list(log.read())
+    assert exc.value.key == "w"
+    with pytest.raises(CorruptionError):
+        list(log.kinds(2))
+    with pytest.raises(CorruptionError):
+        log.append(Log(1, b"after the loss"))  # would leave a gap and hide the loss
+    assert store.oplog("w").stored_last == 3
+    from golemish.oplog.check import check_store
+    problems, _ = check_store(store)
+    assert [str(p) for p in problems] == [
+        "w oplog: 5 entries were recorded but the stored entries end at index 3: "
+        "entries 4..5 are lost"]
+
+
+def test_an_open_oplog_knows_its_length_from_its_own_appends(store):
+    log = make_worker(store, "w")  # opened at length 1, then appended to
+    store.backend.write([("oplog", b"w\x00" + (5).to_bytes(8, "big"), None)])
+    with pytest.raises(CorruptionError, match="entries 5..5 are lost"):
+        list(log.read())
+    assert [i for i, _ in log.read(end=4)] == [1, 2, 3, 4]
+
+
+def test_an_oplog_longer_than_recorded_is_corruption(store):
+    make_worker(store, "w", 2)
+    store.backend.put("oplog", b"w\x00" + (4).to_bytes(8, "big"), b"x")
+    assert "entries up to index 4 are stored" in str(store.oplog("w").damage)
+
+
+def test_a_format_1_store_gets_its_heads_when_opened_for_writing(backend):
+    old = Store(backend)
+    make_worker(old, "w")
+    backend.write([("meta", b"head\0w", None), ("meta", b"format", b"1")])
+    upgraded = Store(backend)
+    assert backend.get("meta", b"format") == b"2"
+    assert head(upgraded, "w") == 5 and upgraded.oplog("w").damage is None
+    backend.write([("meta", b"head\0w", None)])
+    assert "not recorded" in str(Store(backend).oplog("w").damage)
+
+
+def test_compiled_code_is_stored_with_its_sha256(store):
+    import hashlib
+    store.put_compiled("k", b"native code")
+    assert store.get_compiled("k") == b"native code"
+    assert store.compiled_digest("k") == hashlib.sha256(b"native code").digest()
+    assert store.compiled_digest("other") is None
+
+
+# -- RocksDB: reads that fail, stores that are not there ------------------------------------
+
+def flip(path: Path, at: float = 0.5) -> None:
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * at)] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_a_table_block_that_cannot_be_read_fails_the_scan(tmp_path):
+    path = tmp_path / "db"
+    with open_store(str(path), create=True) as s:
+        log = s.create_worker(worker("c/w"), CREATE)
+        for i in range(3000):
+            log.append(Log(1, b"line %d of output, long enough to fill blocks" % i))
+    ssts = sorted(path.glob("*.sst"), key=lambda p: p.stat().st_size)
+    flip(ssts[-1], 0.3)  # the big one is the oplog's; 0.3 is inside its data blocks
+    b = RocksBackend(str(path))
+    try:
+        with pytest.raises(CorruptionError, match="checksum mismatch") as exc:
+            list(b.scan("oplog", b""))
+        assert exc.value.what == "oplog" and exc.value.key == "c/w"
+        assert exc.value.index is not None and 1 < exc.value.index < 3000
+        with pytest.raises(CorruptionError) as exc:
+            list(Store(b).oplog("c/w").read())
+        assert exc.value.key == "c/w"
+    finally:
+        b.close()
+
+
+def test_opening_creates_nothing_without_create(tmp_path):
+    missing = tmp_path / "typo"
+    with pytest.raises(NoStoreError, match=f"no golemish store at {missing}"):
+        open_store(str(missing))
+    assert not missing.exists()
+    missing.mkdir()
+    with pytest.raises(NoStoreError):
+        open_store(str(missing), readonly=True)
+    assert list(missing.iterdir()) == []
+    with open_store(str(missing), create=True):
+        pass
+    ident = json.loads((missing / "golemish-store.json").read_text())
+    assert ident["format"] == 1 and len(ident["store_id"]) == 32
+    assert (missing.stat().st_mode & 0o777) == 0o700
+    assert ((missing / "golemish-store.json").stat().st_mode & 0o777) == 0o600
+
+
+def test_a_store_without_current_is_refused_and_left_untouched(tmp_path):
+    path = tmp_path / "db"
+    with open_store(str(path), create=True) as s:
+        make_worker(s, "w")
+    (path / "CURRENT").unlink()
+    before = {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()}
+    for kw in ({}, {"create": True}, {"readonly": True}, {}):
+        with pytest.raises(CorruptionError, match="CURRENT file is missing"):
+            open_store(str(path), **kw)
+    assert {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()} == before
+
+
+READER_CHILD = textwrap.dedent("""
+    import sys, time
+    from golemish.oplog import Log, open_store
+    store = open_store(sys.argv[1])
+    store.oplog("w").append(Log(1, b"acknowledged while the child holds the store"))
+    print("ready", flush=True)
+    time.sleep(60)
+""")
+
+
+@pytest.mark.chaos
+def test_a_reader_sees_acknowledged_writes_while_a_writer_holds_the_store(tmp_path):
+    path = str(tmp_path / "db")
+    with open_store(path, create=True) as s:
+        make_worker(s, "w")
+    with subprocess.Popen([sys.executable, "-c", READER_CHILD, path], stdout=subprocess.PIPE,
+                          text=True) as child:
+        try:
+            assert child.stdout.readline().strip() == "ready"
+            with pytest.raises(StoreInUseError):
+                open_store(path)
+            for _ in range(2):  # two readers at once are fine too
+                with open_store(path, readonly=True) as r, open_store(path, readonly=True):
+                    log = r.oplog("w")
+                    assert log.last_index == 6 and log.damage is None
+                    assert log.get(6) == Log(1, b"acknowledged while the child holds the store")
+                    with pytest.raises(ReadOnlyStoreError):
+                        log.append(Log(1, b"no"))
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=10)
+    with open_store(path, readonly=True) as r:  # no writer: read-only open of its own
+        assert r.oplog("w").last_index == 6
