@@ -25,7 +25,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "fault_campaign.py"
 def test_quick_fault_campaign_has_no_silent_wrong_state(tmp_path, guests):
     out = tmp_path / "faults.json"
     proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--seed", "3", "--out",
-                           str(out)], capture_output=True, text=True, timeout=900)
+                           str(out)], capture_output=True, text=True, timeout=1500)
     assert out.exists(), proc.stdout[-4000:] + proc.stderr[-4000:]
     report = json.loads(out.read_text())
 
