@@ -323,8 +323,30 @@ def _tupled(v: Any) -> Any:
     return tuple(_tupled(x) for x in v) if isinstance(v, list) else v
 
 
+def _is_typed_value(v: Any) -> bool:
+    return (type(v) is tuple and len(v) == 2 and type(v[0]) is str
+            and type(v[1]) in (int, float, str))
+
+
+#: What each declared field type accepts once decoded: a payload that decodes but
+#: does not fit its entry (a checksum-valid forgery, or a bug) is corruption too.
+_FIELD_CHECKS: dict[str, Any] = {
+    "str": lambda v: type(v) is str,
+    "int": lambda v: type(v) is int,
+    "bytes": lambda v: type(v) is bytes,
+    "str | None": lambda v: v is None or type(v) is str,
+    "tuple[str, ...]": lambda v: type(v) is tuple and all(type(x) is str for x in v),
+    "tuple[tuple[str, str], ...]": lambda v: type(v) is tuple and all(
+        type(x) is tuple and len(x) == 2 and type(x[0]) is type(x[1]) is str for x in v),
+    "tuple[TypedValue, ...]": lambda v: type(v) is tuple and all(map(_is_typed_value, v)),
+}
+
+
 _FIELD_NAMES: dict[type[Entry], tuple[str, ...]] = {
     t: tuple(f.name for f in fields(t)) for t in ENTRY_TYPES.values()
+}
+_CHECKS: dict[type[Entry], tuple[tuple[str, Any], ...]] = {
+    t: tuple((f.name, _FIELD_CHECKS[f.type]) for f in fields(t)) for t in ENTRY_TYPES.values()
 }
 
 
@@ -386,9 +408,13 @@ def decode_entry(raw: bytes, *, key: str = "oplog", index: int | None = None) ->
         raise bad(f"unknown entry kind {kind}")
     try:
         values = codec.decode(payload)
-        return cls(*_tupled(values))
+        entry = cls(*_tupled(values))
     except (codec.DecodeError, TypeError) as e:
         raise bad(f"undecodable payload: {e}") from None
+    for name, check in _CHECKS[cls]:
+        if not check(getattr(entry, name)):
+            raise bad(f"{cls.NAME} field {name} has the wrong type")
+    return entry
 
 
 __all__ = [

@@ -29,6 +29,7 @@ import threading
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import xxhash
 import zstandard
@@ -44,6 +45,23 @@ _U64 = struct.Struct(">Q")
 _BLOB_HEAD = struct.Struct("<BI")  # version, crc32 of the compressed body
 #: First byte of a fork's link to its parent's manifest (never a manifest version).
 _LINK = b"\xff"
+
+
+#: Largest decompressed manifest accepted: 16-byte hashes of 4 GiB of 4 KiB pages is 16 MiB.
+_MAX_BODY = 64 << 20
+
+
+def _pairs(v: Any, *types: type) -> bool:
+    return type(v) is tuple and all(
+        type(x) is tuple and len(x) == len(types) and all(map(isinstance, x, types)) for x in v)
+
+
+def _well_typed(m: Manifest) -> bool:
+    """A decoded manifest's fields have their declared types (a forged one may not)."""
+    return (all(type(x) is int for x in (m.index, m.page_size, m.memory_size, m.created_ns))
+            and m.page_size > 0 and type(m.component_hash) is str and type(m.pages) is bytes
+            and type(m.host) is bytes and _pairs(m.globals, str, str, (int, float))
+            and _pairs(m.tables, str, int) and _pairs(m.stats, str, int))
 
 
 def page_hash(data: bytes | memoryview) -> bytes:
@@ -116,11 +134,18 @@ class Manifest:
         if zlib.crc32(packed) != crc:
             raise bad("checksum mismatch")
         try:
-            v = codec.decode(zstandard.ZstdDecompressor().decompress(packed))
+            # The frame states its size: a forged one would have us allocate it all.
+            size = zstandard.get_frame_parameters(packed).content_size
+            if size != zstandard.CONTENTSIZE_UNKNOWN and size > _MAX_BODY:
+                raise bad(f"body of {size} bytes exceeds {_MAX_BODY}")
+            v = codec.decode(zstandard.ZstdDecompressor().decompress(
+                packed, max_output_size=_MAX_BODY))
             m = cls(v[0], v[1], v[2], v[3], v[4], tuple(tuple(g) for g in v[5]),
                     tuple(tuple(t) for t in v[6]), v[7], tuple(tuple(s) for s in v[8]), v[9])
         except (codec.DecodeError, zstandard.ZstdError, IndexError, TypeError) as e:
             raise bad(f"undecodable: {e}") from None
+        if not _well_typed(m):
+            raise bad("a field has the wrong type")
         if len(m.pages) % HASH_SIZE or m.page_count * m.page_size != m.memory_size:
             raise bad("page list does not cover the memory size")
         return m

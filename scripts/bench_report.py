@@ -4,6 +4,7 @@
     python scripts/bench_report.py            # run everything (about 20-30 minutes)
     python scripts/bench_report.py --reuse    # only rebuild the report from scripts/results/
     python scripts/bench_report.py --quick    # small sizes, to check the pipeline
+    python scripts/bench_report.py --only faults [--reuse]   # just the Faults section
 
 Every figure comes from one run of one script, measured side by side there, as
 medians and ratios; the machine each was measured on is noted. Plots need
@@ -30,12 +31,15 @@ BENCHES = {  # name -> (script, extra args for a full run, for --quick)
     "bench_snapshot": ("bench_snapshot.py", [], ["--quick"]),
     "bench_midcall": ("bench_midcall.py", [], ["--quick"]),
     "crash_campaign": ("crash_campaign.py", ["--kills", "1000"], ["--quick"]),
+    "fault_campaign": ("fault_campaign.py", ["--faults", "500"], ["--quick"]),
 }
 
 
-def run_all(quick: bool) -> None:
+def run_all(quick: bool, only: list[str] | None = None) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     for name, (script, full, small) in BENCHES.items():
+        if only is not None and name not in only:
+            continue
         out = RESULTS / f"{name}.json"
         cmd = [sys.executable, str(ROOT / "scripts" / script), "--out", str(out),
                *(small if quick else full)]
@@ -264,6 +268,66 @@ def section_campaign(d: dict[str, Any], p: Plots) -> str:
                                           for m, v in lat.items()})
 
 
+FAULT_OUTCOMES = ("correct", "clean-error", "silent-wrong", "traceback", "crash", "timeout")
+
+
+def section_faults(d: dict[str, Any]) -> str:
+    """The fault campaign: outcomes by file kind, and every badly handled fault."""
+    outcomes = [o for o in FAULT_OUTCOMES if o in d["outcomes"]]
+    rows = [[kind, *(row.get(o, 0) for o in outcomes), sum(row.values())]
+            for kind, row in d["table"].items() if sum(row.values())]
+    rows.append(["**all**", *(d["outcomes"][o] for o in outcomes), d["faults"]])
+    by_type: dict[str, dict[str, int]] = {}
+    for r in d["results"]:
+        t = by_type.setdefault(r["fault"], dict.fromkeys(outcomes, 0))
+        t[r["outcome"]] += 1
+    type_rows = [[t, *(c[o] for o in outcomes), sum(c.values())] for t, c in by_type.items()]
+    bad = [r for r in d["results"] if r["outcome"] not in ("correct", "clean-error")]
+    text = ("## Faults\n\n"
+            f"**{d['faults']} faults**, seed {d['seed']}, {d['seconds'] / 60:.1f} minutes "
+            f"({d['seconds_per_fault']:.2f} s per fault, {d['jobs']} at a time), result: "
+            f"**{'OK' if d['ok'] else 'FAILED'}**"
+            f"{'' if d['original_unchanged'] else ' (the original store was modified!)'}. "
+            "`scripts/fault_campaign.py` builds a store with workers of every guest (counter, "
+            "kv, journal, the typed cart and echo, the agent, stackful counter and journal; "
+            "snapshots every 1 to 4 invocations or never; the last writes only in the "
+            "write-ahead log), then damages one file of a copy per fault: random bytes "
+            "flipped, truncated or deleted, in table files (SST; *pages*: those of the "
+            "snapshot pages), the WAL, MANIFEST, CURRENT, OPTIONS, the compiled-code cache "
+            "and identity files. Every worker's reading function and `store check --deep` "
+            "then run through the CLI, each in its own process. *correct*: every answer is "
+            "the crash-free truth; *clean-error*: one-line errors, the other answers true, "
+            "and the check does not say ok; *silent-wrong*: a wrong answer, or the check "
+            "says ok while a command failed.\n\n"
+            f"_Measured on: {machine(d)}._\n\n"
+            + table(["file kind", *outcomes, "faults"], rows) + "\n\nBy fault type:\n\n"
+            + table(["fault", *outcomes, "faults"], type_rows) + "\n")
+    if bad:
+        text += (f"\nBadly handled ({len(bad)}; reproduce one with `{d.get('reproduce', '')}`"
+                 "):\n\n" + table(["#", "outcome", "file kind", "fault", "what happened"], [
+                     [r["index"], r["outcome"], r["kind"], r["what"],
+                      r["detail"][:160].replace("|", "\\|").replace("\n", " ")]
+                     for r in bad[:25]]) + "\n")
+        if len(bad) > 25:
+            text += f"\n… and {len(bad) - 25} more in the JSON.\n"
+    return text
+
+
+def splice_section(title: str, text: str) -> Path:
+    """Replace one `## title` section of docs/benchmarks.md (or append it)."""
+    out = DOCS / "benchmarks.md"
+    doc = out.read_text() if out.exists() else "# golemish benchmarks\n"
+    start = doc.find(f"\n## {title}\n")
+    if start < 0:
+        doc = doc.rstrip("\n") + "\n\n" + text
+    else:
+        end = doc.find("\n## ", start + 1)
+        doc = doc[:start + 1] + text + ("" if end < 0 else "\n" + doc[end + 1:])
+    DOCS.mkdir(exist_ok=True)
+    out.write_text(doc)
+    return out
+
+
 def write_report() -> Path:
     p = Plots()
     parts = ["# golemish benchmarks\n",
@@ -288,6 +352,8 @@ def write_report() -> Path:
     if camp:
         parts.append(f"_Campaign: {machine(camp)}._\n")
         parts.append(section_campaign(camp, p))
+    if faults := load("fault_campaign"):
+        parts.append(section_faults(faults))
     DOCS.mkdir(exist_ok=True)
     out = DOCS / "benchmarks.md"
     out.write_text("\n".join(parts))
@@ -298,7 +364,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reuse", action="store_true", help="use existing scripts/results/*.json")
     ap.add_argument("--quick", action="store_true", help="small runs, to check the pipeline")
+    ap.add_argument("--only", choices=["faults"],
+                    help="run (unless --reuse) and rewrite only this section of the report")
     args = ap.parse_args()
+    if args.only == "faults":
+        if not args.reuse:
+            run_all(args.quick, ["fault_campaign"])
+        faults = load("fault_campaign")
+        if faults is None:
+            raise SystemExit(f"no {RESULTS / 'fault_campaign.json'}: run without --reuse")
+        print(f"wrote {splice_section('Faults', section_faults(faults))}")
+        return 0
     if not args.reuse:
         run_all(args.quick)
     print(f"wrote {write_report()}")
