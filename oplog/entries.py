@@ -334,6 +334,7 @@ _FIELD_CHECKS: dict[str, Any] = {
     "str": lambda v: type(v) is str,
     "int": lambda v: type(v) is int,
     "bytes": lambda v: type(v) is bytes,
+    "float": lambda v: type(v) is float,
     "str | None": lambda v: v is None or type(v) is str,
     "tuple[str, ...]": lambda v: type(v) is tuple and all(type(x) is str for x in v),
     "tuple[tuple[str, str], ...]": lambda v: type(v) is tuple and all(
