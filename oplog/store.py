@@ -93,9 +93,17 @@ class WorkerOplog:
         self._prefix = worker_id.encode() + b"\0"
         self._end = worker_id.encode() + b"\1"
         self._head = head_key(worker_id)
+        # The head and the newest entry are two reads; another thread's append (both in
+        # one batch) may land between them. Reading the head again tells: if it did not
+        # move, no append committed in between and the pair is consistent.
         raw_head = backend.get("meta", self._head)
-        # Archiving never takes the newest entries, so the last index is always live.
-        last = next(backend.scan("oplog", self._prefix, self._end, reverse=True), None)
+        while True:
+            # Archiving never takes the newest entries, so the last index is always live.
+            last = next(backend.scan("oplog", self._prefix, self._end, reverse=True), None)
+            again = backend.get("meta", self._head)
+            if again == raw_head:
+                break
+            raw_head = again
         self.stored_last = self._index_of(last[0]) if last else 0
         #: The recorded length; None for an oplog written before heads were kept.
         self.recorded_last: int | None = (
@@ -471,7 +479,8 @@ class Store:
         """Append one entry and replace the worker's metadata in one batch (an update or
         a revert changes both, and a crash must never leave one without the other)."""
         index, op = log.append_ops(entry)
-        self.backend.write([op, ("workers", meta["id"].encode(), _pack_json(meta)), *extra])
+        self.backend.write([op, log.head_op(index),
+                            ("workers", meta["id"].encode(), _pack_json(meta)), *extra])
         log.committed(index)
         return index
 
@@ -507,6 +516,7 @@ class Store:
                 if self.backend.get("snapshots", p + _U64.pack(i)) is not None]
         ops += self.snapshots.share_ops(parent, child)
         ops.append(("workers", child.encode(), _pack_json(meta)))
+        ops.append(log.head_op(at))
         with self.snapshots.space_lock(parent):
             self.backend.write(ops)
         self.snapshots.forget(parent, child)

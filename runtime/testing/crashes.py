@@ -201,8 +201,10 @@ class _Planned:
         elif out.value is None and out.suspended is None:
             # It had finished and been recorded before the kill: the result is the
             # recorded one (what a retry with its idempotency key returns).
+            start = rt.store.oplog(worker_id).get(invoked[0])
+            assert isinstance(start, InvokeStart)
             recorded = rt.worker(worker_id).recorded_result(invoked[0], function,
-                                                            key or "(crash test)")
+                                                            key or "(crash test)", start.params)
             out.value = value_of(recorded.results)
         self._check(out, worker_id)
         return out

@@ -212,10 +212,10 @@ def test_an_invocation_in_flight_finishes_on_the_old_version(make_runtime, guest
     started, go = threading.Event(), threading.Event()
     real = w._run
 
-    def slow(function, params):
+    def slow(function, params, *rest):
         started.set()
         go.wait(5)
-        return real(function, params)
+        return real(function, params, *rest)
 
     w._run = slow
     t = threading.Thread(target=lambda: rt.invoke("bank/a", "deposit", ["4"]))
