@@ -417,6 +417,8 @@ class RocksBackend:
                 busy.append(cf)
         deadline = time.monotonic() + COMPACTION_WAIT_S
         while busy and time.monotonic() < deadline:
+            if self._db is not None and self._db.property_int_value("rocksdb.background-errors"):
+                return  # a compaction failed (a damaged table file): close() reports it
             busy = [cf for cf in busy
                     if (cf.property_int_value("rocksdb.compaction-pending") or 0)
                     or (cf.property_int_value("rocksdb.num-running-compactions") or 0)]
