@@ -23,6 +23,7 @@ from .backends.rocksdb import (
     _cf_options, _lock, check_openable, db_options, translate_open_error,
 )
 from .backends.base import TABLES
+from .backends.rocks_guard import Guard, read_guard
 from .errors import CorruptionError, StoreError
 from .store import HEAD_PREFIX
 from .wal import log_files, read_log
@@ -52,8 +53,16 @@ class WalDamage:
     unreadable: int = 0               # of those, damaged beyond reading
     other_ops: int = 0                # dropped writes that are not oplog appends
     losses: list[Loss] = field(default_factory=list)
+    #: The log itself reads fine, but the write guard says acknowledged writes are
+    #: gone (a log file deleted or cut short), or the guard file is missing or damaged.
+    guard: str | None = None
 
     def describe(self) -> list[str]:
+        if self.guard is not None:
+            return [f"{self.path}: {self.guard}",
+                    f"recovering accepts the store as it is now (every write up to sequence "
+                    f"number {self.kept_sequence}); writes after it, if any, are gone and "
+                    "cannot be listed: the log that held them is gone"]
         lines = [f"write-ahead log of {self.path} is damaged: {self.detail}",
                  f"a point-in-time recovery keeps every write up to sequence number "
                  f"{self.kept_sequence} and drops {self.lost_writes} write(s) after it:"]
@@ -74,7 +83,7 @@ class WalDamage:
     def to_json(self) -> dict:
         return {"path": self.path, "detail": self.detail, "kept_sequence": self.kept_sequence,
                 "lost_writes": self.lost_writes, "unreadable": self.unreadable,
-                "other_writes": self.other_ops,
+                "other_writes": self.other_ops, "guard": self.guard,
                 "losses": [vars(x) for x in self.losses]}
 
 
@@ -114,8 +123,10 @@ def _inspect(path: str) -> WalDamage | None:
             raise err from None
         detail = err.detail
     else:
-        db.close()
-        return None
+        try:
+            return _inspect_guard(path, db.latest_sequence_number())
+        finally:
+            db.close()
     try:
         db = _open(path, rocksdict.DBRecoveryMode.point_in_time(), readonly=True)
         try:
@@ -154,6 +165,25 @@ def _inspect(path: str) -> WalDamage | None:
     return damage
 
 
+def _inspect_guard(path: str, recovered: int) -> WalDamage | None:
+    """Damage the write guard sees in a store whose log reads fine (None: none)."""
+    try:
+        acknowledged = read_guard(path)
+    except CorruptionError as e:
+        return WalDamage(path, e.detail, recovered, guard=f"the write guard is {e.detail}")
+    if acknowledged is None:
+        return WalDamage(path, "write guard missing", recovered,
+                         guard="the write guard (golemish.seq) is missing, so whether "
+                               "acknowledged writes were lost cannot be told")
+    if recovered < acknowledged:
+        return WalDamage(path, "acknowledged writes missing", recovered,
+                         lost_writes=acknowledged - recovered,
+                         guard=f"writes up to sequence number {acknowledged} were "
+                               f"acknowledged, but the store holds only up to {recovered} "
+                               "(a log file was deleted or cut short)")
+    return None
+
+
 def inspect_wal(path: str) -> WalDamage | None:
     """What a point-in-time recovery would lose; None when the WAL is intact. Changes nothing."""
     check_openable(path, create=False)
@@ -177,8 +207,10 @@ def recover_wal(path: str) -> WalDamage | None:
         damage = _inspect(path)
         if damage is None:
             return None
+        mode = (rocksdict.DBRecoveryMode.tolerate_corrupted_tail_records()
+                if damage.guard is not None else rocksdict.DBRecoveryMode.point_in_time())
         try:
-            db = _open(path, rocksdict.DBRecoveryMode.point_in_time(), readonly=False)
+            db = _open(path, mode, readonly=False)
         except Exception as e:
             raise translate_open_error(path, e) from None
         cfs = {n: db.get_column_family(n) for n in TABLES
@@ -186,6 +218,7 @@ def recover_wal(path: str) -> WalDamage | None:
         for cf in cfs.values():  # move what was kept into tables, retiring the old log
             cf.flush()
         cfs.clear()
+        Guard(path, db.latest_sequence_number()).close()  # what the store now holds
         db.close()
         return damage
     finally:

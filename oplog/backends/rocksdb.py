@@ -53,6 +53,7 @@ from ..errors import (
     StoreInUseError,
 )
 from .base import TABLES, Op
+from .rocks_guard import Guard, read_guard, verify
 
 #: Written when a store is created: its format and a random id. A directory without
 #: it (and without RocksDB files of an older golemish) is not a store.
@@ -257,8 +258,17 @@ class RocksBackend:
                 cfs = {n: o for n, o in cfs.items() if n in have}
             self._db: rocksdict.Rdict | None = rocksdict.Rdict(
                 path, opts, column_families=cfs, access_type=access)
-            if new or (not readonly and read_identity(path) is None):
-                _write_identity(path)  # a new store, or one an older golemish made
+            recovered = self._db.latest_sequence_number()
+            self._guard: Guard | None = None
+            if not readonly:
+                if new or read_identity(path) is None:
+                    _write_identity(path)  # a new store, or one an older golemish made
+                    if read_guard(path) is None:
+                        Guard(path, recovered).close()
+                verify(path, recovered)
+                self._guard = Guard(path, recovered)
+            elif self._secondary is None and read_identity(path) is not None:
+                verify(path, recovered)  # (beside a writer, the guard may be ahead of us)
         except StoreError:
             self._release()
             raise
@@ -281,6 +291,10 @@ class RocksBackend:
             weakref.WeakSet()
 
     def _release(self) -> None:
+        guard = getattr(self, "_guard", None)
+        if guard is not None:
+            guard.close()
+            self._guard = None
         if self._lock_fd is not None:
             if not self.readonly:
                 os.ftruncate(self._lock_fd, 0)  # nobody's pid while nobody writes
@@ -317,6 +331,7 @@ class RocksBackend:
             if self.readonly:
                 raise ReadOnlyStoreError(f"store {self.location} was opened for reading only")
             self._cf[table].put(key, value, self._wopts)
+            self._guard.advance(self._db.latest_sequence_number())  # type: ignore[union-attr]
         except StoreError:
             self._check()
             raise
@@ -336,6 +351,7 @@ class RocksBackend:
             db.write(batch, self._wopts)
         except Exception as e:
             raise StoreError(f"batch write failed: {e}") from None
+        self._guard.advance(db.latest_sequence_number())  # type: ignore[union-attr]
 
     def scan(self, table: str, start: bytes, end: bytes | None = None, *,
              reverse: bool = False, bulk: bool = False) -> Iterator[tuple[bytes, bytes]]:
@@ -401,6 +417,8 @@ class RocksBackend:
                 busy.append(cf)
         deadline = time.monotonic() + COMPACTION_WAIT_S
         while busy and time.monotonic() < deadline:
+            if self._db is not None and self._db.property_int_value("rocksdb.background-errors"):
+                return  # a compaction failed (a damaged table file): close() reports it
             busy = [cf for cf in busy
                     if (cf.property_int_value("rocksdb.compaction-pending") or 0)
                     or (cf.property_int_value("rocksdb.num-running-compactions") or 0)]
@@ -420,9 +438,15 @@ class RocksBackend:
             self._handles.clear()
             try:
                 self._db.close()
-            except Exception:
+            except Exception as e:
+                # A background compaction that met a damaged table file reports it here.
                 if not self.readonly:
-                    raise
+                    msg = str(e)
+                    if "Corruption" in msg:
+                        raise CorruptionError("table file", self.location,
+                                              msg.removeprefix("Corruption: "),
+                                              hint="run `golemish store check`") from None
+                    raise StoreError(f"closing store {self.location} failed: {msg}") from None
             finally:
                 self._db = None
                 self._release()

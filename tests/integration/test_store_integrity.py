@@ -160,6 +160,45 @@ def test_a_damaged_wal_is_an_error_and_recover_reports_exactly_what_it_drops(cli
     assert "intact: nothing to recover" in again.stdout
 
 
+@pytest.mark.parametrize("damage", ["delete", "truncate"])
+def test_a_lost_or_shortened_wal_is_an_error_not_an_older_state(cli, counter, home, damage):
+    """A log file that is gone or cut short reads as a whole, older store to RocksDB:
+    the write guard (backends/rocks_guard.py) knows what was acknowledged."""
+    cli("invoke", "counter/a", "add", "1", check=True)
+    dead = cli("invoke", "counter/a", "add", "2", "--crash-at", "after-invocation:1")
+    assert dead.returncode == -9 and "total 3" in dead.stdout  # acknowledged
+    logs = [Path(f) for f in log_files(home) if Path(f).stat().st_size]
+    assert logs, "the acknowledged writes are in the write-ahead log"
+    for wal in logs:
+        if damage == "delete":
+            wal.unlink()
+        else:
+            os.truncate(wal, wal.stat().st_size // 2)
+
+    one_line_error(cli("invoke", "counter/a", "get"), "acknowledged writes are missing")
+    one_line_error(cli("worker", "list"), "acknowledged writes are missing")
+    check = cli("store", "check")
+    assert check.returncode == 1 and not check.stdout.startswith("ok")
+
+    report = json.loads(cli("--json", "store", "recover", "--yes", check=True).stdout)
+    assert report["recovered"] and "acknowledged" in report["guard"]
+    assert cli("store", "check", check=True).stdout.startswith("ok")
+    # What survives is a prefix: add 2 is gone, or (its start kept) recovery finishes it.
+    got = cli("invoke", "counter/a", "get", check=True).stdout.split()[-1]
+    assert got == "1" if damage == "delete" else got in ("1", "3")
+
+
+def test_a_damaged_or_missing_write_guard_is_reported(cli, counter, home):
+    cli("invoke", "counter/a", "add", "1", check=True)
+    guard = Path(home) / "golemish.seq"
+    flip(guard, 0)
+    one_line_error(cli("invoke", "counter/a", "get"), "write guard")
+    guard.unlink()
+    one_line_error(cli("invoke", "counter/a", "get"), "write guard")
+    assert "missing" in cli("store", "recover", "--yes", check=True).stdout
+    assert cli("invoke", "counter/a", "get", check=True).stdout.strip() == "1"
+
+
 # -- 18: short-lived processes leave a bounded store ------------------------------------
 
 def test_thirty_processes_leave_a_bounded_number_of_files(cli, counter, home):
