@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from .entries import Create, InvokeStart, Snapshot, decode_entry
 from .errors import CorruptionError
 from .snapshots import HASH_SIZE
-from .store import HEAD_PREFIX, Store, _unpack_json, length_mismatch
+from .store import Store, _unpack_json
+from .worker_oplog import HEAD_PREFIX, length_mismatch
 
 _U64 = struct.Struct(">Q")
 

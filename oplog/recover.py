@@ -25,7 +25,7 @@ from .backends.rocksdb import (
 from .backends.base import TABLES
 from .backends.rocks_guard import Guard, read_guard
 from .errors import CorruptionError, StoreError
-from .store import HEAD_PREFIX
+from .worker_oplog import HEAD_PREFIX
 from .wal import log_files, read_log
 
 _U64 = struct.Struct(">Q")

@@ -1,5 +1,7 @@
 """The golemish store: components, workers and their oplogs on top of a Backend.
 
+One worker's oplog (entries, recorded length, archive) is worker_oplog.py.
+
 Key layout (tables are the backend's)::
 
     components  name \\0 u32be(version)      -> checked JSON metadata
@@ -26,16 +28,14 @@ import hashlib
 import json
 import struct
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import zstandard
-
-from . import codec
 from .backends.base import Backend, Op
-from .entries import Entry, Snapshot, decode_entry, encode_entry, encode_host_call, peek_kind
+from .entries import Entry, Snapshot
 from .errors import CorruptionError, StoreError
 from .snapshots import Manifest, SnapshotStore
+from .worker_oplog import WorkerOplog
 
 #: 2: every worker's length is recorded (its head). A format 1 store is upgraded when
 #: opened for writing; read-only, its workers without a head are read by their scan.
@@ -46,8 +46,6 @@ _U32 = struct.Struct(">I")
 _CRC = struct.Struct("<I")
 #: Key suffix of the sha256 kept beside each compiled artifact (table ``compiled``).
 COMPILED_DIGEST_SUFFIX = b"#sha256"
-#: Entries per archive chunk.
-ARCHIVE_CHUNK = 1024
 
 
 def _pack_json(obj: Any) -> bytes:
@@ -69,248 +67,6 @@ def _unpack_json(raw: bytes, what: str, key: str) -> Any:
 def content_hash(data: bytes) -> str:
     """The content address of a module: sha256, hex."""
     return hashlib.sha256(data).hexdigest()
-
-
-HEAD_PREFIX = b"head\0"
-
-
-def head_key(worker_id: str) -> bytes:
-    """Where a worker's recorded last oplog index lives (table ``meta``)."""
-    return HEAD_PREFIX + worker_id.encode()
-
-
-class WorkerOplog:
-    """The append-only oplog of one worker. Entries are indexed 1..n densely.
-
-    Its length is recorded (the *head*, written with every append): opening an oplog
-    whose newest stored entry is not the recorded one, or reading one that ends
-    early, raises CorruptionError instead of returning a shorter history.
-    """
-
-    def __init__(self, backend: Backend, worker_id: str, *, require_head: bool = True) -> None:
-        self._b = backend
-        self.worker_id = worker_id
-        self._prefix = worker_id.encode() + b"\0"
-        self._end = worker_id.encode() + b"\1"
-        self._head = head_key(worker_id)
-        # The head and the newest entry are two reads; another thread's append (both in
-        # one batch) may land between them. Reading the head again tells: if it did not
-        # move, no append committed in between and the pair is consistent.
-        raw_head = backend.get("meta", self._head)
-        while True:
-            # Archiving never takes the newest entries, so the last index is always live.
-            last = next(backend.scan("oplog", self._prefix, self._end, reverse=True), None)
-            again = backend.get("meta", self._head)
-            if again == raw_head:
-                break
-            raw_head = again
-        self.stored_last = self._index_of(last[0]) if last else 0
-        #: The recorded length; None for an oplog written before heads were kept.
-        self.recorded_last: int | None = (
-            None if raw_head is None or len(raw_head) != 8 else _U64.unpack(raw_head)[0])
-        self._damage: CorruptionError | None = None
-        if raw_head is not None and self.recorded_last is None:
-            self._damage = CorruptionError("oplog head", worker_id, "undecodable",
-                                           hint="run `golemish store check`")
-        elif self.recorded_last is not None and self.recorded_last != self.stored_last:
-            self._damage = length_mismatch(worker_id, self.recorded_last, self.stored_last)
-        elif self.recorded_last is None and self.stored_last and require_head:
-            self._damage = CorruptionError(
-                "oplog head", worker_id, "missing: the oplog's length is not recorded",
-                hint="run `golemish store check`")
-        self._last = self.stored_last if self.recorded_last is None else self.recorded_last
-
-    @property
-    def damage(self) -> CorruptionError | None:
-        """Why this oplog cannot be trusted (its length disagrees with the record), or None."""
-        return self._damage
-
-    def _intact(self) -> None:
-        if self._damage is not None:
-            raise self._damage
-
-    def head_op(self, index: int) -> tuple[str, bytes, bytes]:
-        """The op recording ``index`` as the last one; batch it with the entry's op."""
-        return ("meta", self._head, _U64.pack(index))
-
-    def _key(self, index: int) -> bytes:
-        return self._prefix + _U64.pack(index)
-
-    def _index_of(self, key: bytes) -> int:
-        return _U64.unpack_from(key, len(self._prefix))[0]
-
-    @property
-    def last_index(self) -> int:
-        """Index of the newest entry; 0 when the oplog is empty."""
-        return self._last
-
-    def append(self, entry: Entry) -> int:
-        """Append durably and return the new entry's index."""
-        self._intact()
-        index = self._last + 1
-        packed = _U64.pack(index)
-        self._b.write([("oplog", self._prefix + packed, encode_entry(entry)),
-                       ("meta", self._head, packed)])
-        self._last = index
-        return index
-
-    def append_host_call(self, name_utf8: bytes, request: bytes, response: bytes) -> int:
-        """:meth:`append` of a HostCall entry, skipping the entry object (hot path)."""
-        if self._damage is not None:
-            raise self._damage
-        index = self._last + 1
-        packed = _U64.pack(index)
-        self._b.write([("oplog", self._prefix + packed,
-                        encode_host_call(name_utf8, request, response)),
-                       ("meta", self._head, packed)])
-        self._last = index
-        return index
-
-    def append_ops(self, entry: Entry) -> tuple[int, tuple[str, bytes, bytes]]:
-        """An append as a batch op, for callers that commit it with other writes.
-
-        The batch must also carry :meth:`head_op` of the index. Call :meth:`committed`
-        after the batch is written.
-        """
-        self._intact()
-        index = self._last + 1
-        return index, ("oplog", self._key(index), encode_entry(entry))
-
-    def committed(self, index: int) -> None:
-        self._last = index
-
-    def archive_span(self) -> tuple[int, int]:
-        """[lo, hi) of the archived indexes; (2, 2) when nothing is archived.
-
-        The Create entry (index 1) is never archived: every recovery needs it.
-        """
-        first = next(self._b.scan("archive", self._prefix, self._end), None)
-        if first is None:
-            return 2, 2
-        last = next(self._b.scan("archive", self._prefix, self._end, reverse=True))
-        return self._index_of(first[0]), self._index_of(last[0]) + ARCHIVE_CHUNK
-
-    def _archived(self, start: int, end: int) -> Iterator[tuple[int, bytes]]:
-        """Archived entries in [start, end), from the chunks overlapping it."""
-        first_chunk = max(2, start - (start - 2) % ARCHIVE_CHUNK)
-        for k, blob in self._b.scan("archive", self._key(first_chunk), self._key(end)):
-            first = self._index_of(k)
-            for i, raw in enumerate(_unpack_chunk(blob, self.worker_id, first)):
-                if start <= first + i < end:
-                    yield first + i, raw
-
-    def _live(self, a: int, b: int | None) -> Iterator[tuple[int, bytes]]:
-        if b is None or a < b:
-            stop = self._end if b is None else self._key(b)
-            for k, v in self._b.scan("oplog", self._key(a), stop):
-                yield self._index_of(k), v
-
-    def raw(self, start: int = 1, end: int | None = None, *,
-            check_length: bool = True) -> Iterator[tuple[int, bytes]]:
-        """(index, stored bytes) for start <= index <= end, not verified.
-
-        Raises CorruptionError when the entries end before the recorded length (the
-        density of what is yielded is :meth:`read`'s to check); ``check_length=False``
-        leaves that to the caller (`store check` reports it itself).
-        """
-        if check_length:
-            self._intact()
-        stop = None if end is None else end + 1
-        lo, hi = self.archive_span()
-        last = 0
-        for item in self._live(start, lo if stop is None else min(lo, stop)):  # Create
-            last = item[0]
-            yield item
-        if lo < hi:
-            for item in self._archived(max(start, lo), hi if stop is None else min(hi, stop)):
-                last = item[0]
-                yield item
-        for item in self._live(max(start, hi), stop):
-            last = item[0]
-            yield item
-        if check_length:  # the recorded length, kept up to date by our own appends
-            want = self._last if end is None else min(end, self._last)
-            if last < want and start <= want:
-                raise length_mismatch(self.worker_id, self._last, max(last, start - 1))
-
-    def archive_ops(self, before: int) -> list[tuple[str, bytes, bytes | None]]:
-        """Ops moving whole chunks of live entries with 2 <= index < ``before`` to the archive.
-
-        Only full chunks move, so the archive is never a litter of tiny pieces.
-        """
-        _, first = self.archive_span()
-        ops: list[tuple[str, bytes, bytes | None]] = []
-        while before - first >= ARCHIVE_CHUNK:
-            chunk = [v for _, v in self._b.scan("oplog", self._key(first),
-                                                 self._key(first + ARCHIVE_CHUNK))]
-            if len(chunk) != ARCHIVE_CHUNK:
-                raise CorruptionError("oplog", self.worker_id, "gap in entries to archive",
-                                      index=first)
-            ops.append(("archive", self._key(first), _pack_chunk(chunk)))
-            ops.extend(("oplog", self._key(i), None) for i in range(first, first + ARCHIVE_CHUNK))
-            first += ARCHIVE_CHUNK
-        return ops
-
-    def read(self, start: int = 1, end: int | None = None) -> Iterator[tuple[int, Entry]]:
-        """Verified, decoded entries for start <= index <= end.
-
-        Raises CorruptionError on a damaged entry or a gap in the indexes.
-        """
-        if start < 1:
-            raise ValueError("oplog indexes start at 1")
-        expected = start
-        for index, raw in self.raw(start, end):
-            if index != expected:
-                raise CorruptionError("oplog", self.worker_id, f"missing entry {expected}",
-                                      index=expected, hint="run `golemish store check`")
-            yield index, decode_entry(raw, key=self.worker_id, index=index)
-            expected += 1
-
-    def get(self, index: int) -> Entry | None:
-        raw = self._b.get("oplog", self._key(index))
-        if raw is None and 1 <= index <= self._last:
-            raw = next((r for _, r in self.raw(index, index)), None)
-        return None if raw is None else decode_entry(raw, key=self.worker_id, index=index)
-
-    def kinds(self, start: int = 1) -> Iterator[tuple[int, int]]:
-        """(index, kind) from ``start`` on, skimming headers only: planners use this."""
-        for index, raw in self.raw(start):
-            yield index, peek_kind(raw)
-
-    def delete_ops(self) -> list[tuple[str, bytes, None]]:
-        return [(t, k, None) for t in ("oplog", "archive")
-                for k, _ in self._b.scan(t, self._prefix, self._end)] + [
-                    ("meta", self._head, None)]
-
-
-def length_mismatch(worker_id: str, recorded: int, stored: int) -> CorruptionError:
-    """The error for an oplog whose stored entries end elsewhere than recorded."""
-    if stored < recorded:
-        detail = (f"{recorded} entries were recorded but the stored entries end at index "
-                  f"{stored}: entries {stored + 1}..{recorded} are lost")
-    else:
-        detail = (f"{recorded} entries were recorded but entries up to index {stored} "
-                  "are stored")
-    return CorruptionError("oplog", worker_id, detail, index=stored + 1,
-                           hint="the worker is not rolled back; run `golemish store check`")
-
-
-def _pack_chunk(entries: list[bytes]) -> bytes:
-    body = zstandard.ZstdCompressor(level=3).compress(codec.encode(entries))
-    return _CRC.pack(zlib.crc32(body)) + body
-
-
-def _unpack_chunk(blob: bytes, worker_id: str, first: int) -> list[bytes]:
-    body = blob[_CRC.size:]
-    if len(blob) < _CRC.size or _CRC.unpack_from(blob)[0] != zlib.crc32(body):
-        raise CorruptionError("archived oplog chunk", worker_id, "checksum mismatch",
-                              index=first, hint="run `golemish store check`")
-    try:
-        entries = codec.decode(zstandard.ZstdDecompressor().decompress(body))
-    except (codec.DecodeError, zstandard.ZstdError) as e:
-        raise CorruptionError("archived oplog chunk", worker_id, f"undecodable: {e}",
-                              index=first) from None
-    return entries
 
 
 class Store:

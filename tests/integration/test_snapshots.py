@@ -193,7 +193,7 @@ def test_a_grown_table_disables_snapshots_and_replay_still_works(tmp_path):
 
 def test_archived_oplog_stays_readable_and_replayable(tmp_path, guests):
     from golemish.oplog import CorruptionError
-    from golemish.oplog.store import ARCHIVE_CHUNK
+    from golemish.oplog.worker_oplog import ARCHIVE_CHUNK
 
     home = str(tmp_path / "s")
     cfg = dict(snapshot_policy=SnapshotPolicy.parse("every:200"), oplog_retention="archive",

@@ -3,7 +3,7 @@
 import pytest
 
 from golemish.oplog import Create, Log, open_store
-from golemish.oplog.store import ARCHIVE_CHUNK
+from golemish.oplog.worker_oplog import ARCHIVE_CHUNK
 
 
 @pytest.fixture(params=["memory", "rocksdb"])
