@@ -1,0 +1,36 @@
+"""The Python pieces of a worker instance: its WASI host, ``host.call`` and first turn."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..clock import Clock
+from ..engine import Instance
+from ..journal import Journal
+from .component import stdlib_zip
+from .guest import PythonHost, initialize
+from .wasi_fs import PythonWasi
+
+#: The environment the interpreter image expects, before the worker's own.
+BASE_ENV = (("TMPDIR", "/tmp"), ("PYTHONTZPATH", ""), ("HOME", "/tmp"))
+
+
+def hosts(journal: Journal, create: Any, clock: Clock) -> tuple[PythonWasi, PythonHost]:
+    env = dict(BASE_ENV)
+    env.update(dict(create.env))
+    return (PythonWasi(journal, create.args, sorted(env.items()), clock, stdlib_zip=stdlib_zip()),
+            PythonHost(journal))
+
+
+def attach(inst: Instance, host: PythonHost, component: dict[str, Any], time_limit: float,
+           initialize_module: bool, store: Any) -> None:
+    """Bind ``host.call``; on a fresh instance, run the user's module (the first turn).
+
+    A restored instance gets its memory from a snapshot instead, which already
+    holds the module's state.
+    """
+    host.bind(inst)
+    inst.python_host = host  # type: ignore[attr-defined]
+    if initialize_module:
+        source = store.get_wasm(component["hash"]).decode("utf-8")
+        initialize(host, source, component["filename"], time_limit)
