@@ -290,6 +290,8 @@ class ModuleCache:
     def signatures(self, meta: dict[str, Any]) -> dict[str, FuncSig]:
         # Walking wasmtime's export list costs ~0.2 ms; an invocation asks every time.
         sigs = self._sigs.get(meta["hash"])
+        if sigs is None and meta.get("kind") == "python":
+            sigs = self._sigs[meta["hash"]] = {}  # only the WIT functions are callable
         if sigs is None:
             sigs = self._sigs[meta["hash"]] = {
                 n: sig for n, sig in self.engine.func_exports(self.load(meta)).items()

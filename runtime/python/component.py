@@ -20,6 +20,7 @@ import os
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable
 
@@ -75,7 +76,9 @@ def file_digest(path: Path) -> str:
     return _digests[key]
 
 
-_loaded: dict[str, wasmtime.Module] = {}
+#: Compiled modules belong to one wasmtime engine: loaded ones are kept per Engine.
+_loaded: weakref.WeakKeyDictionary[Engine, dict[str, wasmtime.Module]] = \
+    weakref.WeakKeyDictionary()
 
 
 def load_interpreter(engine: Engine, want: str | None = None,
@@ -87,8 +90,9 @@ def load_interpreter(engine: Engine, want: str | None = None,
         raise ComponentError(f"the installed interpreter ({digest[:12]}) is not the one this "
                              f"component was deployed with ({want[:12]}); deploy it again")
     key = f"python-{digest}-{engine.fingerprint}-i{INSTRUMENTATION_VERSION}"
-    if key in _loaded:
-        return _loaded[key]
+    loaded = _loaded.setdefault(engine, {})
+    if key in loaded:
+        return loaded[key]
     d = cache_dir()
     path, sidecar = d / f"{key}.cwasm", d / f"{key}.sha256"
     module = None
@@ -112,7 +116,7 @@ def load_interpreter(engine: Engine, want: str | None = None,
         sidecar.write_text(hashlib.sha256(code).hexdigest() + "\n")
         if progress is not None:
             progress(f"compiled in {time.perf_counter() - t0:.0f} s, cached in {d}")
-    _loaded[key] = module
+    loaded[key] = module
     return module
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from golemish.oplog import TypedValue
 
 from ..engine import FuncSig, HostFunc, Instance
-from ..errors import InvocationFailed
+from ..errors import InvocationFailed, NotFoundError
 from ..journal import Journal
 from ..typed import Interface
 from ..wave_json import from_json, to_json
@@ -132,7 +132,17 @@ class PythonInterface(Interface):
 
     def __init__(self, text: str, name: str, names: dict[str, str]) -> None:
         super().__init__(text, name)
+        self.component = name
         self.python_names = names
+
+    def find(self, function: str) -> FuncDecl | None:
+        """A function by its WIT name or its Python name; NotFoundError if neither."""
+        func = super().find(function) or super().find(function.replace("_", "-"))
+        if func is None:
+            have = ", ".join(sorted(self.python_names)) or "none"
+            raise NotFoundError(f"component {self.component} has no function {function!r}; "
+                                f"it has: {have}")
+        return func
 
     def run(self, inst: Instance, func: FuncDecl, params: Sequence[TypedValue],
             time_limit: float, **_: Any) -> tuple[list[TypedValue], Any]:

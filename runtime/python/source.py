@@ -14,6 +14,8 @@ import ast
 from dataclasses import dataclass
 
 from ..errors import ComponentError
+from ..typed import load_wit
+from ..wit_syntax import KEYWORDS
 
 _PRIMS = {"int": "s64", "float": "f64", "bool": "bool", "str": "string"}
 
@@ -54,6 +56,12 @@ def wit_name(name: str) -> str:
     return name.replace("_", "-")
 
 
+def _ident(name: str) -> str:
+    """A WIT identifier in source form: a keyword is written %name."""
+    kebab = wit_name(name)
+    return f"%{kebab}" if kebab in KEYWORDS else kebab
+
+
 def exports(tree: ast.Module, filename: str) -> list[Export]:
     found = []
     for node in tree.body:
@@ -63,11 +71,11 @@ def exports(tree: ast.Module, filename: str) -> list[Export]:
         a = node.args
         if a.vararg or a.kwarg or a.kwonlyargs or a.posonlyargs:
             raise ComponentError(f"{where}: only plain positional parameters are supported")
-        params = ", ".join(f"{wit_name(p.arg)}: {_type(p.annotation, where)}" for p in a.args)
+        params = ", ".join(f"{_ident(p.arg)}: {_type(p.annotation, where)}" for p in a.args)
         ret = node.returns
         result = "" if ret is None or (isinstance(ret, ast.Constant) and ret.value is None) \
             else f" -> {_type(ret, where)}"
-        found.append(Export(node.name, f"{wit_name(node.name)}: func({params}){result}"))
+        found.append(Export(node.name, f"{_ident(node.name)}: func({params}){result}"))
     if not found:
         raise ComponentError(f"{filename}: defines no public module-level function to export")
     return found
@@ -81,4 +89,5 @@ def derive_wit(source: str, filename: str, world: str) -> tuple[str, dict[str, s
     if not world_name[0].isalpha():
         world_name = "w-" + world_name
     text = "package golemish:python;\n\nworld " + world_name + " {\n" + "\n".join(lines) + "\n}\n"
+    load_wit(text, f"{filename} (derived WIT)")  # a name WIT cannot spell fails here
     return text, {wit_name(e.python_name): e.python_name for e in found}
