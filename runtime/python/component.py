@@ -135,7 +135,9 @@ def deploy(store: Store, engine: Engine, path: Path, name: str | None = None,
     except (OSError, UnicodeDecodeError) as e:
         raise ComponentError(f"cannot read {path}: {e}") from None
     wit, names = derive_wit(source, path.name, name)
-    load_interpreter(engine, progress=progress)  # compiled now, not at the first worker
+    module = load_interpreter(engine, progress=progress)  # compiled now, not at first use
+    from .worker import trial_load
+    trial_load(engine, module, source, path.name)
     blob = source.encode()
     digest = content_hash(blob)
     versions = store.component_versions(name, deleted=True)

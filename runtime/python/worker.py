@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..clock import Clock
-from ..engine import Instance
+from ..clock import SYSTEM, Clock
+from ..crash import CrashPoints
+from ..engine import Engine, Instance
+from ..errors import ComponentError, InvocationFailed
 from ..journal import Journal
 from .component import stdlib_zip
 from .guest import PythonHost, initialize
@@ -34,3 +36,25 @@ def attach(inst: Instance, host: PythonHost, component: dict[str, Any], time_lim
     if initialize_module:
         source = store.get_wasm(component["hash"]).decode("utf-8")
         initialize(host, source, component["filename"], time_limit)
+
+
+def trial_load(engine: Engine, module: Any, source: str, filename: str, *,
+               memory_limit: int = 256 << 20, time_limit: float = 60.0) -> None:
+    """Run the module once in a scratch instance that records nothing, at deploy, so
+    that an import that fails is a deploy error (``file:line: message``)."""
+    from types import SimpleNamespace
+
+    journal = Journal("deploy-check", None, CrashPoints(None))  # type: ignore[arg-type]
+    journal.recording = False
+    wasi, host = hosts(journal, SimpleNamespace(args=("python",), env=()), SYSTEM)
+    inst = engine.instantiate(module, host.functions() + wasi.functions(),
+                              memory_limit=memory_limit)
+    try:
+        wasi.bind(inst)
+        host.bind(inst)
+        initialize(host, source, filename, time_limit)
+    except InvocationFailed as e:
+        raise ComponentError(str(e).replace("the module failed to load: ", "", 1)) from None
+    finally:
+        inst.close()
+        wasi.close()

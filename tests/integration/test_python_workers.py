@@ -117,14 +117,16 @@ def test_exception_fails_the_call_and_keeps_previous_state(make_runtime, agent: 
     assert rt.invoke("agent/a", "add", ["0"]).json == 5  # the +7 before the raise is gone
 
 
-def test_module_that_fails_to_load(make_runtime, tmp_path: Path, interpreter: None) -> None:
+def test_import_that_fails_is_a_deploy_error(cli, tmp_path: Path, interpreter: None) -> None:
     src = tmp_path / "imp.py"
-    src.write_text("import no_such_module_here\n\ndef f(x: int) -> int:\n    return x\n")
-    rt = make_runtime()
-    rt.deploy_python(src)
-    with pytest.raises(InvocationFailed, match=r"imp.py:1: ModuleNotFoundError: No module named "
-                                               r"'no_such_module_here'"):
-        rt.invoke("imp/w", "f", ["1"])
+    src.write_text("import json\n\nimport no_such_module_here\n\ndef f(x: int) -> int:\n"
+                   "    return x\n")
+    out = cli("deploy", str(src))
+    assert out.returncode != 0
+    assert out.stderr.startswith("error: imp.py:3: ModuleNotFoundError: No module named "
+                                 "'no_such_module_here'")
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert "imp" not in cli("component", "list").stdout
 
 
 @pytest.mark.chaos
