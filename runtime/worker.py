@@ -156,7 +156,7 @@ class Worker:
         host.bind(inst)
         self.host_api.bind(inst)
         if python:
-            pyw.attach(inst, pyhost, self.component, self.created_limits[1], initialize,
+            pyw.attach(inst, pyhost, host, self.component, self.created_limits[1], initialize,
                        self.rt.store)
         if initialize:
             if inst.has_export("_initialize"):

@@ -24,7 +24,7 @@ def hosts(journal: Journal, create: Any, clock: Clock) -> tuple[PythonWasi, Pyth
             PythonHost(journal))
 
 
-def attach(inst: Instance, host: PythonHost, component: dict[str, Any], time_limit: float,
+def attach(inst: Instance, host: PythonHost, wasi: PythonWasi, component: dict[str, Any], time_limit: float,
            initialize_module: bool, store: Any) -> None:
     """Bind ``host.call``; on a fresh instance, run the user's module (the first turn).
 
@@ -33,6 +33,7 @@ def attach(inst: Instance, host: PythonHost, component: dict[str, Any], time_lim
     """
     host.bind(inst)
     inst.python_host = host  # type: ignore[attr-defined]
+    host.open_files = wasi.open_files
     if initialize_module:
         source = store.get_wasm(component["hash"]).decode("utf-8")
         initialize(host, source, component["filename"], time_limit)

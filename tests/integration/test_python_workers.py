@@ -42,6 +42,19 @@ AGENT = textwrap.dedent('''
         count += n
         raise ValueError(f"refused {n}")
 
+    def mean(xs: list[float]) -> float:
+        import statistics  # read from the stdlib zip during the call
+        return statistics.fmean(xs)
+
+    def hold_file() -> int:
+        global held
+        held = open("/usr/local/lib/python315.zip", "rb")
+        return len(held.read(4))
+
+    def read_zip() -> int:
+        with open("/usr/local/lib/python315.zip", "rb") as f:
+            return len(f.read(4)) + f.seek(0, 2)
+
     def _private(x: int) -> int:
         return x
 ''')
@@ -104,6 +117,7 @@ def test_typed_calls_keep_state_between_invocations(make_runtime, agent: Path) -
     assert rt.invoke("agent/a", "get", ['"x"']).results == [("wave", "some(1.5)")]
     assert rt.invoke("agent/a", "get", ['"b"']).results == [("wave", "none")]
     assert rt.invoke("agent/a", "flags", ["[true, false, true]"]).json == 2
+    assert rt.invoke("agent/a", "mean", ["[1.0, 2.0, 4.5]"]).json == 2.5
     # Another worker of the same component has its own interpreter state.
     assert rt.invoke("agent/b", "add", ["1"]).json == 1
 
@@ -115,6 +129,17 @@ def test_exception_fails_the_call_and_keeps_previous_state(make_runtime, agent: 
     with pytest.raises(InvocationFailed, match=r"^bump-then-fail: ValueError: refused 7$"):
         rt.invoke("agent/a", "bump_then_fail", ["7"])
     assert rt.invoke("agent/a", "add", ["0"]).json == 5  # the +7 before the raise is gone
+
+
+def test_files_stdlib_zip_read_only_and_no_file_kept_open(make_runtime, agent: Path) -> None:
+    from golemish.runtime.python.component import stdlib_zip
+    rt = make_runtime()
+    rt.deploy_python(agent)
+    rt.invoke("agent/f", "add", ["1"])
+    assert rt.invoke("agent/f", "read_zip", []).json == 4 + stdlib_zip().stat().st_size
+    with pytest.raises(InvocationFailed, match="left a file open"):
+        rt.invoke("agent/f", "hold_file", [])
+    assert rt.invoke("agent/f", "add", ["1"]).json == 2  # the worker goes on from before
 
 
 def test_import_that_fails_is_a_deploy_error(cli, tmp_path: Path, interpreter: None) -> None:
@@ -156,6 +181,7 @@ def test_replay_and_snapshot_recovery_agree(make_runtime, agent: Path) -> None:
     for n in range(1, 21):
         rt.invoke("agent/r", "add", [str(n)])
         rt.invoke("agent/r", "put", [f'"k{n % 3}"', f"some({n}.5)"])
+    rt.invoke("agent/r", "mean", ["[1.0, 3.0]"])
     rt.snapshot("agent/r")
     rt.invoke("agent/r", "add", ["1000"])
     rt.close()
