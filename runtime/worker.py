@@ -156,6 +156,7 @@ class Worker:
         host.bind(inst)
         self.host_api.bind(inst)
         if python:
+            pyhost.golemish = self.host_api
             pyw.attach(inst, pyhost, host, self.component, self.created_limits[1], initialize,
                        self.rt.store)
         if initialize:

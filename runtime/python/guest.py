@@ -34,10 +34,25 @@ from ..wit_types import FuncDecl
 
 MASK32 = 0xFFFFFFFF
 RESULT, ERROR = b"golemish:result\n", b"golemish:error\n"
+SLEEP = b"golemish:sleep\n"
 HOST_FAULT = -2
 
 #: Defines the dispatcher; {source!r} and {filename!r} are the user's module.
 BOOTSTRAP = '''
+def __golemish_module__():
+    import sys, types
+    mod = types.ModuleType("golemish", "The golemish host API, durable: recorded and replayed.")
+
+    def sleep(seconds):
+        """Sleep durably: a worker recovered later does not sleep again."""
+        import _host
+        _host.call({sleep!r} + str(max(0, round(float(seconds) * 1000))).encode())
+
+    mod.sleep = sleep
+    sys.modules["golemish"] = mod
+
+__golemish_module__()
+
 def __golemish_report__(tag, text):
     import _host
     _host.call(tag + text.encode("utf-8", "surrogatepass"))
@@ -74,6 +89,8 @@ class PythonHost:
         self.journal = journal
         self.inst: Instance | None = None
         self.outcome: tuple[bytes, str] | None = None
+        #: The worker's host API (GolemishHost), for golemish.* calls; None at deploy.
+        self.golemish: Any = None
         #: Descriptors the guest holds open on its files (set by the WASI host).
         self.open_files: Any = lambda: 0
 
@@ -94,6 +111,10 @@ class PythonHost:
             if request.startswith(tag):
                 self.outcome = (tag, request[len(tag):].decode("utf-8", "replace"))
                 return self._answer(b"", out_ptr_ptr, out_len_ptr)
+        if request.startswith(SLEEP) and self.golemish is not None:
+            ms = int(request[len(SLEEP):] or b"0")
+            self.golemish.sleep_ms(ms)  # recorded by the host API; may suspend the worker
+            return self._answer(b"", out_ptr_ptr, out_len_ptr)
         # Nothing else is offered yet; recorded so that a later host API cannot change
         # what an existing oplog replays.
         answer = self.journal.host_call("python.host_call", request, lambda: b"")
@@ -178,6 +199,6 @@ def wave_text(value: Any, func: FuncDecl) -> str:
 def initialize(host: PythonHost, source: str, filename: str, time_limit: float) -> None:
     """The worker's first turn: run the user's module. Fails with its error's last line."""
     tag, text = host.turn(BOOTSTRAP.format(source=source, filename=filename,
-                                           result=RESULT, error=ERROR), time_limit)
+                                           result=RESULT, error=ERROR, sleep=SLEEP), time_limit)
     if tag == ERROR:
         raise InvocationFailed(f"the module failed to load: {text}")

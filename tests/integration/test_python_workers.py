@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,11 @@ AGENT = textwrap.dedent('''
     def mean(xs: list[float]) -> float:
         import statistics  # read from the stdlib zip during the call
         return statistics.fmean(xs)
+
+    def nap(ms: int) -> int:
+        import golemish
+        golemish.sleep(ms / 1000)
+        return ms
 
     def hold_file() -> int:
         global held
@@ -140,6 +146,22 @@ def test_files_stdlib_zip_read_only_and_no_file_kept_open(make_runtime, agent: P
     with pytest.raises(InvocationFailed, match="left a file open"):
         rt.invoke("agent/f", "hold_file", [])
     assert rt.invoke("agent/f", "add", ["1"]).json == 2  # the worker goes on from before
+
+
+@pytest.mark.chaos
+def test_golemish_sleep_is_durable(cli, agent: Path) -> None:
+    cli("deploy", str(agent), check=True)
+    t0 = time.monotonic()
+    dead = cli("invoke", "agent/s", "nap", "700", env={"GOLEMISH_CRASH_AT": "after-invocation:1"})
+    assert dead.returncode == -signal.SIGKILL
+    assert time.monotonic() - t0 >= 0.7
+    entries = json.loads(cli("--json", "worker", "oplog", "agent/s", check=True).stdout)
+    assert [e["name"] for e in entries if e["kind"] == "host-call"] == ["sleep"]
+    t1 = time.monotonic()
+    after = json.loads(cli("--json", "invoke", "agent/s", "add", "1", check=True).stdout)
+    assert after["recovery"]["replayed_host_calls"] == 1
+    assert after["recovery"]["seconds"] < 0.5  # the recorded wake-up is past: no second nap
+    assert time.monotonic() - t1 < 5
 
 
 def test_import_that_fails_is_a_deploy_error(cli, tmp_path: Path, interpreter: None) -> None:
