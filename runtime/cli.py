@@ -98,6 +98,9 @@ def deploy(ctx: Ctx, path: Path, name: str | None, wit_path: Path | None,
     name = name or path.name.removesuffix(".wasm")
     with ctx.runtime(create=True) as rt:
         if path.suffix == ".py":
+            if wit_path or stackful:
+                raise ArgumentError("--wit and --stackful are for wasm modules; a Python "
+                                    "module's WIT comes from its type hints")
             res = rt.deploy_python(path, name.removesuffix(".py"),
                                    progress=lambda msg: click.echo(msg, err=True))
             if allow_http:

@@ -92,6 +92,8 @@ def test_deploy_show_and_redeploy(cli, agent: Path) -> None:
     assert "private" not in shown
     again = cli("deploy", str(agent), check=True)
     assert "already has these bytes" in again.stdout
+    refused = cli("deploy", str(agent), "--stackful")
+    assert refused.returncode != 0 and "type hints" in refused.stderr
     agent.write_text(AGENT + "\ndef extra() -> str:\n    return 'x'\n")
     assert cli("deploy", str(agent), "--name", "agent", check=True).stdout.startswith(
         "deployed agent v1")
