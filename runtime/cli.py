@@ -21,11 +21,12 @@ from .cli_common import (
 from . import versions
 from .cli_manage import promise, store, worker
 from .cli_testing import test_replay, worker_export
-from .components import DEFAULT_MAX_BYTES, read_module
+from .components import DEFAULT_MAX_BYTES, DeployResult, read_module
 from .crash import POINTS as CRASH_POINTS
 from .cli_versions import component_delete, worker_fork, worker_revert, worker_update
 from .errors import ArgumentError
 from .policy import SnapshotPolicy
+from .python.cli import python as python_cli
 from .values import format_value
 
 
@@ -85,18 +86,29 @@ def main(click_ctx: click.Context, home: str, as_json: bool, debug: bool, sync: 
 def deploy(ctx: Ctx, path: Path, name: str | None, wit_path: Path | None,
            stackful: bool, allow_http: tuple[str, ...], max_size: float,
            update_workers: str) -> None:
-    """Deploy a WASI preview 1 module as a new component version."""
+    """Deploy a WASI preview 1 module, or a Python module (FILE.py), as a new component
+    version."""
     ctx.max_component_bytes = int(max_size * (1 << 20))
     try:
-        wasm = read_module(path, ctx.max_component_bytes)
+        wasm = b"" if path.suffix == ".py" else read_module(path, ctx.max_component_bytes)
         wit = wit_path.read_text() if wit_path else None
     except (OSError, UnicodeDecodeError) as e:
         raise ArgumentError(f"cannot read {e.filename if isinstance(e, OSError) else wit_path}: "
                             f"{getattr(e, 'strerror', e)}") from None
     name = name or path.name.removesuffix(".wasm")
     with ctx.runtime(create=True) as rt:
-        res = rt.deploy(wasm, name, wit, str(wit_path) if wit_path else None, stackful,
-                        http_allow=allow_http)
+        if path.suffix == ".py":
+            if wit_path or stackful:
+                raise ArgumentError("--wit and --stackful are for wasm modules; a Python "
+                                    "module's WIT comes from its type hints")
+            res = rt.deploy_python(path, name.removesuffix(".py"),
+                                   progress=lambda msg: click.echo(msg, err=True))
+            if allow_http:
+                res = DeployResult(rt.configure_component(
+                    res.meta["name"], res.meta["version"], allow_http=allow_http), res.created)
+        else:
+            res = rt.deploy(wasm, name, wit, str(wit_path) if wit_path else None, stackful,
+                            http_allow=allow_http)
         updated = (versions.update_idle(rt, name, res.meta["version"])
                    if update_workers == "auto" else [])
     m = res.meta
@@ -226,6 +238,10 @@ def component_show(ctx: Ctx, name: str, version: int | None) -> None:
         return
     click.echo(f"{c['name']} v{c['version']}  {c['size']:,} bytes  {c['model']}  "
                f"sha256 {c['hash']}")
+    if c.get("kind") == "python":
+        click.echo(f"python module {c['filename']}; WIT derived from its type hints:")
+        click.echo("".join(f"  {line}\n" for line in c["wit"].splitlines()), nl=False)
+        return
     if c.get("wit"):
         from .typed import Interface
         click.echo("interface (WIT):")
@@ -269,6 +285,7 @@ main.add_command(worker)
 main.add_command(promise)
 main.add_command(store)
 main.add_command(test_replay)
+main.add_command(python_cli)
 worker.add_command(worker_export)
 
 

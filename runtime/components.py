@@ -227,7 +227,10 @@ class ModuleCache:
     def load(self, meta: dict[str, Any]) -> wasmtime.Module:
         digest = meta["hash"]
         module = self._loaded.get(digest)
-        if module is None:
+        if module is None and meta.get("kind") == "python":
+            from .python.component import load_interpreter
+            module = load_interpreter(self.engine, meta.get("interpreter"))
+        elif module is None:
             module = self._load(digest)
             self._loaded[digest] = module
         return module
@@ -277,13 +280,18 @@ class ModuleCache:
         if "wit" not in meta:
             return None
         key = (meta["name"], meta["hash"] + str(meta["version"]))
-        if key not in self._ifaces:
+        if key not in self._ifaces and meta.get("kind") == "python":
+            from .python.guest import PythonInterface
+            self._ifaces[key] = PythonInterface(meta["wit"], meta["name"], meta["python_names"])
+        elif key not in self._ifaces:
             self._ifaces[key] = typed.Interface(meta["wit"], meta["name"])
         return self._ifaces[key]
 
     def signatures(self, meta: dict[str, Any]) -> dict[str, FuncSig]:
         # Walking wasmtime's export list costs ~0.2 ms; an invocation asks every time.
         sigs = self._sigs.get(meta["hash"])
+        if sigs is None and meta.get("kind") == "python":
+            sigs = self._sigs[meta["hash"]] = {}  # only the WIT functions are callable
         if sigs is None:
             sigs = self._sigs[meta["hash"]] = {
                 n: sig for n, sig in self.engine.func_exports(self.load(meta)).items()

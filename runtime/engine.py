@@ -436,7 +436,10 @@ class Instance:
         if left <= 0:
             self._stopped = "time"
             return _stop_error("time limit")
-        delta[0] = max(1, min(SLICE_TICKS, int(left / EPOCH_TICK_S) + 1))
+        # +inf before any call (a start function runs in instantiate): int() of it would
+        # raise inside this ctypes callback, which crashes the process.
+        delta[0] = SLICE_TICKS if left == float("inf") else \
+            max(1, min(SLICE_TICKS, int(left / EPOCH_TICK_S) + 1))
         kind[0] = 0  # WASMTIME_UPDATE_DEADLINE_CONTINUE
         return 0
 

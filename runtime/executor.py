@@ -160,6 +160,12 @@ class Runtime:
             res = DeployResult(meta, res.created)
         return res
 
+    def deploy_python(self, path: Any, name: str | None = None,
+                      progress: Any = None) -> DeployResult:
+        """Deploy a Python module (a .py file) as a component of kind python."""
+        from .python.component import deploy as deploy_py
+        return deploy_py(self.store, self.engine, Path(path), name, progress)
+
     def configure_component(self, name: str, version: int | None = None, *,
                             allow_http: Sequence[str] = (),
                             deny_http: Sequence[str] = ()) -> dict[str, Any]:

@@ -139,15 +139,27 @@ class Worker:
 
     # -- instance lifecycle ---------------------------------------------------
     def _instantiate(self, create: Create, *, initialize: bool = True) -> Instance:
-        host = WasiHost(self.journal, create.args, create.env, self.rt.clock)
+        python = self.component.get("kind") == "python"
+        if python:
+            from .python import worker as pyw
+            host, pyhost = pyw.hosts(self.journal, create, self.rt.clock,
+                                     self.component.get("stdlib"))
+        else:
+            host = WasiHost(self.journal, create.args, create.env, self.rt.clock)
         self.host_api = GolemishHost(self.id, self.journal, self.rt, self.rt.clock)
         funcs = host.functions() + self.host_api.functions()
+        if python:
+            funcs = pyhost.functions() + funcs
         if self.midcall is not None:
             funcs = self.midcall.wrap(funcs)
         inst = self.rt.engine.instantiate(self.module, funcs,
                                           memory_limit=self.created_limits[0])
         host.bind(inst)
         self.host_api.bind(inst)
+        if python:
+            pyhost.golemish = self.host_api
+            pyw.attach(inst, pyhost, host, self.component, self.created_limits[1], initialize,
+                       self.rt.store)
         if initialize:
             if inst.has_export("_initialize"):
                 inst.call("_initialize", [], time_limit=self.created_limits[1])

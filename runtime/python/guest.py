@@ -1,0 +1,204 @@
+"""Running a Python component's functions inside the interpreter module.
+
+The interpreter exports ``turn(ptr, len) -> i32``: it runs UTF-8 source in
+``__main__`` like the interactive prompt, so globals persist between turns, and
+``host_alloc(n)``, the guest's allocator, which the host uses for the source it
+passes. The guest talks back through the import ``host.call(req_ptr, req_len,
+out_ptr_ptr, out_len_ptr)``: the host answers with bytes it writes into memory
+allocated with ``host_alloc``.
+
+A worker's first turn (at creation) defines a dispatcher and runs the user's
+module; every invocation is one more turn calling the dispatcher with the
+arguments as JSON. The dispatcher reports the outcome through ``host.call``
+(``result`` + JSON, or ``error`` + the traceback's last line). Those two
+requests are answered with nothing, so they are deterministic and are not
+recorded; anything else the guest asks the host is answered through the
+journal (see :class:`PythonHost`).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+from golemish.oplog import TypedValue
+
+from ..engine import FuncSig, HostFunc, Instance
+from ..errors import InvocationFailed, NotFoundError
+from ..journal import Journal
+from ..typed import Interface
+from ..wave_json import from_json, to_json
+from ..wit_types import FuncDecl
+
+MASK32 = 0xFFFFFFFF
+RESULT, ERROR = b"golemish:result\n", b"golemish:error\n"
+SLEEP = b"golemish:sleep\n"
+HOST_FAULT = -2
+
+#: Defines the dispatcher; {source!r} and {filename!r} are the user's module.
+BOOTSTRAP = '''
+def __golemish_module__():
+    import sys, types
+    mod = types.ModuleType("golemish", "The golemish host API, durable: recorded and replayed.")
+
+    def sleep(seconds):
+        """Sleep durably: a worker recovered later does not sleep again."""
+        import _host
+        _host.call({sleep!r} + str(max(0, round(float(seconds) * 1000))).encode())
+
+    mod.sleep = sleep
+    sys.modules["golemish"] = mod
+
+__golemish_module__()
+
+def __golemish_report__(tag, text):
+    import _host
+    _host.call(tag + text.encode("utf-8", "surrogatepass"))
+
+def __golemish_last_line__(e):
+    import traceback
+    return traceback.format_exception_only(e)[-1].strip()
+
+def __golemish_call__(name, args):
+    import json
+    try:
+        out = json.dumps(globals()[name](*json.loads(args)))
+    except BaseException as e:
+        __golemish_report__({error!r}, __golemish_last_line__(e))
+    else:
+        __golemish_report__({result!r}, out)
+
+try:
+    exec(compile({source!r}, {filename!r}, "exec"), globals())
+except BaseException as e:
+    import traceback as _tb
+    _frames = [f for f in _tb.extract_tb(e.__traceback__) if f.filename == {filename!r}]
+    _where = "{filename}:%d: " % _frames[-1].lineno if _frames else ""
+    __golemish_report__({error!r}, _where + __golemish_last_line__(e))
+else:
+    __golemish_report__({result!r}, "null")
+'''
+
+
+class PythonHost:
+    """The ``host.call`` import of one instance, and the outcome of its last turn."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.inst: Instance | None = None
+        self.outcome: tuple[bytes, str] | None = None
+        #: The worker's host API (GolemishHost), for golemish.* calls; None at deploy.
+        self.golemish: Any = None
+        #: Descriptors the guest holds open on its files (set by the WASI host).
+        self.open_files: Any = lambda: 0
+
+    def bind(self, inst: Instance) -> None:
+        self.inst = inst
+
+    def functions(self) -> list[HostFunc]:
+        return [HostFunc("host", "call", FuncSig(("i32",) * 4, ("i32",)), self.call)]
+
+    def call(self, ptr: int, length: int, out_ptr_ptr: int, out_len_ptr: int) -> int:
+        m = self.inst
+        ptr, length = ptr & MASK32, length & MASK32
+        if m is None or not m.check(ptr, length) or not m.check(out_ptr_ptr, 4) \
+                or not m.check(out_len_ptr, 4):
+            return HOST_FAULT
+        request = m.read(ptr, length)
+        for tag in (RESULT, ERROR):
+            if request.startswith(tag):
+                self.outcome = (tag, request[len(tag):].decode("utf-8", "replace"))
+                return self._answer(b"", out_ptr_ptr, out_len_ptr)
+        if request.startswith(SLEEP) and self.golemish is not None:
+            ms = int(request[len(SLEEP):] or b"0")
+            self.golemish.sleep_ms(ms)  # recorded by the host API; may suspend the worker
+            return self._answer(b"", out_ptr_ptr, out_len_ptr)
+        # Nothing else is offered yet; recorded so that a later host API cannot change
+        # what an existing oplog replays.
+        answer = self.journal.host_call("python.host_call", request, lambda: b"")
+        return self._answer(answer, out_ptr_ptr, out_len_ptr)
+
+    def _answer(self, data: bytes, out_ptr_ptr: int, out_len_ptr: int) -> int:
+        m = self.inst
+        assert m is not None
+        p = m.call_nested("host_alloc", [len(data)]) & MASK32 if data else 0
+        if data:
+            if not p or not m.check(p, len(data)):
+                return HOST_FAULT
+            m.write(p, data)
+        m.write(out_ptr_ptr, struct.pack("<I", p))
+        m.write(out_len_ptr, struct.pack("<I", len(data)))
+        return 0
+
+    def turn(self, source: str, time_limit: float) -> tuple[bytes, str]:
+        """Run one turn; (RESULT or ERROR, text) as the guest reported it."""
+        m = self.inst
+        assert m is not None
+        data = source.encode()
+        p = int(m.call("host_alloc", [len(data)], time_limit=time_limit)[0]) & MASK32
+        if not p or not m.check(p, len(data)):
+            raise InvocationFailed("the Python interpreter is out of memory")
+        m.write(p, data)
+        self.outcome = None
+        code = int(m.call("turn", [p, len(data)], time_limit=time_limit)[0])
+        outcome, self.outcome = self.outcome, None
+        if self.open_files():
+            # Snapshots hold memory but not yet the descriptor table: a state with an
+            # open file could not be restored, so it is not kept.
+            raise InvocationFailed("the call left a file open; Python workers cannot keep "
+                                   "files open between calls yet")
+        if outcome is None:
+            what = "exited" if code >= 256 else f"ended with code {code & 0xFF}"
+            raise InvocationFailed(f"the Python interpreter {what} without a result")
+        return outcome
+
+
+class PythonInterface(Interface):
+    """A Python component's derived WIT, run by turns of the interpreter."""
+
+    def __init__(self, text: str, name: str, names: dict[str, str]) -> None:
+        super().__init__(text, name)
+        self.component = name
+        self.python_names = names
+
+    def find(self, function: str) -> FuncDecl | None:
+        """A function by its WIT name or its Python name; NotFoundError if neither."""
+        func = super().find(function) or super().find(function.replace("_", "-"))
+        if func is None:
+            have = ", ".join(sorted(self.python_names)) or "none"
+            raise NotFoundError(f"component {self.component} has no function {function!r}; "
+                                f"it has: {have}")
+        return func
+
+    def run(self, inst: Instance, func: FuncDecl, params: Sequence[TypedValue],
+            time_limit: float, **_: Any) -> tuple[list[TypedValue], Any]:
+        host: PythonHost = inst.python_host  # type: ignore[attr-defined]
+        args = [to_json(v, t) for v, (_, t) in zip(self.values(func, params), func.params)]
+        call = f"__golemish_call__({self.python_names[func.name]!r}, {json.dumps(args)!r})"
+        tag, text = host.turn(call, time_limit)
+        if tag == ERROR:
+            raise InvocationFailed(f"{func.name}: {text}")
+        if func.result is None:
+            return [], None
+        try:
+            value = from_json(json.loads(text), func.result)
+        except ValueError as e:
+            raise InvocationFailed(f"{func.name} returned a value that is not "
+                                   f"{func.result}: {e}") from None
+        return [("wave", wave_text(value, func))], to_json(value, func.result)
+
+
+def wave_text(value: Any, func: FuncDecl) -> str:
+    from ..wave import to_wave
+    assert func.result is not None
+    return to_wave(value, func.result)
+
+
+def initialize(host: PythonHost, source: str, filename: str, time_limit: float) -> None:
+    """The worker's first turn: run the user's module. Fails with its error's last line."""
+    tag, text = host.turn(BOOTSTRAP.format(source=source, filename=filename,
+                                           result=RESULT, error=ERROR, sleep=SLEEP), time_limit)
+    if tag == ERROR:
+        raise InvocationFailed(f"the module failed to load: {text}")
