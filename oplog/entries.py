@@ -333,6 +333,7 @@ def _is_typed_value(v: Any) -> bool:
 _FIELD_CHECKS: dict[str, Any] = {
     "str": lambda v: type(v) is str,
     "int": lambda v: type(v) is int,
+    "float": lambda v: type(v) is float,
     "bytes": lambda v: type(v) is bytes,
     "str | None": lambda v: v is None or type(v) is str,
     "tuple[str, ...]": lambda v: type(v) is tuple and all(type(x) is str for x in v),
