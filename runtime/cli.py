@@ -20,6 +20,7 @@ from .cli_common import (
 )
 from . import versions
 from .cli_manage import promise, store, worker
+from .cli_serve import serve
 from .cli_testing import test_replay, worker_export
 from .components import DEFAULT_MAX_BYTES, read_module
 from .crash import POINTS as CRASH_POINTS
@@ -269,6 +270,7 @@ main.add_command(worker)
 main.add_command(promise)
 main.add_command(store)
 main.add_command(test_replay)
+main.add_command(serve)
 worker.add_command(worker_export)
 
 
