@@ -129,7 +129,10 @@ class Api:
     @staticmethod
     def _worker_id(request: Request) -> str:
         wid = f"{request.path_params['component']}/{request.path_params['name']}"
-        parse_worker_id(wid)  # ArgumentError -> 400
+        try:
+            parse_worker_id(wid)
+        except (ArgumentError, ComponentError) as e:  # a bad name: the caller's mistake
+            raise ApiError(400, "bad-argument", str(e)) from None
         return wid
 
     @staticmethod
