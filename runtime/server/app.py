@@ -343,7 +343,7 @@ def build_app(rt: Runtime, *, token: str | None = None, threads: int = 64) -> AS
         Route(w + "/interrupt", _guarded(api.interrupt), methods=["POST"]),
         Route(w + "/resume", _guarded(api.resume), methods=["POST"]),
         Route("/promises", _guarded(api.promises), methods=["GET"]),
-        Route("/promises/{id}/complete", _guarded(api.complete_promise), methods=["POST"]),
+        Route("/promises/{id:path}/complete", _guarded(api.complete_promise), methods=["POST"]),
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:

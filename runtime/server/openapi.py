@@ -85,7 +85,7 @@ def openapi_document() -> dict[str, Any]:
             w + "/resume": {"post": _op("Recover the worker, finishing a cut-off invocation",
                                         params=_W, errors=("400", "404", "409", "422"))},
             "/promises": {"get": _op("List promises", errors=())},
-            "/promises/{id}/complete": {"post": _op(
+            "/promises/{id}/complete": {"post": _op(  # id may contain /
                 "Complete a promise and resume its worker", params=[_path("id")],
                 body={"required": False, "content": {"application/json": {"schema": {
                     "type": "object", "properties": {"data": {"type": "string"}}}}}},

@@ -22,6 +22,7 @@ from golemish.oplog.store import store_path
 
 from ..errors import ArgumentError
 from ..executor import Runtime, RuntimeConfig
+from .waker import Waker
 
 SERVER_FILE = "server.json"
 
@@ -124,7 +125,12 @@ def serve(rt_config: RuntimeConfig, cfg: ServerConfig) -> None:
                                        "token": bool(cfg.token)}))
             os.replace(tmp, record)
         print(f"golemish: serving {rt_config.home} on {url}", flush=True)
-        server.run(sockets=[sock])
+        waker = Waker(rt)
+        waker.start()
+        try:
+            server.run(sockets=[sock])
+        finally:
+            waker.stop()
     finally:
         try:
             rt.close()  # waits for any invocation still running

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import httpx
@@ -182,7 +183,8 @@ def test_the_openapi_document_names_exactly_the_served_routes(server):
     assert served == openapi_document()
     with Runtime(RuntimeConfig(home="memory://")) as rt:
         app = build_app(rt)
-        routes = {(r.path, m.lower()) for r in app.routes for m in r.methods if m != "HEAD"}
+        routes = {(r.path.replace(":path", ""), m.lower())
+                  for r in app.routes for m in r.methods if m != "HEAD"}
     documented = {(p, m) for p, ops in served["paths"].items() for m in ops}
     assert routes == documented
 
@@ -266,3 +268,49 @@ def test_sigkill_under_load_loses_no_acknowledged_invocation(server):
             assert acked[w] <= got <= acked[w] + 2, (w, acked[w], got)
     finally:
         assert s2.stop() == 0
+
+
+def _wait_for(predicate, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_durable_sleep_wakes_by_itself_in_the_server(store, guests):
+    s = Server(store)
+    try:
+        s.http.post("/components", params={"name": "agent"},
+                    content=guests["agent"].read_bytes())
+        t0 = time.monotonic()
+        r = s.invoke("agent/s", "nap", "3000")  # longer than suspend_after_s: suspends
+        assert r.status_code == 202 and r.json()["status"] == "suspended", r.text
+        busy = s.invoke("agent/s", "nap", "1")
+        assert busy.status_code == 409 and busy.json()["error"]["code"] == "worker-suspended"
+        _wait_for(lambda: s.http.get("/workers/agent/s").json()["status"] == "idle")
+        assert time.monotonic() - t0 >= 2.9  # woke on time, not before
+        ends = [e for e in s.http.get("/workers/agent/s/oplog").json() if e["kind"] == "return"]
+        assert len(ends) == 1  # the nap finished, with nobody calling resume
+    finally:
+        assert s.stop() == 0
+
+
+def test_completing_a_promise_resumes_its_worker_at_once(store, guests):
+    s = Server(store)
+    try:
+        s.http.post("/components", params={"name": "agent"},
+                    content=guests["agent"].read_bytes())
+        r = s.invoke("agent/p", "approval")
+        assert r.status_code == 202, r.text
+        pid = r.json()["promise"]
+        assert [p["id"] for p in s.http.get("/promises").json()] == [pid]
+        assert "#" in pid  # ids are WORKER#HEX: a client percent-encodes them
+        url = f"/promises/{urllib.parse.quote(pid, safe='')}/complete"
+        done = s.http.post(url, json={"data": "yes"})
+        assert done.status_code == 200, done.text
+        assert done.json()["status"] == "ok" and done.json()["finished"]["ok"] is True
+        assert s.http.get("/workers/agent/p").json()["status"] == "idle"
+        twice = s.http.post(url, json={"data": "yes"})
+        assert twice.status_code == 409 and twice.json()["error"]["code"] == "promise"
+    finally:
+        assert s.stop() == 0
