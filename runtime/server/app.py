@@ -35,6 +35,7 @@ from ..errors import (
     NotFoundError, PromiseError, Suspended, UpdateError, WorkerFailedError,
     WorkerSuspendedError,
 )
+from .. import versions
 from ..executor import Runtime, parse_worker_id
 from .openapi import openapi_document
 
@@ -78,6 +79,9 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
 
 def _one_line(e: BaseException) -> str:
     text = str(e).splitlines()[0] if str(e) else ""
+    if isinstance(e, WorkerSuspendedError):  # as the CLI says it
+        return (f"{text}; complete what it waits for, or abandon its pending invocation "
+                f"with `golemish worker interrupt {e.worker_id}`")
     if isinstance(e, GolemishError):
         return text
     return f"internal error: {type(e).__name__}: {text}"
@@ -189,8 +193,13 @@ class Api:
         infos = await self._blocking(self._worker_infos, q.get("component"), q.get("status"))
         return JSONResponse(_jsonable(infos))
 
+    def _worker_show(self, wid: str) -> dict[str, Any]:
+        info = self.rt.worker_info(wid)
+        info["version_history"] = versions.version_history(self.rt, wid)
+        return info
+
     async def worker(self, request: Request) -> Response:
-        info = await self._blocking(self.rt.worker_info, self._worker_id(request))
+        info = await self._blocking(self._worker_show, self._worker_id(request))
         return JSONResponse(_jsonable(info))
 
     async def invoke(self, request: Request) -> Response:

@@ -314,3 +314,54 @@ def test_completing_a_promise_resumes_its_worker_at_once(store, guests):
         assert twice.status_code == 409 and twice.json()["error"]["code"] == "promise"
     finally:
         assert s.stop() == 0
+
+
+def _cli(home: str, *args: str, env: dict[str, str] | None = None):
+    full = {k: v for k, v in os.environ.items() if k != "GOLEMISH_SERVER"}
+    full.update({"GOLEMISH_HOME": home, **(env or {})})
+    return subprocess.run([*golemish_cmd(), *args], capture_output=True, text=True,
+                          env=full, timeout=120)
+
+
+def test_the_cli_goes_through_a_running_server_with_identical_output(server):
+    """While the server owns the store an in-process CLI could not open it, so these
+    answers came through the API; after it stops, the same commands run in-process."""
+    through = [_cli(server.home, "invoke", "counter/a", "add", "5"),
+               _cli(server.home, "invoke", "counter/a", "add", "5", "-k", "k1"),
+               _cli(server.home, "invoke", "counter/a", "add", "5", "-k", "k1"),
+               _cli(server.home, "invoke", "counter/a", "nope"),
+               _cli(server.home, "invoke", "counter/a", "add"),
+               _cli(server.home, "worker", "show", "counter/zz"),
+               _cli(server.home, "--json", "invoke", "counter/a", "get")]
+    shown = _cli(server.home, "worker", "show", "counter/a")
+    listed = _cli(server.home, "worker", "list")
+    assert server.stop() == 0
+    local = [_cli(server.home, "invoke", "counter/b", "add", "5"),
+             _cli(server.home, "invoke", "counter/b", "add", "5", "-k", "k1"),
+             _cli(server.home, "invoke", "counter/b", "add", "5", "-k", "k1"),
+             _cli(server.home, "invoke", "counter/b", "nope"),
+             _cli(server.home, "invoke", "counter/b", "add"),
+             _cli(server.home, "worker", "show", "counter/zz"),
+             _cli(server.home, "--json", "invoke", "counter/b", "get")]
+    for remote, here in zip(through, local):
+        assert remote.returncode == here.returncode, (remote, here)
+        if remote.args[-1] != "get":  # --json: compared below
+            assert remote.stdout.replace("counter/a", "counter/b") == here.stdout
+        assert remote.stderr.replace("counter/a", "counter/b") == here.stderr, (remote, here)
+    rj, lj = json.loads(through[-1].stdout), json.loads(local[-1].stdout)
+    for j in (rj, lj):
+        j.pop("seconds")
+        j["worker"] = "-"
+        # in-process, each command recovers the worker; the server's stays loaded
+        assert j.pop("recovery") is None or j is lj
+    assert rj == lj
+    assert shown.returncode == 0 and _cli(server.home, "worker", "show", "counter/a").stdout \
+        == shown.stdout
+    assert listed.returncode == 0 and "counter/a" in listed.stdout
+
+
+def test_the_cli_says_so_when_the_named_server_does_not_answer(store):
+    r = _cli(store, "worker", "list", env={"GOLEMISH_SERVER": "http://127.0.0.1:9"})
+    assert r.returncode == 1
+    assert r.stderr.startswith("error: server http://127.0.0.1:9 does not answer:")
+    assert len(r.stderr.strip().splitlines()) == 1
