@@ -5,6 +5,7 @@ A worker suspended in a long durable sleep records ``until_ns`` in its metadata.
 for at most the Runtime's ``suspend_after_s``; the Waker thread resumes each in a
 thread of its own, so one sleeper never delays another. A promise's completion
 resumes its worker in the request that completes it (Runtime.complete_promise).
+At start, invocations that a crash cut off are finished, one worker after another.
 """
 
 from __future__ import annotations
@@ -46,7 +47,24 @@ class Waker:
         self._stop.set()
         self._thread.join(10)
 
+    def _recover_cut_off(self) -> None:
+        """Finish invocations that a crash of the previous owner cut off."""
+        for meta in self.rt.store.list_workers():
+            if self._stop.is_set():
+                return
+            if meta.get("status") in ("failed", "suspended"):
+                continue
+            try:
+                if self.rt.worker_info(meta["id"])["status"] == "interrupted":
+                    self._wake(meta["id"])
+            except GolemishError:
+                pass  # reported when someone asks for the worker
+
     def _loop(self) -> None:
+        try:
+            self._recover_cut_off()
+        except GolemishError:
+            pass
         while not self._stop.wait(self.period_s):
             try:
                 metas = self.rt.store.list_workers()

@@ -378,3 +378,21 @@ def test_keep_alive_requests_are_not_held_back_by_delayed_acks(server):
         samples.append(time.perf_counter() - t0)
     samples.sort()
     assert samples[len(samples) // 2] < 0.025, samples
+
+
+@pytest.mark.chaos
+def test_an_invocation_a_crash_cut_off_is_finished_when_the_server_starts(store, guests):
+    assert _cli(store, "deploy", str(guests["counter"])).returncode == 0
+    assert _cli(store, "invoke", "counter/a", "add", "5").returncode == 0
+    cut = _cli(store, "invoke", "counter/a", "add", "2", "--crash-at", "before-invocation:1")
+    assert cut.returncode == -signal.SIGKILL
+    assert json.loads(_cli(store, "--json", "worker", "show", "counter/a").stdout)[
+        "status"] == "interrupted"
+    s = Server(store)
+    try:
+        _wait_for(lambda: s.http.get("/workers/counter/a").json()["status"] == "idle")
+        kinds = [e["kind"] for e in s.http.get("/workers/counter/a/oplog").json()]
+        assert kinds.count("return") == 2  # finished by the server, nobody asked
+        assert s.get("counter/a") == 7
+    finally:
+        assert s.stop() == 0
