@@ -358,9 +358,10 @@ class Runtime:
             if w is not None:
                 w.discard()
             log = self.store.oplog(worker_id)
-            start = max([0, *self.store.snapshots.indexes(worker_id)])
-            h = read_history(log, start + 1)
-            plan = plan_recovery(worker_id, h.kinds, start, h.rewinds, reverts=h.reverts)
+            # From the start, not from the latest snapshot: a stackful worker's mid-call
+            # snapshot lies inside the pending invocation, after its InvokeStart.
+            h = read_history(log, 1)
+            plan = plan_recovery(worker_id, h.kinds, 0, h.rewinds, reverts=h.reverts)
             pending = None
             if plan.open_start is not None:
                 entry = log.get(plan.open_start)

@@ -91,3 +91,23 @@ def test_close_from_another_thread_during_invocations(make_runtime, guests):
     rt2 = make_runtime()
     for i in range(2):
         assert rt2.invoke(f"counter/c{i}", "get").results[0][1] == acked[i]
+
+
+def test_interrupting_a_suspended_stackful_worker_abandons_its_invocation(make_runtime,
+                                                                        guests):
+    """The invocation's start lies before the mid-call snapshot taken when it
+    suspended: interrupt must find it there, not only after the latest snapshot."""
+    from golemish.oplog import InvokeFailed
+    from golemish.runtime.errors import Suspended
+    pytest.importorskip("icpp_binaryen", reason="asyncify needs golemish[stackful]")
+    rt = make_runtime()
+    rt.deploy(guests["agent"].read_bytes(), "agent", stackful=True)
+    with pytest.raises(Suspended):
+        rt.invoke("agent/a", "nap", ["60000"])
+    assert rt.store.snapshots.indexes("agent/a"), "expected a mid-call snapshot"
+    assert rt.interrupt("agent/a") == "nap"
+    rt.close()
+    rt2 = make_runtime()
+    assert rt2.worker_info("agent/a")["status"] == "idle"
+    assert any(isinstance(e, InvokeFailed) for _, e in rt2.oplog("agent/a"))
+    assert rt2.invoke("agent/a", "nap", ["1"]).results  # usable again, not suspended
