@@ -33,7 +33,9 @@ def due(metas: Iterable[dict[str, Any]], now_ns: int, lead_s: float) -> list[str
 class Waker:
     """A background thread that resumes sleeping workers when their time comes."""
 
-    def __init__(self, rt: Runtime, *, period_s: float = 0.05) -> None:
+    def __init__(self, rt: Runtime, *, period_s: float = 0.2) -> None:
+        # Sleepers are resumed up to 0.5 s early and block for the rest, so a scan
+        # every 0.2 s still wakes them on time.
         self.rt, self.period_s = rt, period_s
         self._stop = threading.Event()
         self._busy: set[str] = set()
