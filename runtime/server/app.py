@@ -12,6 +12,8 @@ and a 4xx status for anything the caller can fix; never a traceback.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import hmac
 import json
@@ -164,9 +166,26 @@ class Api:
         name = request.query_params.get("name")
         if not name:
             raise ApiError(400, "bad-argument", "deploy needs ?name=COMPONENT")
-        wasm = await self._body(request, self.rt.config.max_component_bytes)
-        res = await self._blocking(self.rt.deploy, wasm, name,
-                                   stackful=request.query_params.get("stackful") == "true")
+        stackful = request.query_params.get("stackful") == "true"
+        wit, allow_http = None, []
+        if request.headers.get("content-type", "").startswith("application/json"):
+            # {"wasm": base64, "wit": text, "stackful": bool, "allow_http": [host, ...]}
+            raw = await self._body(request, self.rt.config.max_component_bytes * 4 // 3 + 4096)
+            try:
+                body = json.loads(raw)
+                wasm = base64.b64decode(body["wasm"], validate=True)
+            except (ValueError, KeyError, TypeError, binascii.Error) as e:
+                raise ApiError(400, "bad-json", "a JSON deploy needs {\"wasm\": base64, "
+                                                f"\"wit\": optional text}}: {e}") from None
+            wit, stackful = body.get("wit"), bool(body.get("stackful", stackful))
+            allow_http = body.get("allow_http", [])
+            if not (wit is None or isinstance(wit, str)) or not isinstance(allow_http, list):
+                raise ApiError(400, "bad-argument", "\"wit\" should be text and "
+                                                    "\"allow_http\" a list of hosts")
+        else:
+            wasm = await self._body(request, self.rt.config.max_component_bytes)
+        res = await self._blocking(self.rt.deploy, wasm, name, wit, None, stackful,
+                                   http_allow=allow_http)
         return JSONResponse(_jsonable({"created": res.created, **res.meta}),
                             status_code=201 if res.created else 200)
 

@@ -65,8 +65,16 @@ def openapi_document() -> dict[str, Any]:
                 "post": _op("Deploy a component version (the module's bytes as the body)",
                             params=[{**_query("name"), "required": True},
                                     _query("stackful", "boolean")],
-                            body={"required": True, "content": {"application/wasm": {
-                                "schema": {"type": "string", "format": "binary"}}}},
+                            body={"required": True, "content": {
+                                "application/wasm": {
+                                    "schema": {"type": "string", "format": "binary"}},
+                                "application/json": {"schema": {
+                                    "type": "object", "required": ["wasm"], "properties": {
+                                        "wasm": {"type": "string", "format": "byte"},
+                                        "wit": {"type": "string"},
+                                        "stackful": {"type": "boolean"},
+                                        "allow_http": {"type": "array",
+                                                       "items": {"type": "string"}}}}}}},
                             ok="201", errors=("400", "413"))},
             "/components/{name}": {"get": _op("Show a component", params=[_path("name")])},
             "/workers": {"get": _op("List workers",

@@ -396,3 +396,21 @@ def test_an_invocation_a_crash_cut_off_is_finished_when_the_server_starts(store,
         assert s.get("counter/a") == 7
     finally:
         assert s.stop() == 0
+
+
+def test_a_typed_component_deployed_with_its_wit_takes_wave_values(server, guests):
+    import base64
+    root = Path(__file__).resolve().parents[2]
+    built = server.http.post("/components", params={"name": "cart"}, json={
+        "wasm": base64.b64encode(guests["cart"].read_bytes()).decode(),
+        "wit": (root / "guest_examples/cart.wit").read_text()})
+    assert built.status_code == 201, built.text
+    r = server.invoke("cart/a", 'add-item({sku: "apple", qty: 2, price-cents: 150})')
+    assert r.status_code == 200, r.text
+    assert r.json()["value"] == 1
+    total = server.invoke("cart/a", "total")
+    assert total.json()["value"] == 300
+    bad = server.invoke("cart/a", "add-item", "{sku: 1}")
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad-argument", bad.text
+    junk = server.http.post("/components", params={"name": "cart"}, json={"wasm": "%%"})
+    assert junk.status_code == 400 and junk.json()["error"]["code"] == "bad-json"
