@@ -196,20 +196,24 @@ class Api:
         meta = await self._blocking(self.rt.component, request.path_params["name"])
         return JSONResponse(_jsonable(meta))
 
-    def _worker_infos(self, component: str | None, status: str | None) -> list[Any]:
+    def _worker_infos(self, component: str | None, status: str | None,
+                      version: int | None) -> list[Any]:
         infos = []
         for wid in self.rt.worker_ids():
             if component and not wid.startswith(component + "/"):
                 continue
             info = self.rt.worker_info(wid)
-            if status and info["status"] != status:
+            if (status and info["status"] != status) or \
+                    (version is not None and info["version"] != version):
                 continue
             infos.append(info)
         return infos
 
     async def workers(self, request: Request) -> Response:
         q = request.query_params
-        infos = await self._blocking(self._worker_infos, q.get("component"), q.get("status"))
+        version = self._int_param(request, "version", -1, 0, 1 << 31)
+        infos = await self._blocking(self._worker_infos, q.get("component"), q.get("status"),
+                                     None if version == -1 else version)
         return JSONResponse(_jsonable(infos))
 
     def _worker_show(self, wid: str) -> dict[str, Any]:

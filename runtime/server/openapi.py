@@ -78,7 +78,8 @@ def openapi_document() -> dict[str, Any]:
                             ok="201", errors=("400", "413"))},
             "/components/{name}": {"get": _op("Show a component", params=[_path("name")])},
             "/workers": {"get": _op("List workers",
-                                    params=[_query("component"), _query("status")])},
+                                    params=[_query("component"), _query("status"),
+                                            _query("version", "integer")])},
             w: {"get": _op("Show a worker", params=_W),
                 "delete": _op("Delete a worker", params=_W)},
             w + "/invoke": {"post": {

@@ -101,6 +101,9 @@ def test_deploy_invoke_show_list_and_oplog(server, guests):
     assert [w["id"] for w in server.http.get("/workers").json()] == ["counter/a"]
     assert server.http.get("/workers", params={"component": "other"}).json() == []
     assert server.http.get("/workers", params={"status": "failed"}).json() == []
+    assert len(server.http.get("/workers", params={"version": 0}).json()) == 1
+    assert server.http.get("/workers", params={"version": 1}).json() == []
+    assert server.http.get("/workers", params={"version": "x"}).status_code == 400
     page = server.http.get("/workers/counter/a/oplog", params={"start": 2, "limit": 1}).json()
     assert [(e["index"], e["kind"], e["function"]) for e in page] == [(2, "invoke", "add")]
     assert [c["name"] for c in server.http.get("/components").json()] == ["counter"]
