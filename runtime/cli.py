@@ -9,6 +9,7 @@ The worker, promise and store groups live in ``cli_manage``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 from click.core import ParameterSource
@@ -20,6 +21,8 @@ from .cli_common import (
 )
 from . import versions
 from .cli_manage import promise, store, worker
+from .cli_client import find_server, remote_invoke
+from .cli_serve import serve
 from .cli_testing import test_replay, worker_export
 from .components import DEFAULT_MAX_BYTES, DeployResult, read_module
 from .crash import POINTS as CRASH_POINTS
@@ -50,9 +53,12 @@ from .values import format_value
               default="keep", envvar="GOLEMISH_OPLOG_RETENTION", show_default=True,
               help="Keep every oplog entry live, or archive those older than the oldest kept "
                    "snapshot as zstd chunks (still readable and replayable).")
+@click.option("--server", envvar="GOLEMISH_SERVER", metavar="URL",
+              help="Go through this `golemish serve` (default: the one serving --home, "
+                   "if any; token from GOLEMISH_SERVER_TOKEN).")
 @click.pass_context
 def main(click_ctx: click.Context, home: str, as_json: bool, debug: bool, sync: bool,
-         recovery: str, policy: str, retention: str) -> None:
+         recovery: str, policy: str, retention: str, server: str | None) -> None:
     """golemish: durable WebAssembly workers that survive crashes."""
     protect_stdio()
     try:
@@ -60,6 +66,7 @@ def main(click_ctx: click.Context, home: str, as_json: bool, debug: bool, sync: 
     except GolemishError as e:
         raise click.BadParameter(str(e), param_hint="--snapshot-policy") from None
     click_ctx.obj = Ctx(home, as_json, debug, sync, recovery, parsed, retention)
+    click_ctx.obj.server = server
 
 
 @main.command()
@@ -167,6 +174,20 @@ def invoke(ctx: Ctx, worker: str, function: str, args: tuple[str, ...],
             raise ArgumentError(f"--env {item!r} should be KEY=VALUE")
         pairs.append((k, v))
     write = lambda s, d: writer(s, d, ctx.json)  # noqa: E731
+    limits = _limits_given(memory_limit, time_limit)
+    client = find_server(ctx.home, ctx.server)
+    if client is not None:
+        res = remote_invoke(client, worker, function, list(args), idempotency_key, pairs,
+                            ephemeral, crash_at, limits, write)
+    else:
+        res = _local_invoke(ctx, worker, function, args, idempotency_key, pairs, ephemeral,
+                            crash_at, limits, write)
+    _show_invocation(ctx, worker, function, idempotency_key, res)
+
+
+def _local_invoke(ctx: Ctx, worker: str, function: str, args: tuple[str, ...],
+                  idempotency_key: str | None, pairs: list[tuple[str, str]], ephemeral: bool,
+                  crash_at: str | None, limits: dict[str, float], write: Any) -> Any:
     with ctx.runtime(crash_at) as rt:
         recovery = None
         if rt.store.get_worker(worker) is not None:
@@ -176,9 +197,13 @@ def invoke(ctx: Ctx, worker: str, function: str, args: tuple[str, ...],
             if recovery is not None and recovery.finished is not None and not ctx.json:
                 click.echo(f"golemish: worker {worker} {recovery.describe()}", err=True)
         res = rt.invoke(worker, function, args, idempotency_key=idempotency_key,
-                        output=write, env=pairs, durable=not ephemeral,
-                        **_limits_given(memory_limit, time_limit))
+                        output=write, env=pairs, durable=not ephemeral, **limits)
         res.recovery = res.recovery or recovery
+    return res
+
+
+def _show_invocation(ctx: Ctx, worker: str, function: str, idempotency_key: str | None,
+                     res: Any) -> None:
     if res.deduplicated and not ctx.json:
         click.echo(f"golemish: idempotency key {idempotency_key!r} seen before: the recorded "
                    "result, nothing ran again", err=True)
@@ -286,6 +311,7 @@ main.add_command(promise)
 main.add_command(store)
 main.add_command(test_replay)
 main.add_command(python_cli)
+main.add_command(serve)
 worker.add_command(worker_export)
 
 

@@ -29,6 +29,7 @@ class Ctx:
                  policy: SnapshotPolicy, retention: str = "keep") -> None:
         self.retention = retention
         self.home = home
+        self.server: str | None = None  # --server URL (see cli_client.find_server)
         self.json = as_json
         self.debug = debug
         self.sync = sync

@@ -13,6 +13,7 @@ from . import versions
 from .cli_common import (
     SUMMARY_WIDTH, Ctx, clip, emit_json, full_summary, run, table, when, writer,
 )
+from .cli_client import find_server
 from .cli_versions import history_rows
 from .errors import Suspended, WorkerSuspendedError
 from .policy import SnapshotPolicy
@@ -28,8 +29,12 @@ def worker() -> None:
 @run
 def worker_list(ctx: Ctx) -> None:
     """List workers."""
-    with ctx.runtime(readonly=True) as rt:
-        infos = [rt.worker_info(w) for w in rt.worker_ids()]
+    client = find_server(ctx.home, ctx.server)
+    if client is not None:
+        infos = client.worker_infos()
+    else:
+        with ctx.runtime(readonly=True) as rt:
+            infos = [rt.worker_info(w) for w in rt.worker_ids()]
     if ctx.json:
         emit_json(infos)
         return
@@ -43,10 +48,15 @@ def worker_list(ctx: Ctx) -> None:
 @run
 def worker_show(ctx: Ctx, worker_id: str) -> None:
     """Show one worker."""
-    with ctx.runtime(readonly=True) as rt:
-        info = rt.worker_info(worker_id)
-        history = history_rows(rt, worker_id)
-        info["version_history"] = versions.version_history(rt, worker_id)
+    client = find_server(ctx.home, ctx.server)
+    if client is not None:
+        info = client.worker_info(worker_id)
+        history = history_rows(None, worker_id, info["version_history"])
+    else:
+        with ctx.runtime(readonly=True) as rt:
+            info = rt.worker_info(worker_id)
+            history = history_rows(rt, worker_id)
+            info["version_history"] = versions.version_history(rt, worker_id)
     if ctx.json:
         emit_json(info)
         return

@@ -6,6 +6,8 @@ worker and component groups by ``cli``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from . import versions
@@ -90,10 +92,13 @@ def component_delete(ctx: Ctx, name: str, version: int) -> None:
         click.echo(f"deleted {name} v{version}")
 
 
-def history_rows(rt: object, worker_id: str) -> list[str]:
-    """`worker show`'s version history lines."""
+def history_rows(rt: object, worker_id: str,
+                 history: list[dict[str, Any]] | None = None) -> list[str]:
+    """`worker show`'s version history lines (from ``history`` when given: a server's)."""
     out = []
-    for h in versions.version_history(rt, worker_id):  # type: ignore[arg-type]
+    if history is None:
+        history = versions.version_history(rt, worker_id)  # type: ignore[arg-type]
+    for h in history:
         gone = "" if h["in_effect"] else " (reverted)"
         if h["kind"] == "create":
             out.append(f"v{h['version']} created (index {h['index']})")

@@ -143,6 +143,7 @@ class Engine:
         config.memory_init_cow = False
         self._engine = wasmtime.Engine(config)
         self._ticker: threading.Thread | None = None
+        self._ticker_lock = threading.Lock()  # two tickers would halve every time limit
         self._closing = threading.Event()
         #: The signal that stopped guest code (0: none); see interrupt().
         self.interrupted = 0
@@ -157,9 +158,11 @@ class Engine:
         self.fingerprint = f"wasmtime-{_wasmtime_version()}-epoch-nomove-nocow-v1"
 
     def _start_ticker(self) -> None:
-        if self._ticker is not None:
-            return
+        with self._ticker_lock:
+            if self._ticker is None:
+                self._start_ticker_locked()
 
+    def _start_ticker_locked(self) -> None:
         def tick() -> None:
             while not self._closing.wait(EPOCH_TICK_S):
                 self._engine.increment_epoch()

@@ -21,6 +21,7 @@
     ├── Suspended                      the invocation waits (promise, long sleep): not a failure
     │   └── WorkerSuspendedError       …and the worker cannot take other work until it resumes
     ├── PromiseError                   unknown promise, or completed twice
+    ├── ClosedError                    the Runtime was closed (shutting down)
     └── CrashPointError                a bad GOLEMISH_CRASH_AT specification
 
 ``InvocationFailed`` is terminal for that invocation but not for the worker:
@@ -172,6 +173,10 @@ class WorkerSuspendedError(Suspended):
 
 class PromiseError(GolemishError):
     """An unknown promise, or a promise completed twice."""
+
+
+class ClosedError(GolemishError):
+    """The Runtime is closed: a server shutting down takes no new invocations."""
 
 
 class CrashPointError(GolemishError):

@@ -27,10 +27,11 @@ from .crash import CrashPoints
 from .dirty import UffdTracker
 from .engine import Engine, FuncSig
 from .errors import (
-    ArgumentError, ComponentError, GolemishError, NotFoundError, PromiseError,
+    ArgumentError, ClosedError, ComponentError, GolemishError, NotFoundError, PromiseError,
     Suspended,
 )
 from .journal import OutputFn
+from .locks import CallCycle, WorkerLocks
 from .policy import SnapshotPolicy
 from .snapshots import SnapshotConfig
 from .values import parse_args
@@ -127,15 +128,33 @@ class Runtime:
         cache = Path(path) / "cache" if path is not None else None
         self.modules = ModuleCache(self.store, self.engine, cache,
                                    readonly=self.config.readonly)
+        #: Loaded workers; read and changed under ``_guard``, a worker used only by
+        #: the thread holding its turn (``_turns``).
         self._workers: dict[str, Worker] = {}
-        self._locks: dict[str, threading.Lock] = {}
+        self._turns = WorkerLocks()
         self._guard = threading.Lock()
+        self._promises = threading.Lock()  # read-check-write of a promise's state
+        self._closed = False
         self._calls = threading.local()  # workers on this thread's call stack
 
     def close(self) -> None:
-        for w in self._workers.values():
+        """Wait for running invocations, then close the store. Safe from any thread and
+        more than once; calls after it fail with ClosedError."""
+        with self._guard:
+            if self._closed:
+                return
+            self._closed = True
+            ids = list(self._workers)
+        for wid in ids:  # each worker's turn: its invocation in flight finishes first
+            with self._turns.hold(wid):
+                with self._guard:
+                    w = self._workers.pop(wid, None)
+                if w is not None:
+                    w.discard()
+        with self._guard:
+            rest, self._workers = list(self._workers.values()), {}
+        for w in rest:  # loaded while we closed; their callers hit ClosedError next
             w.discard()
-        self._workers.clear()
         self.engine.close()
         self.store.close()
 
@@ -185,14 +204,29 @@ class Runtime:
         return self.store.list_components()
 
     # -- workers --------------------------------------------------------------
-    def _lock(self, worker_id: str) -> threading.Lock:
+    def _cached(self, worker_id: str) -> Worker | None:
         with self._guard:
-            return self._locks.setdefault(worker_id, threading.Lock())
+            if self._closed:
+                raise ClosedError("the runtime is closed (shutting down)")
+            return self._workers.get(worker_id)
+
+    def _lock(self, worker_id: str) -> Any:
+        """The worker's turn (a context manager), for modules working on workers."""
+        return self._turns.hold(worker_id)
+
+    def _put(self, worker_id: str, w: Worker) -> None:
+        with self._guard:
+            self._workers[worker_id] = w
+
+    def _drop(self, worker_id: str) -> Worker | None:
+        with self._guard:
+            return self._workers.pop(worker_id, None)
 
     def _get(self, worker_id: str, output: OutputFn | None, *, create: bool,
              env: Sequence[tuple[str, str]] = (), args: Sequence[str] = (),
              durable: bool = True) -> Worker:
-        w = self._workers.get(worker_id)
+        """The loaded worker; the caller holds its turn."""
+        w = self._cached(worker_id)
         if w is not None:
             w.journal.output = output
             return w
@@ -222,7 +256,8 @@ class Runtime:
                 raise
         else:
             w = Worker(self, meta, output)
-        self._workers[worker_id] = w
+        with self._guard:
+            self._workers[worker_id] = w
         return w
 
     def _component_for(self, worker_id: str) -> dict[str, Any]:
@@ -272,27 +307,28 @@ class Runtime:
         change an existing worker's limits from this invocation on; the invocation
         records them, so replay runs it under the same ones.
         """
+        self._cached(worker_id)  # ClosedError before touching the store
         function, params = self.prepare(worker_id, function, args)
-        with self._lock(worker_id):
+        with self._turns.hold(worker_id):
             w = self._get(worker_id, output, create=True, env=env, durable=durable)
             w.set_limits(memory_limit, time_limit)
             return w.invoke(function, params, idempotency_key)
 
     def resume(self, worker_id: str, output: OutputFn | None = None) -> RecoveryReport | None:
         """Load a worker, finishing an interrupted invocation if there is one."""
-        with self._lock(worker_id):
+        with self._turns.hold(worker_id):
             w = self._get(worker_id, output, create=False)
             return w.ensure_ready()
 
     def snapshot(self, worker_id: str, *, full: bool = False) -> Any:
         """Take a snapshot of a worker now; returns the Snapshot entry (None if impossible)."""
-        with self._lock(worker_id):
+        with self._turns.hold(worker_id):
             w = self._get(worker_id, None, create=False)
             return w.snapshot(full=full)
 
     def worker(self, worker_id: str) -> Worker:
         """The loaded worker object (recovered if needed), for tools and benchmarks."""
-        with self._lock(worker_id):
+        with self._turns.hold(worker_id):
             w = self._get(worker_id, None, create=False)
             w.ensure_ready()
             return w
@@ -300,7 +336,7 @@ class Runtime:
     def configure(self, worker_id: str, *, snapshot_policy: SnapshotPolicy | None = None,
                   allow_http: Sequence[str] = (), deny_http: Sequence[str] = ()) -> None:
         """Per-worker settings that may change over its life."""
-        with self._lock(worker_id):
+        with self._turns.hold(worker_id):
             meta = self.store.get_worker(worker_id)
             if meta is None:
                 raise NotFoundError(f"no worker {worker_id}")
@@ -308,7 +344,7 @@ class Runtime:
                 meta["snapshot_policy"] = str(snapshot_policy)
             meta["http_allow"] = _edit_rules(meta.get("http_allow", []), allow_http, deny_http)
             self.store.put_worker(meta)
-            self._workers.pop(worker_id, None)
+            self._drop(worker_id)
 
     def interrupt(self, worker_id: str) -> str | None:
         """Abandon a worker's pending (suspended or cut-off) invocation.
@@ -320,17 +356,18 @@ class Runtime:
         from golemish.oplog import InvokeFailed
         from .history import read_history
         from .recovery import plan_recovery
-        with self._lock(worker_id):
+        with self._turns.hold(worker_id):
             meta = self.store.get_worker(worker_id)
             if meta is None:
                 raise NotFoundError(f"no worker {worker_id}")
-            w = self._workers.pop(worker_id, None)
+            w = self._drop(worker_id)
             if w is not None:
                 w.discard()
             log = self.store.oplog(worker_id)
-            start = max([0, *self.store.snapshots.indexes(worker_id)])
-            h = read_history(log, start + 1)
-            plan = plan_recovery(worker_id, h.kinds, start, h.rewinds, reverts=h.reverts)
+            # From the start, not from the latest snapshot: a stackful worker's mid-call
+            # snapshot lies inside the pending invocation, after its InvokeStart.
+            h = read_history(log, 1)
+            plan = plan_recovery(worker_id, h.kinds, 0, h.rewinds, reverts=h.reverts)
             pending = None
             if plan.open_start is not None:
                 entry = log.get(plan.open_start)
@@ -366,13 +403,15 @@ class Runtime:
         Returns (promise, outcome): the RecoveryReport of the resumed worker, or the
         Suspended it stopped at next.
         """
-        p = self.store.get_promise(promise_id)
-        if p is None:
-            raise PromiseError(f"no promise {promise_id!r} (see `golemish promise list`)")
-        if p["state"] == "completed":
-            raise PromiseError(f"promise {promise_id} was already completed")
-        p.update(state="completed", payload=payload.hex(), completed_at=self.clock.time_ns() / 1e9)
-        self.store.put_promise(p)
+        with self._promises:  # two completers: exactly one wins
+            p = self.store.get_promise(promise_id)
+            if p is None:
+                raise PromiseError(f"no promise {promise_id!r} (see `golemish promise list`)")
+            if p["state"] == "completed":
+                raise PromiseError(f"promise {promise_id} was already completed")
+            p.update(state="completed", payload=payload.hex(),
+                     completed_at=self.clock.time_ns() / 1e9)
+            self.store.put_promise(p)
         try:
             return p, self.resume(p["worker"], output)
         except Suspended as s:
@@ -393,9 +432,11 @@ class Runtime:
         params = [(t, _from_i64(t, v)) for t, v in zip(sig.params, args)]
         self._calls.stack = [*stack, caller]
         try:
-            with self._lock(callee):
+            with self._turns.hold(callee):
                 w = self._get(callee, None, create=True)
                 res = w.invoke(function, params, key)
+        except CallCycle as e:  # a cycle through another thread's call chain
+            raise LookupError(str(e)) from None
         finally:
             self._calls.stack = stack
         return [_to_i64(t, v) for t, v in res.results]
@@ -411,8 +452,10 @@ class Runtime:
             raise LookupError(str(e)) from None
         self._calls.stack = [*stack, caller]
         try:
-            with self._lock(callee):
+            with self._turns.hold(callee):
                 res = self._get(callee, None, create=True).invoke(function, params, key)
+        except CallCycle as e:
+            raise LookupError(str(e)) from None
         finally:
             self._calls.stack = stack
         return " ".join(str(v) for _, v in res.results)
@@ -427,7 +470,12 @@ class Runtime:
         meta = self.store.get_worker(worker_id)
         if meta is None:
             raise NotFoundError(f"no worker {worker_id}")
-        w = self._workers.get(worker_id) or Worker(self, meta, None)
+        # A loaded worker is only read by the thread holding its turn (an invocation may
+        # close its image); while one runs, describe it from the store.
+        w = None
+        if not self._turns.busy(worker_id):
+            w = self._cached(worker_id)
+        w = w or Worker(self, meta, None)
         oplog = w.oplog
         invocations = sum(1 for _, k in oplog.kinds() if k == InvokeStart.KIND)
         lo, hi = oplog.archive_span()
@@ -470,10 +518,10 @@ class Runtime:
         return list(self.store.oplog(worker_id).read(start, end))
 
     def delete_worker(self, worker_id: str) -> None:
-        with self._lock(worker_id):
+        with self._turns.hold(worker_id):
             if self.store.get_worker(worker_id) is None:
                 raise NotFoundError(f"no worker {worker_id}")
-            w = self._workers.pop(worker_id, None)
+            w = self._drop(worker_id)
             if w is not None:
                 w.discard()
             self.store.delete_worker(worker_id)

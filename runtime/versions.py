@@ -73,7 +73,7 @@ def _meta(rt: Runtime, worker_id: str) -> dict[str, Any]:
 
 
 def _drop(rt: Runtime, worker_id: str) -> None:
-    w = rt._workers.pop(worker_id, None)
+    w = rt._drop(worker_id)
     if w is not None:
         w.discard()
 
@@ -205,7 +205,7 @@ def install(rt: Runtime, old: Worker, new: Worker, entry: Update) -> None:
     new.meta = meta
     new.full_replay = False
     old.discard()
-    rt._workers[old.id] = new
+    rt._put(old.id, new)
 
 
 def _auto(rt: Runtime, old: Worker, target: dict[str, Any]) -> tuple[Worker, int]:

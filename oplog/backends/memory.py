@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import threading
 from collections.abc import Iterator, Sequence
 
 from ..errors import StoreClosedError
@@ -13,7 +14,8 @@ class MemoryBackend:
     """Tables are dicts plus a key list that is sorted lazily, before a scan.
 
     Oplog appends arrive in key order per worker but interleave across workers, so
-    keeping the list sorted on every insert would cost O(n) per put.
+    keeping the list sorted on every insert would cost O(n) per put. One lock makes
+    puts, batches and the sorting safe for many threads (a server's workers).
     """
 
     def __init__(self) -> None:
@@ -21,6 +23,7 @@ class MemoryBackend:
         self._data: dict[str, dict[bytes, bytes]] | None = {t: {} for t in TABLES}
         self._keys: dict[str, list[bytes]] = {t: [] for t in TABLES}
         self._unsorted: set[str] = set()
+        self._lock = threading.Lock()
 
     def _sorted_keys(self, table: str) -> list[bytes]:
         keys = self._keys[table]
@@ -52,26 +55,30 @@ class MemoryBackend:
         data[key] = bytes(value)
 
     def put(self, table: str, key: bytes, value: bytes) -> None:
-        self._set(table, key, value)
+        with self._lock:
+            self._set(table, key, value)
 
     def write(self, ops: Sequence[Op]) -> None:
-        for table, _, _ in ops:  # validate first so a bad batch changes nothing
-            self._table(table)
-        for table, key, value in ops:
-            self._set(table, key, value)
+        with self._lock:
+            for table, _, _ in ops:  # validate first so a bad batch changes nothing
+                self._table(table)
+            for table, key, value in ops:
+                self._set(table, key, value)
 
     def scan(self, table: str, start: bytes, end: bytes | None = None, *,
              reverse: bool = False, bulk: bool = False) -> Iterator[tuple[bytes, bytes]]:
-        data = self._table(table)
-        keys = self._sorted_keys(table)
-        lo = bisect.bisect_left(keys, start)
-        hi = len(keys) if end is None else bisect.bisect_left(keys, end)
-        # Copy the slice so writes during iteration don't disturb it.
-        chosen = keys[lo:hi]
+        with self._lock:
+            data = self._table(table)
+            keys = self._sorted_keys(table)
+            lo = bisect.bisect_left(keys, start)
+            hi = len(keys) if end is None else bisect.bisect_left(keys, end)
+            # Copy the slice so writes during iteration don't disturb it.
+            chosen = keys[lo:hi]
         for k in (reversed(chosen) if reverse else chosen):
             v = data.get(k)
             if v is not None:
                 yield k, v
 
     def close(self) -> None:
-        self._data = None
+        with self._lock:
+            self._data = None

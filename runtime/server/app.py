@@ -1,0 +1,396 @@
+"""The HTTP API of `golemish serve`: one explicit route table over one Runtime.
+
+Handlers are thin: they parse the request, call the same Runtime methods the
+in-process CLI calls, and shape JSON. Guest code and store access never run on
+the event loop: every Runtime call goes to a worker thread (``_blocking``), so
+invocations of different workers run in parallel while the Runtime keeps one
+worker's invocations in arrival order.
+
+Errors are ``{"error": {"code", "message"}}`` with the CLI's one-line message
+and a 4xx status for anything the caller can fix; never a traceback.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from golemish.oplog import GolemishError
+from golemish.oplog.errors import StoreError
+
+from ..errors import (
+    ArgumentError, ClosedError, ComponentError, DivergenceError, InvocationFailed,
+    NotFoundError, PromiseError, Suspended, UpdateError, WorkerFailedError,
+    WorkerSuspendedError,
+)
+from .. import versions
+from ..executor import Runtime, parse_worker_id
+from .openapi import openapi_document
+
+#: Largest JSON request body; component uploads use the runtime's module limit.
+MAX_JSON_BYTES = 1 << 20
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _classify(e: BaseException) -> tuple[int, str]:
+    """HTTP status and stable error code for an exception from the runtime."""
+    table: list[tuple[type[BaseException], int, str]] = [
+        (NotFoundError, 404, "not-found"),
+        (ArgumentError, 400, "bad-argument"),
+        (ComponentError, 400, "bad-component"),
+        (WorkerSuspendedError, 409, "worker-suspended"),
+        (WorkerFailedError, 409, "worker-failed"),
+        (DivergenceError, 409, "divergence"),
+        (UpdateError, 409, "update-refused"),
+        (PromiseError, 409, "promise"),
+        (ClosedError, 503, "shutting-down"),
+        (StoreError, 500, "store"),
+    ]
+    if isinstance(e, InvocationFailed):
+        return 422, f"invocation-failed:{e.reason}"
+    for cls, status, code in table:
+        if isinstance(e, cls):
+            return status, code
+    if isinstance(e, GolemishError):
+        return 400, "refused"
+    return 500, "internal"
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).splitlines()[0] if str(e) else ""
+    if isinstance(e, WorkerSuspendedError):  # as the CLI says it
+        return (f"{text}; complete what it waits for, or abandon its pending invocation "
+                f"with `golemish worker interrupt {e.worker_id}`")
+    if isinstance(e, GolemishError):
+        return text
+    return f"internal error: {type(e).__name__}: {text}"
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=lambda v: v.hex() if isinstance(
+        v, (bytes, bytearray)) else str(v)))
+
+
+class Api:
+    """Route handlers bound to one Runtime."""
+
+    def __init__(self, rt: Runtime, *, threads: int = 64) -> None:
+        self.rt = rt
+        self.limiter = anyio.CapacityLimiter(threads)
+
+    async def _blocking(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kw),
+                                              limiter=self.limiter)
+
+    # -- helpers ----------------------------------------------------------------
+    @staticmethod
+    async def _body(request: Request, limit: int) -> bytes:
+        size = request.headers.get("content-length")
+        if size is not None and size.isdigit() and int(size) > limit:
+            raise ApiError(413, "too-large", f"request body of {int(size):,} bytes is over "
+                                             f"the limit of {limit:,}")
+        chunks, total = [], 0
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise ApiError(413, "too-large", f"request body is over the limit of {limit:,}")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _json(self, request: Request) -> dict[str, Any]:
+        raw = await self._body(request, MAX_JSON_BYTES)
+        if not raw.strip():
+            return {}
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ApiError(400, "bad-json", f"request body is not JSON: {e}") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "bad-json", "request body should be a JSON object")
+        return body
+
+    @staticmethod
+    def _worker_id(request: Request) -> str:
+        wid = f"{request.path_params['component']}/{request.path_params['name']}"
+        try:
+            parse_worker_id(wid)
+        except (ArgumentError, ComponentError) as e:  # a bad name: the caller's mistake
+            raise ApiError(400, "bad-argument", str(e)) from None
+        return wid
+
+    @staticmethod
+    def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+        text = request.query_params.get(name)
+        if text is None:
+            return default
+        try:
+            v = int(text)
+        except ValueError:
+            v = lo - 1
+        if not lo <= v <= hi:
+            raise ApiError(400, "bad-argument", f"{name}={text!r}: expected an integer "
+                                                f"from {lo} to {hi}")
+        return v
+
+    # -- handlers ---------------------------------------------------------------
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "home": self.rt.config.home})
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(openapi_document())
+
+    async def deploy(self, request: Request) -> Response:
+        name = request.query_params.get("name")
+        if not name:
+            raise ApiError(400, "bad-argument", "deploy needs ?name=COMPONENT")
+        stackful = request.query_params.get("stackful") == "true"
+        wit, allow_http = None, []
+        if request.headers.get("content-type", "").startswith("application/json"):
+            # {"wasm": base64, "wit": text, "stackful": bool, "allow_http": [host, ...]}
+            raw = await self._body(request, self.rt.config.max_component_bytes * 4 // 3 + 4096)
+            try:
+                body = json.loads(raw)
+                wasm = base64.b64decode(body["wasm"], validate=True)
+            except (ValueError, KeyError, TypeError, binascii.Error) as e:
+                raise ApiError(400, "bad-json", "a JSON deploy needs {\"wasm\": base64, "
+                                                f"\"wit\": optional text}}: {e}") from None
+            wit, stackful = body.get("wit"), bool(body.get("stackful", stackful))
+            allow_http = body.get("allow_http", [])
+            if not (wit is None or isinstance(wit, str)) or not isinstance(allow_http, list):
+                raise ApiError(400, "bad-argument", "\"wit\" should be text and "
+                                                    "\"allow_http\" a list of hosts")
+        else:
+            wasm = await self._body(request, self.rt.config.max_component_bytes)
+        res = await self._blocking(self.rt.deploy, wasm, name, wit, None, stackful,
+                                   http_allow=allow_http)
+        return JSONResponse(_jsonable({"created": res.created, **res.meta}),
+                            status_code=201 if res.created else 200)
+
+    async def components(self, request: Request) -> Response:
+        return JSONResponse(_jsonable(await self._blocking(self.rt.list_components)))
+
+    async def component(self, request: Request) -> Response:
+        meta = await self._blocking(self.rt.component, request.path_params["name"])
+        return JSONResponse(_jsonable(meta))
+
+    def _worker_infos(self, component: str | None, status: str | None,
+                      version: int | None) -> list[Any]:
+        infos = []
+        for wid in self.rt.worker_ids():
+            if component and not wid.startswith(component + "/"):
+                continue
+            info = self.rt.worker_info(wid)
+            if (status and info["status"] != status) or \
+                    (version is not None and info["version"] != version):
+                continue
+            infos.append(info)
+        return infos
+
+    async def workers(self, request: Request) -> Response:
+        q = request.query_params
+        version = self._int_param(request, "version", -1, 0, 1 << 31)
+        infos = await self._blocking(self._worker_infos, q.get("component"), q.get("status"),
+                                     None if version == -1 else version)
+        return JSONResponse(_jsonable(infos))
+
+    def _worker_show(self, wid: str) -> dict[str, Any]:
+        info = self.rt.worker_info(wid)
+        info["version_history"] = versions.version_history(self.rt, wid)
+        return info
+
+    async def worker(self, request: Request) -> Response:
+        info = await self._blocking(self._worker_show, self._worker_id(request))
+        return JSONResponse(_jsonable(info))
+
+    async def invoke(self, request: Request) -> Response:
+        wid = self._worker_id(request)
+        body = await self._json(request)
+        function, args = body.get("function"), body.get("args", [])
+        if not isinstance(function, str) or not function:
+            raise ApiError(400, "bad-argument", "body needs \"function\": a string")
+        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            raise ApiError(400, "bad-argument",
+                           "\"args\" should be a list of strings (as on the command line)")
+        env = body.get("env", {})
+        if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+            raise ApiError(400, "bad-argument", "\"env\" should be an object of strings")
+        key = request.headers.get("idempotency-key")
+        chunks: list[tuple[int, bytes]] = []
+        try:
+            res = await self._blocking(
+                self.rt.invoke, wid, function, args, idempotency_key=key,
+                output=lambda s, d: chunks.append((s, bytes(d))), env=list(env.items()),
+                durable=not body.get("ephemeral", False))
+        except Suspended as s:
+            if isinstance(s, WorkerSuspendedError):
+                raise
+            return JSONResponse({"status": "suspended", "worker": s.worker_id,
+                                 "promise": s.promise, "until_ns": s.until_ns,
+                                 **_output(chunks)}, status_code=202)
+        return JSONResponse(_jsonable({
+            "status": "ok", "worker": wid, "function": res.function, "oplog_index": res.index,
+            "results": [{"type": t, "value": v} for t, v in res.results],
+            **({"value": res.json} if res.json is not None else {}),
+            "seconds": res.seconds, "deduplicated": res.deduplicated,
+            "recovery": vars(res.recovery) if res.recovery else None, **_output(chunks)}))
+
+    async def oplog(self, request: Request) -> Response:
+        wid = self._worker_id(request)
+        start = self._int_param(request, "start", 1, 1, 1 << 62)
+        limit = self._int_param(request, "limit", 100, 1, 1000)
+        entries = await self._blocking(self.rt.oplog, wid, start, start + limit - 1)
+        return JSONResponse(_jsonable([{"index": i, **e.to_json()} for i, e in entries]))
+
+    async def interrupt(self, request: Request) -> Response:
+        wid = self._worker_id(request)
+        pending = await self._blocking(self.rt.interrupt, wid)
+        return JSONResponse({"worker": wid, "abandoned": pending})
+
+    async def resume(self, request: Request) -> Response:
+        wid = self._worker_id(request)
+        chunks: list[tuple[int, bytes]] = []
+        try:
+            report = await self._blocking(self.rt.resume, wid,
+                                          lambda s, d: chunks.append((s, bytes(d))))
+        except Suspended as s:
+            if isinstance(s, WorkerSuspendedError):
+                raise
+            return JSONResponse({"status": "suspended", "worker": wid, "promise": s.promise,
+                                 "until_ns": s.until_ns, **_output(chunks)}, status_code=202)
+        return JSONResponse(_jsonable({"status": "ok", "worker": wid,
+                                       "recovery": vars(report) if report else None,
+                                       **_output(chunks)}))
+
+    async def delete_worker(self, request: Request) -> Response:
+        wid = self._worker_id(request)
+        await self._blocking(self.rt.delete_worker, wid)
+        return JSONResponse({"deleted": wid})
+
+    async def promises(self, request: Request) -> Response:
+        return JSONResponse(_jsonable(await self._blocking(self.rt.list_promises)))
+
+    async def complete_promise(self, request: Request) -> Response:
+        pid = request.path_params["id"]
+        body = await self._json(request)
+        data = body.get("data", "")
+        if not isinstance(data, str):
+            raise ApiError(400, "bad-argument", "\"data\" should be a string")
+        if await self._blocking(self.rt.store.get_promise, pid) is None:
+            raise ApiError(404, "not-found",
+                           f"no promise {pid!r} (see `golemish promise list`)")
+        chunks: list[tuple[int, bytes]] = []
+        p, outcome = await self._blocking(self.rt.complete_promise, pid, data.encode(),
+                                          lambda s, d: chunks.append((s, bytes(d))))
+        if isinstance(outcome, Suspended):
+            return JSONResponse({"promise": pid, "worker": p["worker"], "status": "suspended",
+                                 "until_ns": outcome.until_ns,
+                                 "next_promise": outcome.promise, **_output(chunks)})
+        return JSONResponse(_jsonable({
+            "promise": pid, "worker": p["worker"], "status": "ok",
+            "finished": getattr(outcome, "finished", None), **_output(chunks)}))
+
+
+def _output(chunks: list[tuple[int, bytes]]) -> dict[str, str]:
+    out = {}
+    for stream, name in ((1, "stdout"), (2, "stderr")):
+        data = b"".join(d for s, d in chunks if s == stream)
+        if data:
+            out[name] = data.decode("utf-8", "replace")
+    return out
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _guarded(fn: Handler) -> Handler:
+    """Every failure becomes a JSON error with a one-line message."""
+    @functools.wraps(fn)
+    async def wrapper(request: Request) -> Response:
+        try:
+            return await fn(request)
+        except ApiError as e:
+            return error_response(e.status, e.code, e.message)
+        except Exception as e:  # noqa: BLE001 - classified, never a traceback
+            status, code = _classify(e)
+            return error_response(status, code, _one_line(e))
+    return wrapper
+
+
+class BearerAuth:
+    """Refuse every request without ``Authorization: Bearer TOKEN`` (401)."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app, self.expected = app, f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                resp = error_response(401, "unauthorized",
+                                      "missing or wrong bearer token (Authorization header)")
+                resp.headers["WWW-Authenticate"] = "Bearer"
+                await resp(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def build_app(rt: Runtime, *, token: str | None = None, threads: int = 64) -> ASGIApp:
+    """The ASGI application for ``rt``; with ``token`` every call needs it."""
+    api = Api(rt, threads=threads)
+    w = "/workers/{component}/{name}"
+    routes = [
+        Route("/health", _guarded(api.health), methods=["GET"]),
+        Route("/openapi.json", _guarded(api.openapi), methods=["GET"]),
+        Route("/components", _guarded(api.deploy), methods=["POST"]),
+        Route("/components", _guarded(api.components), methods=["GET"]),
+        Route("/components/{name}", _guarded(api.component), methods=["GET"]),
+        Route("/workers", _guarded(api.workers), methods=["GET"]),
+        Route(w, _guarded(api.worker), methods=["GET"]),
+        Route(w, _guarded(api.delete_worker), methods=["DELETE"]),
+        Route(w + "/invoke", _guarded(api.invoke), methods=["POST"]),
+        Route(w + "/oplog", _guarded(api.oplog), methods=["GET"]),
+        Route(w + "/interrupt", _guarded(api.interrupt), methods=["POST"]),
+        Route(w + "/resume", _guarded(api.resume), methods=["POST"]),
+        Route("/promises", _guarded(api.promises), methods=["GET"]),
+        Route("/promises/{id:path}/complete", _guarded(api.complete_promise), methods=["POST"]),
+    ]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "no-route", 405: "method-not-allowed"}.get(exc.status_code, "http")
+        msg = {404: f"no route {request.method} {request.url.path} (see /openapi.json)",
+               405: f"{request.method} is not allowed on {request.url.path}"}.get(
+            exc.status_code, str(exc.detail))
+        return error_response(exc.status_code, code, msg)
+
+    async def internal(request: Request, exc: Exception) -> Response:
+        return error_response(500, "internal", _one_line(exc))
+
+    app: ASGIApp = Starlette(routes=routes, exception_handlers={
+        HTTPException: http_error, Exception: internal})
+    if token:
+        app = BearerAuth(app, token)
+    return app
