@@ -490,6 +490,10 @@ def _marked(engine: Engine, fn: Callable[..., Any]) -> Callable[..., Any]:
     def host(*args: Any) -> Any:
         engine._in_host += 1
         try:
+            # A signal that came while guest code ran, just before this call, has set the
+            # flag without stopping anything yet: stop here, not after a long sleep.
+            if engine.interrupted:
+                raise Interrupted(engine.interrupted)
             return fn(*args)
         finally:
             engine._in_host -= 1

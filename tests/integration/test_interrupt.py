@@ -72,7 +72,9 @@ def test_a_signal_interrupts_the_invocation_and_the_worker_stays_as_before(
         _, err = proc.communicate(timeout=30)
         elapsed = time.monotonic() - t0
     finally:
-        proc.kill()
+        if proc.poll() is None:  # it did not stop: kill it, and reap it and its pipes
+            proc.kill()
+            proc.communicate()
     assert elapsed < 5, f"took {elapsed:.2f} s to stop"  # about 0.05 s when idle
     assert proc.returncode == 128 + sig, err
     assert err.strip().splitlines() == [
