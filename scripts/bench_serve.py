@@ -28,6 +28,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
+from golemish.runtime.server.process import wait_until_serving  # noqa: E402
 
 DEFAULT_OUT = benchlib.ROOT / "scripts" / "results" / "bench_serve.json"
 
@@ -40,19 +41,11 @@ class Server:
         self.proc = subprocess.Popen(
             [*exe, "--home", str(home), *(["--sync"] if sync else []), "serve", "--listen",
              "127.0.0.1:0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        record = home / "server.json"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                info = json.loads(record.read_text())
-                if info["pid"] == self.proc.pid:
-                    break
-            except (OSError, ValueError):
-                pass
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise SystemExit(f"server did not start: {self.proc.stderr.read()!r}")
-            time.sleep(0.02)
-        self.url = info["url"]
+        url = wait_until_serving(str(home), self.proc)
+        if url is None:
+            self.proc.kill()
+            raise SystemExit(f"server did not start: {self.proc.stderr.read()!r}")
+        self.url = url
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)

@@ -14,6 +14,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +78,18 @@ def read_server_file(home: str) -> dict[str, Any] | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return info
+
+
+def wait_until_serving(home: str, proc: subprocess.Popen, timeout: float = 30.0) -> str | None:
+    """The URL of the server ``proc`` started for ``home``, once it has written its record;
+    None if it exits or the timeout passes first (for tests and benchmarks)."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        info = read_server_file(home)
+        if info is not None and info.get("pid") == proc.pid:
+            return str(info["url"])
+        time.sleep(0.02)
+    return None
 
 
 def _server_class() -> Any:

@@ -22,6 +22,7 @@ import pytest
 from golemish.runtime.executor import Runtime, RuntimeConfig
 from golemish.runtime.server.app import build_app
 from golemish.runtime.server.openapi import openapi_document
+from golemish.runtime.server.process import wait_until_serving
 
 from conftest import golemish_cmd
 
@@ -29,23 +30,15 @@ from conftest import golemish_cmd
 class Server:
     def __init__(self, home: str, *extra: str, token: str | None = None) -> None:
         self.home = home
-        record = Path(home) / "server.json"
         self.proc = subprocess.Popen(
             [*golemish_cmd(), "--home", home, "serve", "--listen", "127.0.0.1:0", *extra,
              *(["--token", token] if token else [])],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                info = json.loads(record.read_text())
-                if info["pid"] == self.proc.pid:
-                    break
-            except (OSError, ValueError):
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"server did not start: {self.proc.communicate()}")
-            time.sleep(0.02)
-        self.url = info["url"]
+        url = wait_until_serving(home, self.proc)
+        if url is None:
+            self.proc.kill()
+            raise AssertionError(f"server did not start: {self.proc.communicate()}")
+        self.url = url
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
