@@ -54,7 +54,7 @@ typedef struct {
 typedef struct { uint8_t is_err; union { str_list_t ok; item_t err; } val; } res_nested_t;
 typedef struct { uint8_t is_some; res_nested_t val; } nested_t;
 
-/* The ABI's sizes and offsets (runtime/cabi.py computes the same numbers). */
+/* The ABI's sizes and offsets (runtime/typed/cabi.py computes the same numbers). */
 _Static_assert(sizeof(item_t) == 32 && offsetof(item_t, weight) == 16, "item");
 _Static_assert(sizeof(shape_t) == 12 && offsetof(shape_t, val) == 4, "shape");
 _Static_assert(sizeof(opt_opt_str_t) == 16, "option<option<string>>");

@@ -29,13 +29,16 @@ import wasmtime
 
 from golemish.oplog import Store, content_hash
 
+from . import wasm_check
 from .engine import Engine, FuncSig
 from .errors import ComponentError, InvalidModuleError, MissingImportsError, NotFoundError
-from .instrument import GLOBAL_PREFIX, TABLE_PREFIX, InstrumentError, instrument
-from . import asyncify, host_api, typed, wasm_check
-from .wasi import MODULE as WASI_MODULE
-from .wasi import SIGNATURES as WASI_SIGNATURES
-from .wasi import signature as wasi_signature
+from .host import api as host_api
+from .host.wasi import MODULE as WASI_MODULE
+from .host.wasi import SIGNATURES as WASI_SIGNATURES
+from .host.wasi import signature as wasi_signature
+from .snapshot import asyncify
+from .snapshot.instrument import GLOBAL_PREFIX, TABLE_PREFIX, InstrumentError, instrument
+from .typed import invoke as typed
 
 log = logging.getLogger(__name__)
 

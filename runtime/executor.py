@@ -20,21 +20,22 @@ from golemish.oplog import (
 )
 from golemish.oplog.store import store_path
 
-from . import components, http
-from .components import DeployResult, ModuleCache
+from . import components
 from .clock import SYSTEM, Clock
+from .components import DeployResult, ModuleCache
 from .crash import CrashPoints
-from .dirty import UffdTracker
 from .engine import Engine, FuncSig
 from .errors import (
     ArgumentError, ClosedError, ComponentError, GolemishError, NotFoundError, PromiseError,
     Suspended,
 )
+from .host import http
 from .journal import OutputFn
 from .locks import CallCycle, WorkerLocks
-from .policy import SnapshotPolicy
-from .snapshots import SnapshotConfig
-from .values import parse_args
+from .snapshot.capture import SnapshotConfig
+from .snapshot.dirty import UffdTracker
+from .snapshot.policy import SnapshotPolicy
+from .typed.values import parse_args
 from .worker import InvocationResult, RecoveryReport, Worker
 
 DEFAULT_HOME = ".golemish"

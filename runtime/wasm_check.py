@@ -16,7 +16,7 @@ A module without any memory is fine: its state is its globals.
 
 from __future__ import annotations
 
-from .instrument import InstrumentError, _Reader, _sections
+from .snapshot.instrument import InstrumentError, _Reader, _sections
 
 NUMERIC = frozenset({"i32", "i64", "f32", "f64"})
 _TYPE, _IMPORT, _FUNCTION, _MEMORY, _GLOBAL, _EXPORT = 1, 2, 3, 5, 6, 7

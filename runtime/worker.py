@@ -24,21 +24,21 @@ from .errors import (
     ArgumentError, DivergenceError, Interrupted, InvocationFailed, NotFoundError, Suspended,
     WorkerFailedError, WorkerSuspendedError,
 )
-from .asyncify import is_stackful
-from .host_api import GolemishHost
-from .stackful import Stackful
-from .journal import Cursor, Journal, OutputFn, describe
-from .policy import PolicyState, SnapshotPolicy
 from .history import read_history
+from .host.api import GolemishHost
+from .host.wasi import WasiHost
+from .journal import Cursor, Journal, OutputFn, describe
 from .recovery import (
     plan_recovery, recovery_base, snapshot_candidates, usable_snapshots, void_ranges,
 )
+from .snapshot.asyncify import is_stackful
+from .snapshot.capture import Layout, MemoryImage, SnapshotError, restore
+from .snapshot.policy import PolicyState, SnapshotPolicy
+from .snapshot.stackful import Stackful
+from .typed import wave
+from .typed.values import format_results, format_value, same_values, typed
+from .typed.wave_json import to_json
 from .versions_manual import manual_base, start_from_state
-from .snapshots import Layout, MemoryImage, SnapshotError, restore
-from . import wave
-from .values import format_results, format_value, same_values, typed
-from .wave_json import to_json
-from .wasi import WasiHost
 
 if TYPE_CHECKING:
     from .engine import FuncSig, Instance

@@ -10,7 +10,7 @@ Run from the repository root::
 Snapshots between invocations cannot help a worker whose history is ONE long
 invocation: recovery must replay it from its start. Stackful (asyncified)
 components can be snapshotted at a host call inside the invocation
-(``runtime/stackful.py``). Four sections, each measured side by side in one
+(``runtime/snapshot/stackful.py``). Four sections, each measured side by side in one
 process so that ratios are taken within the run (the machine is shared and
 noisy: every headline is a median over repeats or a ratio of medians):
 
@@ -263,7 +263,7 @@ def build_crashed(wasm: bytes, comp: str, stackful: bool, policy: str, k: int,
                   tmp: Path) -> dict[str, Any]:
     """Create the worker, then kill a child process at the K-th host call of clocks(K)."""
     from golemish.runtime.executor import Runtime, RuntimeConfig
-    from golemish.runtime.policy import SnapshotPolicy
+    from golemish.runtime.snapshot.policy import SnapshotPolicy
 
     live = tmp / f"crash-{comp}-{policy.replace(':', '')}-{k}-live"
     shutil.rmtree(live, ignore_errors=True)
@@ -514,7 +514,7 @@ def _snapshot_count(rt: Any, worker_id: str) -> int:
 def bench_throughput(wasm: bytes, stackful: Stackful, s: Settings, tmp: Path) -> dict[str, Any]:
     """clocks(N) on four live workers (normal/stackful × off/adaptive), interleaved."""
     from golemish.runtime.executor import Runtime, RuntimeConfig
-    from golemish.runtime.policy import SnapshotPolicy
+    from golemish.runtime.snapshot.policy import SnapshotPolicy
 
     swasm, _ = stackful.get("journal", wasm)
     policies = ("off", "adaptive")

@@ -92,7 +92,7 @@ def main() -> int:
 
 
 def _never():
-    from golemish.runtime.policy import SnapshotPolicy
+    from golemish.runtime.snapshot.policy import SnapshotPolicy
     return SnapshotPolicy.parse("off")
 
 

@@ -449,8 +449,8 @@ SNAP_MODES = ("uffd", "hash", "full")
 
 def _kv_runtime(home: Path, tracker: str, policy: str = "off") -> Any:
     from golemish.runtime.executor import Runtime, RuntimeConfig
-    from golemish.runtime.policy import SnapshotPolicy
-    from golemish.runtime.snapshots import SnapshotConfig
+    from golemish.runtime.snapshot.policy import SnapshotPolicy
+    from golemish.runtime.snapshot.capture import SnapshotConfig
 
     return Runtime(RuntimeConfig(home=str(home), memory_limit=512 << 20,
                                  snapshot_policy=SnapshotPolicy.parse(policy),
@@ -814,7 +814,7 @@ def _throughput(name: str, rts: dict[str, Any], timers: dict[str, SnapshotTimer]
 
 def bench_throughput(wasms: dict[str, bytes], s: Settings, tmp: Path) -> dict[str, Any]:
     from golemish.runtime.executor import Runtime, RuntimeConfig
-    from golemish.runtime.policy import SnapshotPolicy
+    from golemish.runtime.snapshot.policy import SnapshotPolicy
 
     rows = []
     # counter add 1

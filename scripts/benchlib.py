@@ -118,8 +118,8 @@ def git(*args: str) -> str | None:
 
 
 def machine_info() -> dict[str, Any]:
-    from golemish.runtime.asyncify import available_tool
-    from golemish.runtime.dirty import UffdTracker
+    from golemish.runtime.snapshot.asyncify import available_tool
+    from golemish.runtime.snapshot.dirty import UffdTracker
 
     status = git("status", "--porcelain", "--untracked-files=no")
     return {

@@ -42,7 +42,7 @@ from golemish.oplog.check import check_store
 from golemish.runtime.crash import POINTS, CrashPoints
 from golemish.runtime.errors import DivergenceError
 from golemish.runtime.executor import Runtime, RuntimeConfig
-from golemish.runtime.policy import SnapshotPolicy
+from golemish.runtime.snapshot.policy import SnapshotPolicy
 from golemish.runtime.testing import EffectSink
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -103,7 +103,7 @@ def ops(rng: random.Random, wid: str, http: bool = True) -> list[list[str]]:
 def build_store(home: Path, seed: int) -> dict[str, Any]:
     """Deploy every component, create the workers and run SESSIONS x ROUNDS rounds."""
     from golemish.runtime.executor import Runtime, RuntimeConfig
-    from golemish.runtime.policy import SnapshotPolicy
+    from golemish.runtime.snapshot.policy import SnapshotPolicy
     from golemish.runtime.testing import EffectSink
 
     rng = random.Random(f"build:{seed}")

@@ -7,7 +7,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from golemish.runtime.wit_types import (
+from golemish.runtime.typed.wit_types import (
     BOOL, CHAR, F32, F64, INT_RANGES, STRING, Enum, Err, Flags, List, Ok, Option, Prim, Record,
     Result, Some, Tuple, Type, Variant, needs_some_wrapper,
 )

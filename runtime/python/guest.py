@@ -28,9 +28,9 @@ from golemish.oplog import TypedValue
 from ..engine import FuncSig, HostFunc, Instance
 from ..errors import InvocationFailed, NotFoundError
 from ..journal import Journal
-from ..typed import Interface
-from ..wave_json import from_json, to_json
-from ..wit_types import FuncDecl
+from ..typed.invoke import Interface
+from ..typed.wave_json import from_json, to_json
+from ..typed.wit_types import FuncDecl
 
 MASK32 = 0xFFFFFFFF
 RESULT, ERROR = b"golemish:result\n", b"golemish:error\n"
@@ -191,7 +191,7 @@ class PythonInterface(Interface):
 
 
 def wave_text(value: Any, func: FuncDecl) -> str:
-    from ..wave import to_wave
+    from ..typed.wave import to_wave
     assert func.result is not None
     return to_wave(value, func.result)
 

@@ -14,8 +14,8 @@ import ast
 from dataclasses import dataclass
 
 from ..errors import ComponentError
-from ..typed import load_wit
-from ..wit_syntax import KEYWORDS
+from ..typed.invoke import load_wit
+from ..typed.wit_syntax import KEYWORDS
 
 _PRIMS = {"int": "s64", "float": "f64", "bool": "bool", "str": "string"}
 

@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..clock import SYSTEM, Clock
-from ..journal import Journal
-from ..wasi import (_FDSTAT, _FILESTAT, _U32, _U64, ALL_RIGHTS, EBADF, EFAULT, EINVAL,
+from ..host.wasi import (_FDSTAT, _FILESTAT, _U32, _U64, ALL_RIGHTS, EBADF, EFAULT, EINVAL,
                     ENOTDIR, STDIO, SUCCESS, WasiHost)
+from ..journal import Journal
 
 PREOPEN_FD = 3
 PREOPEN_NAME = b"/usr/local/lib"

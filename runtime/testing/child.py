@@ -25,7 +25,7 @@ from typing import Any
 from ..crash import CrashPoints
 from ..errors import Suspended
 from ..executor import Runtime, RuntimeConfig
-from ..policy import SnapshotPolicy
+from ..snapshot.policy import SnapshotPolicy
 from .clock import VirtualClock
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from ..executor import RuntimeConfig
-from ..policy import SnapshotPolicy
+from ..snapshot.policy import SnapshotPolicy
 from .clock import VirtualClock
 from .crashes import Crashes
 from .harness import RuntimeUnderTest

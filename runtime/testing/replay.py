@@ -172,7 +172,7 @@ def replay_file(oplog: OplogFile, wasm: bytes, *, wit: str | None = None,
 
 
 def _off() -> Any:
-    from ..policy import SnapshotPolicy
+    from ..snapshot.policy import SnapshotPolicy
     return SnapshotPolicy.parse("off")
 
 

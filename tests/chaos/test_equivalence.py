@@ -23,7 +23,7 @@ import pytest
 
 from golemish.oplog import InvokeEnd, InvokeStart
 from golemish.runtime.executor import Runtime, RuntimeConfig
-from golemish.runtime.policy import SnapshotPolicy
+from golemish.runtime.snapshot.policy import SnapshotPolicy
 
 pytestmark = pytest.mark.chaos
 
@@ -33,7 +33,7 @@ POINTS = ["before-oplog-append", "after-oplog-append", "before-invocation",
 DRIVER = """
 import json, sys
 from golemish.runtime.executor import Runtime, RuntimeConfig
-from golemish.runtime.policy import SnapshotPolicy
+from golemish.runtime.snapshot.policy import SnapshotPolicy
 home, policy, ops = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 with Runtime(RuntimeConfig(home=home, snapshot_policy=SnapshotPolicy.parse(policy))) as rt:
     for fn, args in ops:

@@ -7,7 +7,7 @@ import wasmtime
 
 from golemish.runtime.errors import ComponentError, GuestTrap
 from golemish.runtime.executor import Runtime, RuntimeConfig
-from golemish.runtime.policy import SnapshotPolicy
+from golemish.runtime.snapshot.policy import SnapshotPolicy
 
 
 def wat(text: str) -> bytes:

@@ -12,9 +12,9 @@ import struct
 import pytest
 
 from golemish.oplog import EffectBegin
-from golemish.runtime import http
+from golemish.runtime.host import http
 from golemish.runtime.errors import ArgumentError
-from golemish.runtime.host_api import ERR_INVALID, ERR_REFUSED, OK
+from golemish.runtime.host.api import ERR_INVALID, ERR_REFUSED, OK
 from golemish.runtime.testing import EffectSink
 
 from conftest import wat

@@ -9,8 +9,8 @@ import wasmtime
 
 from golemish.oplog import Snapshot
 from golemish.runtime.executor import Runtime, RuntimeConfig
-from golemish.runtime.policy import SnapshotPolicy
-from golemish.runtime.snapshots import SnapshotConfig
+from golemish.runtime.snapshot.policy import SnapshotPolicy
+from golemish.runtime.snapshot.capture import SnapshotConfig
 
 
 def ints(res):
@@ -35,7 +35,7 @@ KV_OPS = [("fill", [2]), ("put", [7, 100]), ("put", [8, 9000]), ("touch", [50]),
 
 
 def test_uffd_and_hash_trackers_give_identical_manifests(tmp_path, guests):
-    from golemish.runtime.dirty import UffdTracker
+    from golemish.runtime.snapshot.dirty import UffdTracker
     if not UffdTracker.available():
         pytest.skip("userfaultfd write-protect tracking needs Linux >= 6.7")
     manifests = {}

@@ -14,7 +14,7 @@ import wasmtime
 
 from golemish.oplog import InvokeEnd, Snapshot
 from golemish.runtime.executor import Runtime, RuntimeConfig
-from golemish.runtime.policy import SnapshotPolicy
+from golemish.runtime.snapshot.policy import SnapshotPolicy
 
 pytest.importorskip("icpp_binaryen", reason="asyncify needs golemish[stackful]")
 
@@ -44,7 +44,7 @@ WORK = """
 DRIVER = """
 import sys
 from golemish.runtime.executor import Runtime, RuntimeConfig
-from golemish.runtime.policy import SnapshotPolicy
+from golemish.runtime.snapshot.policy import SnapshotPolicy
 home, policy, n = sys.argv[1], sys.argv[2], sys.argv[3]
 with Runtime(RuntimeConfig(home=home, snapshot_policy=SnapshotPolicy.parse(policy))) as rt:
     print(rt.invoke("work/w", "work", [n]).results[0][1], flush=True)

@@ -20,7 +20,7 @@ import wasmtime
 
 from golemish.oplog import InvokeEnd, Snapshot
 from golemish.runtime.executor import Runtime, RuntimeConfig
-from golemish.runtime.policy import SnapshotPolicy
+from golemish.runtime.snapshot.policy import SnapshotPolicy
 
 pytest.importorskip("icpp_binaryen", reason="asyncify needs golemish[stackful]")
 
@@ -111,7 +111,7 @@ def test_typed_calls_give_the_same_results_stackful_or_not(tmp_path, stackful):
 DRIVER = """
 import sys
 from golemish.runtime.executor import Runtime, RuntimeConfig
-from golemish.runtime.policy import SnapshotPolicy
+from golemish.runtime.snapshot.policy import SnapshotPolicy
 policy = SnapshotPolicy.parse("calls:1")
 with Runtime(RuntimeConfig(home=sys.argv[1], snapshot_policy=policy)) as rt:
     print(rt.invoke("clocks/k", "tick", ['"killed"', "6"]).results[0][1], flush=True)

@@ -21,7 +21,7 @@ from golemish.oplog import open_store
 from golemish.oplog.backends.rocksdb import INFO_LOGS_KEPT, RocksBackend
 from golemish.oplog.wal import log_files, read_log
 from golemish.runtime.executor import Runtime, RuntimeConfig
-from golemish.runtime.policy import SnapshotPolicy
+from golemish.runtime.snapshot.policy import SnapshotPolicy
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Typed values through real C guests: echo.wasm and cart.wasm, run by wasmtime directly.
 
-The host side is runtime/cabi.py (lower, call, lift, post-return) and runtime/wave.py;
+The host side is runtime/typed/cabi.py (lower, call, lift, post-return) and runtime/typed/wave.py;
 the guests implement their WIT worlds by hand against the Canonical ABI.
 """
 
@@ -15,10 +15,10 @@ import wasmtime
 from hypothesis import given, settings
 from wit_strategies import norm, values
 
-from golemish.runtime import cabi, wave
-from golemish.runtime.cabi import LiftError, check_exports
-from golemish.runtime.wit import Wit, embed_wit, parse_wit, wit_from_custom_section
-from golemish.runtime.wit_types import (
+from golemish.runtime.typed import cabi, wave
+from golemish.runtime.typed.cabi import LiftError, check_exports
+from golemish.runtime.typed.wit import Wit, embed_wit, parse_wit, wit_from_custom_section
+from golemish.runtime.typed.wit_types import (
     CHAR, STRING, U32, U64, Err, FuncDecl, List, Ok, Option, Record, Result,
 )
 

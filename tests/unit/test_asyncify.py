@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 import wasmtime
 
-from golemish.runtime import asyncify as asy
-from golemish.runtime.asyncify import (
+from golemish.runtime.snapshot import asyncify as asy
+from golemish.runtime.snapshot.asyncify import (
     DEFAULT_IMPORTS, REWINDING, UNWINDING, AsyncifyError, AsyncStack, AsyncStackOverflow,
     asyncify, call_stackful, imports_arg, is_stackful,
 )
 from golemish.runtime.engine import Engine, FuncSig, HostFunc, Instance
 from golemish.runtime.errors import GuestTrap
-from golemish.runtime.instrument import instrument
-from golemish.runtime.snapshots import Layout, MemoryImage, SnapshotConfig, restore
-from golemish.runtime.wasi import signature
+from golemish.runtime.snapshot.instrument import instrument
+from golemish.runtime.snapshot.capture import Layout, MemoryImage, SnapshotConfig, restore
+from golemish.runtime.host.wasi import signature
 
 TOOL = asy.available_tool()
 needs_tool = pytest.mark.skipif(

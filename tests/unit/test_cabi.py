@@ -13,14 +13,14 @@ import pytest
 from hypothesis import given, settings
 from wit_strategies import norm, signatures, typed_values
 
-from golemish.runtime.cabi import (
+from golemish.runtime.typed.cabi import (
     BytesMemory, LiftError, LowerError, alignment, check_exports, check_signature, despecialize,
     discriminant_size, flat_signature, flatten_type, invoke, lift_flat, lift_results, load,
     lower_args, lower_flat, needs_realloc, post_return_name, size, store, validate,
 )
-from golemish.runtime.cabi_layout import flatten
-from golemish.runtime.wit import parse_wit
-from golemish.runtime.wit_types import (
+from golemish.runtime.typed.cabi_layout import flatten
+from golemish.runtime.typed.wit import parse_wit
+from golemish.runtime.typed.wit_types import (
     BOOL, CHAR, F32, F64, S8, S16, S32, S64, STRING, U8, U16, U32, U64, Enum, Err, Flags,
     FuncDecl, List, Ok, Option, Record, Result, Some, Tuple, Type, Variant,
 )

@@ -1,4 +1,4 @@
-"""Dirty-page tracking: userfaultfd async write-protect + PAGEMAP_SCAN (runtime/dirty.py)."""
+"""Dirty-page tracking: userfaultfd async write-protect + PAGEMAP_SCAN (runtime/snapshot/dirty.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import wasmtime
 
-from golemish.runtime import dirty
-from golemish.runtime.dirty import (
+from golemish.runtime.snapshot import dirty
+from golemish.runtime.snapshot.dirty import (
     OS_PAGE, DirtyTracker, DirtyTrackingError, UffdTracker, pages_from_ranges,
 )
 

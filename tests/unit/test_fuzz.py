@@ -25,11 +25,11 @@ from golemish.oplog import GolemishError, codec
 from golemish.oplog.entries import ENTRY_TYPES, FORMAT_VERSION, InvokeStart, decode_entry, encode_entry
 from golemish.oplog.errors import CorruptionError
 from golemish.oplog.snapshots import MANIFEST_VERSION, Manifest
-from golemish.runtime import wave
+from golemish.runtime.typed import wave
 from golemish.runtime.cli import main
-from golemish.runtime.wave_lex import WaveError
-from golemish.runtime.wit import parse_wit
-from golemish.runtime.wit_syntax import WitError
+from golemish.runtime.typed.wave_lex import WaveError
+from golemish.runtime.typed.wit import parse_wit
+from golemish.runtime.typed.wit_syntax import WitError
 
 from wit_strategies import types, typed_values
 
@@ -197,7 +197,7 @@ def test_wave_parse_raises_only_wave_error(case):
 @FUZZ
 @given(st.lists(types, min_size=1, max_size=4), wave_text)
 def test_wave_parse_call_raises_only_wave_error(params, args):
-    from golemish.runtime.wit_types import FuncDecl
+    from golemish.runtime.typed.wit_types import FuncDecl
     funcs = {"f": FuncDecl("f", tuple((f"p{i}", t) for i, t in enumerate(params)), None, "f")}
     try:
         wave.parse_call(f"f({args})", funcs)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import wasmtime
 
-from golemish.runtime.instrument import (
+from golemish.runtime.snapshot.instrument import (
     GLOBAL_PREFIX, TABLE_PREFIX, GlobalInfo, InstrumentError, TableInfo, instrument,
 )
 

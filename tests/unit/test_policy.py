@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from golemish.runtime.errors import ArgumentError
-from golemish.runtime.policy import PolicyState, SnapshotPolicy
+from golemish.runtime.snapshot.policy import PolicyState, SnapshotPolicy
 
 ADAPTIVE = SnapshotPolicy.parse("adaptive")  # target 0.05 s, at most 5% overhead
 

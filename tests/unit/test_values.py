@@ -4,7 +4,7 @@ import pytest
 
 from golemish.runtime.engine import FuncSig
 from golemish.runtime.errors import ArgumentError
-from golemish.runtime.values import format_results, parse_args, same_values
+from golemish.runtime.typed.values import format_results, parse_args, same_values
 
 SIG = FuncSig(("i32", "i64", "f32", "f64"), ("i64",))
 

@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given, settings
 from wit_strategies import norm, typed_values
 
-from golemish.runtime.cabi import LowerError
-from golemish.runtime.wave import (
+from golemish.runtime.typed.cabi import LowerError
+from golemish.runtime.typed.wave import (
     WaveError, format_call, format_result, from_json, parse, parse_args, parse_call, to_json,
     to_wave,
 )
-from golemish.runtime.wit import parse_wit
-from golemish.runtime.wit_types import (
+from golemish.runtime.typed.wit import parse_wit
+from golemish.runtime.typed.wit_types import (
     BOOL, CHAR, F32, F64, S8, S64, STRING, U8, U32, U64, Enum, Err, Flags, List, Ok, Option,
     Record, Result, Some, Tuple, Variant,
 )

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import wasmtime
 
-from golemish.runtime.wit import (
+from golemish.runtime.typed.wit import (
     WIT_SECTION, WitError, add_custom_section, custom_sections, embed_wit, parse_wit,
     wit_from_custom_section,
 )
-from golemish.runtime.wit_types import (
+from golemish.runtime.typed.wit_types import (
     BOOL, CHAR, F32, F64, S8, S16, S32, S64, STRING, U8, U16, U32, U64, Enum, Flags, List,
     Option, Record, Result, Tuple, Variant,
 )

@@ -27,7 +27,7 @@ import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .errors import ArgumentError
+from ..errors import ArgumentError
 
 _LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token

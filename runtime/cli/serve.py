@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from .cli_common import Ctx, run
-from .crash import CrashPoints
-from .executor import RuntimeConfig
+from ..crash import CrashPoints
+from ..executor import RuntimeConfig
+from .common import Ctx, run
 
 
 @click.command()
@@ -22,8 +22,8 @@ from .executor import RuntimeConfig
 def serve(ctx: Ctx, listen: str, token: str | None, init: bool, threads: int) -> None:
     """Own the store and serve its HTTP API (OpenAPI at /openapi.json) until SIGTERM,
     which drains: running invocations finish, then the store is closed."""
-    from .server import ServerConfig
-    from .server import serve as serve_forever
+    from ..server import ServerConfig
+    from ..server import serve as serve_forever
 
     config = RuntimeConfig(home=ctx.home, sync=ctx.sync, crash=CrashPoints.from_env(),
                            recovery=ctx.recovery, snapshot_policy=ctx.policy,

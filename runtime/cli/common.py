@@ -18,10 +18,10 @@ import click
 from golemish.oplog import EffectBegin, Entry, GolemishError, HostCall, Log, codec
 from golemish.oplog.entries import _STRUCTURED as STRUCTURED_CALLS  # decoded, not hex
 
-from .crash import CrashPoints
-from .errors import Interrupted, Suspended, WorkerSuspendedError
-from .executor import Runtime, RuntimeConfig
-from .policy import SnapshotPolicy
+from ..crash import CrashPoints
+from ..errors import Interrupted, Suspended, WorkerSuspendedError
+from ..executor import Runtime, RuntimeConfig
+from ..snapshot.policy import SnapshotPolicy
 
 
 class Ctx:

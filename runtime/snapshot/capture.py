@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from golemish.oplog import Manifest
 from golemish.oplog.snapshots import HASH_SIZE, ZERO_HASH, page_hash
 
+from ..engine import Instance
+from ..errors import GolemishError
 from .dirty import OS_PAGE, DirtyTrackingError, UffdTracker, pages_from_ranges
-from .engine import Instance
-from .errors import GolemishError
 from .instrument import GLOBAL_PREFIX, TABLE_PREFIX
 
 DEFAULT_PAGE_SIZE = 16384

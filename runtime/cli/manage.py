@@ -9,15 +9,15 @@ import click
 
 from golemish.oplog import GolemishError
 
-from . import versions
-from .cli_common import (
+from .. import versions
+from ..errors import Suspended, WorkerSuspendedError
+from ..snapshot.policy import SnapshotPolicy
+from ..typed.values import format_value
+from .client import find_server
+from .common import (
     SUMMARY_WIDTH, Ctx, clip, emit_json, full_summary, run, table, when, writer,
 )
-from .cli_client import find_server
-from .cli_versions import history_rows
-from .errors import Suspended, WorkerSuspendedError
-from .policy import SnapshotPolicy
-from .values import format_value
+from .versions import history_rows
 
 
 @click.group()

@@ -10,9 +10,9 @@ from typing import Any
 
 import click
 
-from . import versions
-from .cli_common import Ctx, emit_json, run
-from .errors import ArgumentError
+from .. import versions
+from ..errors import ArgumentError
+from .common import Ctx, emit_json, run
 
 
 @click.command("revert")

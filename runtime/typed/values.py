@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 from golemish.oplog import TypedValue
 
-from .engine import FuncSig
-from .errors import ArgumentError
+from ..engine import FuncSig
+from ..errors import ArgumentError
 
 _INT_BITS = {"i32": 32, "i64": 64}
 

@@ -25,13 +25,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..engine import HostFunc, Instance
+from ..errors import Suspended
 from . import asyncify
 from .asyncify import AsyncStack, call_stackful
-from .engine import HostFunc, Instance
-from .errors import Suspended
 
 if TYPE_CHECKING:
-    from .worker import Worker
+    from ..worker import Worker
 
 STACK_SIZE = asyncify.DEFAULT_STACK_SIZE
 

@@ -16,21 +16,21 @@ from click.core import ParameterSource
 
 from golemish.oplog import GolemishError
 
-from .cli_common import (
+from .. import versions
+from ..components import DEFAULT_MAX_BYTES, DeployResult, read_module
+from ..crash import POINTS as CRASH_POINTS
+from ..errors import ArgumentError
+from ..python.cli import python as python_cli
+from ..snapshot.policy import SnapshotPolicy
+from ..typed.values import format_value
+from .client import find_server, remote_invoke
+from .common import (
     Ctx, MainGroup, emit_json, protect_stdio, run, table, typed_json, when, writer,
 )
-from . import versions
-from .cli_manage import promise, store, worker
-from .cli_client import find_server, remote_invoke
-from .cli_serve import serve
-from .cli_testing import test_replay, worker_export
-from .components import DEFAULT_MAX_BYTES, DeployResult, read_module
-from .crash import POINTS as CRASH_POINTS
-from .cli_versions import component_delete, worker_fork, worker_revert, worker_update
-from .errors import ArgumentError
-from .policy import SnapshotPolicy
-from .python.cli import python as python_cli
-from .values import format_value
+from .manage import promise, store, worker
+from .serve import serve
+from .testing import test_replay, worker_export
+from .versions import component_delete, worker_fork, worker_revert, worker_update
 
 
 @click.group(cls=MainGroup)
@@ -268,7 +268,7 @@ def component_show(ctx: Ctx, name: str, version: int | None) -> None:
         click.echo("".join(f"  {line}\n" for line in c["wit"].splitlines()), nl=False)
         return
     if c.get("wit"):
-        from .typed import Interface
+        from ..typed.invoke import Interface
         click.echo("interface (WIT):")
         for line in Interface(c["wit"], c["name"]).signatures():
             click.echo(f"  {line}")

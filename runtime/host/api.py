@@ -20,11 +20,11 @@ from typing import Protocol
 
 from golemish.oplog import codec
 
+from ..clock import SYSTEM, Clock
+from ..engine import FuncSig, HostFunc, Instance
+from ..errors import Interrupted, Suspended
+from ..journal import Journal
 from . import http
-from .clock import SYSTEM, Clock
-from .engine import FuncSig, HostFunc, Instance
-from .errors import Interrupted, Suspended
-from .journal import Journal
 
 MODULE = "golemish"
 

@@ -18,8 +18,8 @@ import click
 
 from golemish.oplog import GolemishError, export as oplog_export
 
-from .cli_common import Ctx, emit_json, run
-from .errors import ArgumentError
+from ..errors import ArgumentError
+from .common import Ctx, emit_json, run
 
 
 @click.command("export")
@@ -29,7 +29,7 @@ from .errors import ArgumentError
 @run
 def worker_export(ctx: Ctx, worker_id: str, output: Path | None) -> None:
     """Write WORKER's oplog as a self-contained, checksummed file (for test-replay)."""
-    from .testing.replay import export_header
+    from ..testing.replay import export_header
     with ctx.runtime() as rt:
         header = export_header(rt, worker_id)
         raw = [r for _, r in rt.store.oplog(worker_id).raw()]
@@ -64,7 +64,7 @@ def test_replay(ctx: Ctx, worker_id: str, component_path: Path, store_home: str 
     A determinism check to run in CI before an update. Exit 0: compatible;
     1: the new build diverges; 2: an error (unreadable file, unknown worker).
     """
-    from .testing.replay import replay_file
+    from ..testing.replay import replay_file
     try:
         if store_home and oplog_path:
             raise ArgumentError("give --store or --oplog, not both")
@@ -110,8 +110,8 @@ def _load(ctx: Ctx, worker_id: str, store_home: str | None,
             raise ArgumentError(f"{oplog_path} holds the oplog of {f.worker_id}, "
                                 f"not {worker_id}")
         return f
-    from .executor import Runtime, RuntimeConfig
-    from .testing.replay import export_header
+    from ..executor import Runtime, RuntimeConfig
+    from ..testing.replay import export_header
     home = store_home or ctx.home
     if "://" not in home and not Path(home).is_dir():  # reading must not create a store
         raise ArgumentError(f"no store at {home}")

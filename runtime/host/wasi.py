@@ -19,10 +19,10 @@ import struct
 import time
 from collections.abc import Sequence
 
-from .clock import SYSTEM, Clock
-from .engine import FuncSig, HostFunc, Instance
-from .errors import GuestExit
-from .journal import Journal
+from ..clock import SYSTEM, Clock
+from ..engine import FuncSig, HostFunc, Instance
+from ..errors import GuestExit
+from ..journal import Journal
 
 MODULE = "wasi_snapshot_preview1"
 

@@ -79,10 +79,10 @@ import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import ComponentError, GuestTrap
+from ..errors import ComponentError, GuestTrap
 
 if TYPE_CHECKING:  # the module is also imported by the Binaryen child process
-    from .engine import Instance
+    from ..engine import Instance
 
 #: Exports an asyncified module has (and :func:`is_stackful` looks for).
 ASYNCIFY_EXPORTS = ("asyncify_start_unwind", "asyncify_stop_unwind",
@@ -264,7 +264,7 @@ def _tail(text: bytes, lines: int = 12) -> str:
 
 
 def _run_child(wasm: bytes, request: dict[str, Any], timeout: float) -> bytes:
-    code = "from golemish.runtime.asyncify import _child_main; _child_main()"
+    code = "from golemish.runtime.snapshot.asyncify import _child_main; _child_main()"
     with tempfile.TemporaryDirectory(prefix="golemish-asyncify-") as tmp:
         src, dst = os.path.join(tmp, "in.wasm"), os.path.join(tmp, "out.wasm")
         with open(src, "wb") as f:
@@ -442,7 +442,7 @@ class AsyncStack:
             raise ValueError("the asyncify buffer needs a size that is a multiple of 8, >= 64")
         if not all(inst.has_export(n) for n in ASYNCIFY_EXPORTS):
             raise AsyncifyError("the module is not asyncified (no asyncify_* exports); "
-                                "run golemish.runtime.asyncify.asyncify on it at deploy")
+                                "run golemish.runtime.snapshot.asyncify.asyncify on it at deploy")
         self.inst = inst
         self.size = size
         if ptr is None:

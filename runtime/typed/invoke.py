@@ -15,10 +15,10 @@ from typing import Any
 
 from golemish.oplog import TypedValue
 
+from ..engine import FuncSig, Instance
+from ..errors import ArgumentError, ComponentError, InvocationFailed
 from . import cabi, wave
 from .cabi_layout import LiftError, LowerError
-from .engine import FuncSig, Instance
-from .errors import ArgumentError, ComponentError, InvocationFailed
 from .wave_json import to_json
 from .wave_lex import WaveError
 from .wit import Wit, parse_wit, wit_from_custom_section

@@ -18,7 +18,7 @@ from typing import Any
 
 from golemish.oplog import GolemishError
 
-from .errors import Suspended
+from ..errors import Suspended
 
 
 class ServerUnreachable(GolemishError):
@@ -72,7 +72,7 @@ class Client:
     def worker_info(self, worker: str) -> dict[str, Any]:
         comp, sep, name = worker.partition("/")
         if not sep or not comp or not name:  # the server would say the same
-            from .executor import parse_worker_id
+            from ..executor import parse_worker_id
             parse_worker_id(worker)
         return self.request("GET", f"/workers/{_seg(comp)}/{_seg(name)}")[1]
 
@@ -87,7 +87,7 @@ def find_server(home: str, server: str | None = None) -> Client | None:
     url = server or os.environ.get("GOLEMISH_SERVER")
     if url:
         return Client(url, token)
-    from .server.process import read_server_file  # stdlib only: no HTTP stack imported
+    from ..server.process import read_server_file  # stdlib only: no HTTP stack imported
     info = read_server_file(home)
     return Client(info["url"], token) if info else None
 
@@ -98,7 +98,7 @@ def remote_invoke(client: Client, worker: str, function: str, args: list[str],
     """`golemish invoke` through the server: an InvocationResult-like object."""
     from types import SimpleNamespace
 
-    from .errors import ArgumentError
+    from ..errors import ArgumentError
     if crash_at or limits:
         raise ArgumentError("--crash-at, --memory-limit and --time-limit work in-process "
                             f"only, and a server owns this store ({client.url})")

@@ -1,0 +1,5 @@
+"""`python -m golemish.runtime.cli`."""
+
+from .main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Typed interfaces: WIT, WAVE, the Canonical ABI and the Python value model."""
