@@ -37,6 +37,7 @@ from .snapshot.dirty import UffdTracker
 from .snapshot.policy import SnapshotPolicy
 from .typed.values import parse_args
 from .worker import InvocationResult, RecoveryReport, Worker
+from .worker_recovery import plan_log
 
 DEFAULT_HOME = ".golemish"
 
@@ -355,8 +356,6 @@ class Runtime:
         Returns the abandoned function's name, or None when nothing was pending.
         """
         from golemish.oplog import InvokeFailed
-        from .history import read_history
-        from .recovery import plan_recovery
         with self._turns.hold(worker_id):
             meta = self.store.get_worker(worker_id)
             if meta is None:
@@ -367,8 +366,7 @@ class Runtime:
             log = self.store.oplog(worker_id)
             # From the start, not from the latest snapshot: a stackful worker's mid-call
             # snapshot lies inside the pending invocation, after its InvokeStart.
-            h = read_history(log, 1)
-            plan = plan_recovery(worker_id, h.kinds, 0, h.rewinds, reverts=h.reverts)
+            plan = plan_log(log, worker_id, 0)
             pending = None
             if plan.open_start is not None:
                 entry = log.get(plan.open_start)

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from golemish.oplog import EffectBegin, InvokeStart, Revert, Update, UpdateFailed
-from golemish.runtime import versions
+from golemish.runtime import invocation, versions
 from golemish.runtime.errors import ArgumentError, UpdateError
 from golemish.runtime.journal import effect_key
 
@@ -205,19 +205,19 @@ def test_auto_update_that_diverges_fails_and_leaves_the_worker_alone(make_runtim
     assert rt2.worker_info("bank/a")["version"] == 0
 
 
-def test_an_invocation_in_flight_finishes_on_the_old_version(make_runtime, guests):
+def test_an_invocation_in_flight_finishes_on_the_old_version(make_runtime, guests,
+                                                            monkeypatch):
     rt = bank(make_runtime, guests, 1, 2)
     _create_on(rt, "bank/a", 0)  # component versions count from 0
-    w = rt.worker("bank/a")
     started, go = threading.Event(), threading.Event()
-    real = w._run
+    real = invocation.run
 
-    def slow(function, params, *rest):
+    def slow(w, function, params, *rest):
         started.set()
         go.wait(5)
-        return real(function, params, *rest)
+        return real(w, function, params, *rest)
 
-    w._run = slow
+    monkeypatch.setattr(invocation, "run", slow)  # the body of a running invocation
     t = threading.Thread(target=lambda: rt.invoke("bank/a", "deposit", ["4"]))
     t.start()
     started.wait(5)
