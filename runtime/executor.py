@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -328,11 +329,22 @@ class Runtime:
             w = self._get(worker_id, None, create=False)
             return w.snapshot(full=full)
 
-    def worker(self, worker_id: str) -> Worker:
-        """The loaded worker object (recovered if needed), for tools and benchmarks."""
+    @contextmanager
+    def using(self, worker_id: str) -> Iterator[Worker]:
+        """The loaded worker object (recovered if needed), held for the block: no
+        invocation, eviction or delete of it runs on another thread meanwhile."""
         with self._turns.hold(worker_id):
             w = self._get(worker_id, None, create=False)
             w.ensure_ready()
+            yield w
+
+    def worker(self, worker_id: str) -> Worker:
+        """The loaded worker object, for single-threaded tools and benchmarks.
+
+        The object is handed out after its turn ends: with other threads using this
+        Runtime, take it with :meth:`using` instead.
+        """
+        with self.using(worker_id) as w:
             return w
 
     def configure(self, worker_id: str, *, snapshot_policy: SnapshotPolicy | None = None,

@@ -112,20 +112,22 @@ class Crashes:
         a waiting worker holds no instance).
         """
         try:
-            live = self.rt.worker(worker_id)
+            with self.rt.using(worker_id) as live:  # held: nothing changes it meanwhile
+                assert live.instance is not None
+                ref = ReplayWorker(self.rt, dict(live.meta))
+                try:
+                    outcome = replay(ref)
+                    if outcome.divergence is not None:
+                        raise AssertionError(
+                            f"the recovered oplog does not replay: {outcome.divergence}")
+                    if ref.instance is None:
+                        raise AssertionError(
+                            f"replay of {worker_id} stopped early: {outcome.notes}")
+                    _compare(worker_id, live, ref)
+                finally:
+                    ref.discard()
         except WorkerSuspendedError:
             return None
-        assert live.instance is not None
-        ref = ReplayWorker(self.rt, dict(live.meta))
-        try:
-            outcome = replay(ref)
-            if outcome.divergence is not None:
-                raise AssertionError(f"the recovered oplog does not replay: {outcome.divergence}")
-            if ref.instance is None:
-                raise AssertionError(f"replay of {worker_id} stopped early: {outcome.notes}")
-            _compare(worker_id, live, ref)
-        finally:
-            ref.discard()
         return True
 
     # -- the child ------------------------------------------------------------------
@@ -203,8 +205,9 @@ class _Planned:
             # recorded one (what a retry with its idempotency key returns).
             start = rt.store.oplog(worker_id).get(invoked[0])
             assert isinstance(start, InvokeStart)
-            recorded = rt.worker(worker_id).recorded_result(invoked[0], function,
-                                                            key or "(crash test)", start.params)
+            with rt.using(worker_id) as w:
+                recorded = w.recorded_result(invoked[0], function, key or "(crash test)",
+                                             start.params)
             out.value = value_of(recorded.results)
         self._check(out, worker_id)
         return out
