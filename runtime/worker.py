@@ -211,9 +211,13 @@ class Worker:
         """Mark the worker failed; nothing recorded is touched (invariant 2)."""
         self._set_meta(status="failed", error=str(err))
 
-    def _set_meta(self, **changes: Any) -> None:
+    def _set_meta(self, *, commit: bool = False, **changes: Any) -> None:
+        """Change the metadata; ``commit`` writes it with the oplog's waiting entries."""
         self.meta = {k: v for k, v in {**self.meta, **changes}.items() if v is not None}
-        self.rt.store.put_worker(self.meta)
+        if commit and self.journal.recording:
+            self.journal.commit([self.rt.store.worker_op(self.meta)])
+        else:
+            self.rt.store.put_worker(self.meta)
 
     def _due(self) -> bool:
         """Can the suspended invocation make progress now?"""
@@ -242,6 +246,9 @@ class Worker:
         self.check_usable()
         if self.instance is not None:
             return None
+        # Entries a failed call left waiting (a store error, an interrupt outside guest
+        # code) are real records: write them, so that every reader recovers from them.
+        self.journal.commit()
         if self.meta.get("suspended") and not self._due():
             raise WorkerSuspendedError(self.id, **self.meta["suspended"])
         try:
@@ -527,8 +534,10 @@ class Worker:
             raise
         except Suspended as e:
             # The invocation stays open in the oplog; its state is rebuilt on resume.
+            # What it waits on (a sleep's deadline) is committed with the metadata that
+            # says so: the waker and promise completers act on that.
             self.discard()
-            self._set_meta(status="suspended", suspended=e.as_meta())
+            self._set_meta(status="suspended", suspended=e.as_meta(), commit=True)
             raise
         except DivergenceError:
             raise
