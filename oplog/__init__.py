@@ -6,7 +6,9 @@ from .entries import (
     decode_entry, encode_entry,
 )
 from .errors import CorruptionError, GolemishError, StoreClosedError, StoreError, StoreInUseError
+from .backends.base import Op
 from .snapshots import Manifest, SnapshotStore, page_hash
+from .stats import CommitObserver, CommitStats
 from .store import Store, WorkerOplog, content_hash, open_store
 
 __all__ = [
@@ -16,5 +18,6 @@ __all__ = [
     "Snapshot", "TypedValue", "decode_entry", "encode_entry", "Manifest", "SnapshotStore",
     "page_hash",
     "CorruptionError", "GolemishError", "StoreClosedError", "StoreError", "StoreInUseError",
-    "Store", "WorkerOplog", "content_hash", "open_store",
+    "Store", "WorkerOplog", "content_hash", "open_store", "Op", "CommitObserver",
+    "CommitStats",
 ]

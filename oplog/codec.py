@@ -26,6 +26,13 @@ def _put_varint(out: bytearray, n: int) -> None:
     out.append(n)
 
 
+def varint(n: int) -> bytes:
+    """The varint encoding of ``n`` >= 0, as :func:`encode` writes lengths."""
+    out = bytearray()
+    _put_varint(out, n)
+    return bytes(out)
+
+
 def _encode(out: bytearray, v: Any) -> None:
     # bool is checked before int because bool is a subclass of int.
     if v is None:

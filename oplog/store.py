@@ -14,9 +14,11 @@ Key layout (tables are the backend's)::
     meta        b"format"                    -> store format version
     meta        b"head\\0" worker id         -> u64be(last oplog index), the recorded length
 
-Each append writes the entry and the worker's head in one batch, so the head is
-the truth about how long an oplog is: a scan that ends before it (a lost table
-file, a block RocksDB could not read) is corruption, never a shorter history.
+Every batch that writes oplog entries writes the worker's head with them, so the
+head is the truth about how long an oplog is: a scan that ends before it (a lost
+table file, a block RocksDB could not read) is corruption, never a shorter
+history. Entries a worker's oplog holds in memory (worker_oplog.py) go into the
+next such batch, whichever method writes it.
 
 Worker ids and component names never contain NUL, so ``id \\0`` is an exact
 prefix and big-endian indexes sort numerically.
@@ -27,14 +29,17 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import time
 import zlib
 from collections.abc import Sequence
 from typing import Any
 
 from .backends.base import Backend, Op
+from .backends.group_commit import GroupConfig
 from .entries import Entry, Snapshot
 from .errors import CorruptionError, StoreError
 from .snapshots import Manifest, SnapshotStore
+from .stats import CommitStats
 from .worker_oplog import WorkerOplog
 
 #: 2: every worker's length is recorded (its head). A format 1 store is upgraded when
@@ -74,6 +79,8 @@ class Store:
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
+        #: Commit and fsync counters and observers (see golemish.oplog.stats).
+        self.stats: CommitStats = getattr(backend, "stats", None) or CommitStats()
         self.snapshots = SnapshotStore(backend)
         readonly = getattr(backend, "readonly", False)
         fmt = backend.get("meta", b"format")
@@ -200,15 +207,27 @@ class Store:
     def put_worker(self, meta: dict[str, Any]) -> None:
         self.backend.put("workers", meta["id"].encode(), _pack_json(meta))
 
+    @staticmethod
+    def worker_op(meta: dict[str, Any]) -> Op:
+        """The op replacing a worker's metadata, to batch with a commit of its oplog."""
+        return ("workers", meta["id"].encode(), _pack_json(meta))
+
+    def _commit(self, log: WorkerOplog, index: int, ops: list[Op]) -> None:
+        """Write ``ops`` (which carry entries up to ``index``) with the entries waiting
+        in ``log`` and its head, in one batch."""
+        n = index - log.durable_index
+        t0 = time.perf_counter()
+        self.backend.write([*log.pending_ops(), *ops, log.head_op(index)])
+        log.committed(index)
+        self.stats.committed(n, time.perf_counter() - t0)
+
     def create_worker(self, meta: dict[str, Any], create_entry: Entry) -> WorkerOplog:
         """Write the worker's metadata and oplog entry 1 in one batch."""
         log = self.oplog(meta["id"])
         if log.last_index:
             raise StoreError(f"worker {meta['id']} already has an oplog")
         index, op = log.append_ops(create_entry)
-        self.backend.write([("workers", meta["id"].encode(), _pack_json(meta)), op,
-                            log.head_op(index)])
-        log.committed(index)
+        self._commit(log, index, [("workers", meta["id"].encode(), _pack_json(meta)), op])
         return log
 
     def list_workers(self) -> list[dict[str, Any]]:
@@ -235,9 +254,8 @@ class Store:
         """Append one entry and replace the worker's metadata in one batch (an update or
         a revert changes both, and a crash must never leave one without the other)."""
         index, op = log.append_ops(entry)
-        self.backend.write([op, log.head_op(index),
-                            ("workers", meta["id"].encode(), _pack_json(meta)), *extra])
-        log.committed(index)
+        self._commit(log, index, [op, ("workers", meta["id"].encode(), _pack_json(meta)),
+                                  *extra])
         return index
 
     def idempotency_ops(self, worker_id: str, lo: int, hi: int) -> list[Op]:
@@ -286,15 +304,15 @@ class Store:
         return None if raw is None else _U64.unpack(raw)[0]
 
     def append_invocation(self, log: WorkerOplog, entry: Entry, key: str | None) -> int:
-        """Append an InvokeStart and, with a key, remember it in the same batch."""
+        """Add an InvokeStart to the entries waiting in ``log`` and, with a key, the key
+        with it: both are written by the same commit (the invocation's end at the
+        latest, before anyone sees its result)."""
         if key is None:
-            return log.append(entry)
-        index, op = log.append_ops(entry)
-        self.backend.write([op, log.head_op(index),
-                            ("idempotency", log.worker_id.encode() + b"\0" + key.encode(),
-                             _U64.pack(index))])
-        log.committed(index)
-        return index
+            return log.buffer(entry)
+        index = log.last_index + 1
+        return log.buffer(entry, [("idempotency",
+                                   log.worker_id.encode() + b"\0" + key.encode(),
+                                   _U64.pack(index))])
 
     # -- promises ----------------------------------------------------------------
     def get_promise(self, promise_id: str) -> dict[str, Any] | None:
@@ -319,12 +337,11 @@ class Store:
         if manifest.index != index:
             raise StoreError(f"manifest for index {manifest.index} written at {index}")
         with self.snapshots.space_lock(log.worker_id):  # forks share pages: see snapshots
-            ops = [*page_ops, self.snapshots.manifest_op(log.worker_id, manifest), entry_op,
-                   log.head_op(index),
-                   *self.snapshots.prune_ops(log.worker_id, keep, pending=manifest)]
-            self.backend.write(ops)
+            # The entries waiting in the log go first: the snapshot stands on them.
+            self._commit(log, index, [
+                *page_ops, self.snapshots.manifest_op(log.worker_id, manifest), entry_op,
+                *self.snapshots.prune_ops(log.worker_id, keep, pending=manifest)])
             self.snapshots.settled(log.worker_id)
-        log.committed(index)
         if archive:
             kept = self.snapshots.indexes(log.worker_id)
             if kept:
@@ -342,13 +359,14 @@ def store_path(url: str) -> str | None:
 
 
 def open_store(url: str, *, sync: bool = False, create: bool = False,
-               readonly: bool = False) -> Store:
+               readonly: bool = False, group: GroupConfig | None = None) -> Store:
     """Open a store by URL: ``memory://``, ``rocksdb:///path`` or a plain path (RocksDB).
 
     Only an existing store is opened (NoStoreError otherwise) unless ``create``:
     `golemish deploy` and `golemish store init` create, nothing else does.
     ``readonly`` opens it for reading, also while another process writes to it.
-    ``memory://`` is always a new, empty store.
+    ``memory://`` is always a new, empty store. ``group`` tunes the group commit
+    of synced writes (see backends/group_commit.py).
     """
     if url.startswith("memory://"):
         from .backends.memory import MemoryBackend
@@ -357,7 +375,7 @@ def open_store(url: str, *, sync: bool = False, create: bool = False,
     if path is None:
         raise StoreError(f"unknown store URL scheme in {url!r} (use memory:// or rocksdb://)")
     from .backends.rocksdb import RocksBackend
-    backend = RocksBackend(path, sync=sync, create=create, readonly=readonly)
+    backend = RocksBackend(path, sync=sync, create=create, readonly=readonly, group=group)
     try:
         return Store(backend)
     except BaseException:

@@ -6,28 +6,40 @@ Layout (backend tables; see store.py for the rest)::
     archive  worker id \\0 u64be(first)   -> a zstd chunk of ARCHIVE_CHUNK entries
     meta     b"head\\0" worker id        -> u64be(last index), the recorded length
 
-Each append writes the entry and the worker's head in one batch, so the head is
-the truth about how long an oplog is: a scan that ends before it (a lost table
+Every batch that writes entries writes the worker's head with them, so the head
+is the truth about how long an oplog is: a scan that ends before it (a lost table
 file, a block RocksDB could not read) is corruption, never a shorter history.
+
+Entries may wait in memory (:meth:`WorkerOplog.buffer`) until the next
+:meth:`WorkerOplog.commit`, which writes all of them and the head in one batch:
+the journal commits where something leaves the process, so a crash loses only
+entries nobody outside has seen. Other readers of the store see the oplog as of
+the last commit, never a part of one; this object's own reads include the
+waiting entries, so the worker sees one oplog whatever has been committed.
 """
 
 from __future__ import annotations
 
 import struct
+import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import zstandard
 
 from . import codec
-from .backends.base import Backend
-from .entries import Entry, decode_entry, encode_entry, encode_host_call, peek_kind
+from .backends.base import Backend, Op
+from .entries import Entry, HostCallEncoder, decode_entry, encode_entry, peek_kind
 from .errors import CorruptionError
 
 _U64 = struct.Struct(">Q")
 _CRC = struct.Struct("<I")
 #: Entries per archive chunk.
 ARCHIVE_CHUNK = 1024
+#: Waiting entries (or their bytes) past which :meth:`WorkerOplog.buffer` commits by
+#: itself, so that a long invocation with no commit point holds bounded memory.
+MAX_PENDING_ENTRIES = 4096
+MAX_PENDING_BYTES = 8 << 20
 
 
 HEAD_PREFIX = b"head\0"
@@ -78,6 +90,13 @@ class WorkerOplog:
                 "oplog head", worker_id, "missing: the oplog's length is not recorded",
                 hint="run `golemish store check`")
         self._last = self.stored_last if self.recorded_last is None else self.recorded_last
+        #: The last committed index; entries after it up to _last wait in _pending.
+        self._durable = self._last
+        #: Ops of entries not written yet (and what must be written with them).
+        self._pending: list[Op] = []
+        self._pending_bytes = 0
+        self._stats = getattr(backend, "stats", None)
+        self._encoder = HostCallEncoder()
 
     @property
     def damage(self) -> CorruptionError | None:
@@ -104,39 +123,120 @@ class WorkerOplog:
         return self._last
 
     def append(self, entry: Entry) -> int:
-        """Append durably and return the new entry's index."""
-        self._intact()
-        index = self._last + 1
-        packed = _U64.pack(index)
-        self._b.write([("oplog", self._prefix + packed, encode_entry(entry)),
-                       ("meta", self._head, packed)])
-        self._last = index
+        """Append durably (with every waiting entry) and return the new entry's index.
+
+        If the write fails, the entry is not appended (the waiting ones still wait)."""
+        mark = (len(self._pending), self._last, self._pending_bytes)
+        index = self.buffer(entry)
+        self._commit_or_undo(mark)
         return index
 
     def append_host_call(self, name_utf8: bytes, request: bytes, response: bytes) -> int:
-        """:meth:`append` of a HostCall entry, skipping the entry object (hot path)."""
+        """:meth:`append` of a HostCall entry, skipping the entry object."""
+        mark = (len(self._pending), self._last, self._pending_bytes)
+        index = self.buffer_host_call(name_utf8, request, response)
+        self._commit_or_undo(mark)
+        return index
+
+    def _commit_or_undo(self, mark: tuple[int, int, int]) -> None:
+        try:
+            self.commit()
+        except BaseException:
+            if self._durable <= mark[1]:  # (not written by buffer's own commit)
+                del self._pending[mark[0]:]
+                self._last, self._pending_bytes = mark[1], mark[2]
+            raise
+
+    def buffer(self, entry: Entry, extra: Sequence[Op] = ()) -> int:
+        """Add an entry that waits in memory for the next commit; returns its index.
+
+        ``extra`` ops are written in the same batch as the entry (an idempotency key).
+        """
+        self._intact()
+        return self._add(encode_entry(entry), extra)
+
+    def buffer_host_call(self, name_utf8: bytes, request: bytes, response: bytes) -> int:
+        """:meth:`buffer` of a HostCall entry, skipping the entry object (hot path)."""
         if self._damage is not None:
             raise self._damage
-        index = self._last + 1
-        packed = _U64.pack(index)
-        self._b.write([("oplog", self._prefix + packed,
-                        encode_host_call(name_utf8, request, response)),
-                       ("meta", self._head, packed)])
-        self._last = index
+        raw = self._encoder.encode(name_utf8, request, response)
+        index = self._last = self._last + 1
+        self._pending.append(("oplog", self._prefix + _U64.pack(index), raw))
+        self._pending_bytes += len(raw)
+        if index - self._durable >= MAX_PENDING_ENTRIES \
+                or self._pending_bytes >= MAX_PENDING_BYTES:
+            self.commit()
         return index
+
+    def _add(self, raw: bytes, extra: Sequence[Op]) -> int:
+        index = self._last + 1
+        self._pending.append(("oplog", self._prefix + _U64.pack(index), raw))
+        if extra:
+            self._pending.extend(extra)
+        self._last = index
+        self._pending_bytes += len(raw)
+        if index - self._durable >= MAX_PENDING_ENTRIES \
+                or self._pending_bytes >= MAX_PENDING_BYTES:
+            self.commit()
+        return index
+
+    @property
+    def pending(self) -> int:
+        """Entries waiting in memory for a commit."""
+        return self._last - self._durable
+
+    @property
+    def durable_index(self) -> int:
+        """The last index committed to the store (what other readers see)."""
+        return self._durable
+
+    def commit(self, extra: Sequence[Op] = ()) -> int:
+        """Write the waiting entries, the head and ``extra`` in one batch; returns the
+        number of entries written (0, and nothing written, when none wait and no
+        ``extra`` is given)."""
+        if self._last == self._durable and not extra:
+            return 0
+        self._intact()
+        t0 = time.perf_counter()
+        n, last = self._last - self._durable, self._last
+        self._b.write([*self._pending, ("meta", self._head, _U64.pack(last)), *extra])
+        self.committed(last)
+        if self._stats is not None and n:
+            self._stats.committed(n, time.perf_counter() - t0)
+        return n
+
+    def pending_ops(self) -> list[Op]:
+        """The waiting entries as ops, for a batch that writes them with other things.
+
+        Such a batch carries :meth:`head_op` of its last index; call :meth:`committed`
+        once it is written.
+        """
+        return list(self._pending)
 
     def append_ops(self, entry: Entry) -> tuple[int, tuple[str, bytes, bytes]]:
         """An append as a batch op, for callers that commit it with other writes.
 
-        The batch must also carry :meth:`head_op` of the index. Call :meth:`committed`
-        after the batch is written.
+        The index follows the waiting entries: the batch must carry
+        :meth:`pending_ops` too, and :meth:`head_op` of the index. Call
+        :meth:`committed` after the batch is written.
         """
         self._intact()
         index = self._last + 1
         return index, ("oplog", self._key(index), encode_entry(entry))
 
     def committed(self, index: int) -> None:
-        self._last = index
+        """A batch recording ``index`` as the head (and every waiting entry) is written."""
+        self._last = self._durable = index
+        self._pending = []
+        self._pending_bytes = 0
+
+    def _waiting(self, start: int, stop: int | None) -> Iterator[tuple[int, bytes]]:
+        """Waiting entries with start <= index < stop (None: no bound), in order."""
+        for table, key, value in self._pending:
+            if table == "oplog" and key.startswith(self._prefix) and value is not None:
+                index = self._index_of(key)
+                if start <= index and (stop is None or index < stop):
+                    yield index, value
 
     def archive_span(self) -> tuple[int, int]:
         """[lo, hi) of the archived indexes; (2, 2) when nothing is archived.
@@ -187,6 +287,9 @@ class WorkerOplog:
         for item in self._live(max(start, hi), stop):
             last = item[0]
             yield item
+        for item in self._waiting(max(start, last + 1, self._durable + 1), stop):
+            last = item[0]
+            yield item
         if check_length:  # the recorded length, kept up to date by our own appends
             want = self._last if end is None else min(end, self._last)
             if last < want and start <= want:
@@ -226,6 +329,9 @@ class WorkerOplog:
             expected += 1
 
     def get(self, index: int) -> Entry | None:
+        if self._durable < index <= self._last:
+            raw = next((r for _, r in self._waiting(index, index + 1)), None)
+            return None if raw is None else decode_entry(raw, key=self.worker_id, index=index)
         raw = self._b.get("oplog", self._key(index))
         if raw is None and 1 <= index <= self._last:
             raw = next((r for _, r in self.raw(index, index)), None)

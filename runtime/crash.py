@@ -15,10 +15,16 @@ import sys
 from .errors import CrashPointError
 
 POINTS = {
-    "before-oplog-append": "before any oplog entry is written",
-    "after-oplog-append": "after any oplog entry is written",
+    "before-oplog-append": "before any oplog entry is appended",
+    "after-oplog-append": "after any oplog entry is appended (it may still wait in memory "
+                          "for the next commit; one that commits is written by then)",
+    "before-commit": "before the entries waiting in memory are written (an effect, shown "
+                     "output, the invocation's end or a suspension is next)",
+    "after-commit": "after waiting entries are written, before what follows leaves the "
+                    "process",
     "after-host-call": "after a host call ran live, before its result is recorded",
-    "before-invocation": "after the invocation is recorded, before the guest runs",
+    "before-invocation": "after the invocation is appended (in memory), before the guest "
+                         "runs",
     "after-invocation": "after the invocation's result is recorded, before it is returned",
     "mid-snapshot-write": "after a snapshot is captured and compressed, before its batch is written",
     "after-snapshot-write": "after a snapshot's batch (pages, manifest, entry) is written",

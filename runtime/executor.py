@@ -19,6 +19,7 @@ from typing import Any
 from golemish.oplog import (
     CorruptionError, Create, Entry, InvokeStart, Store, TypedValue, open_store,
 )
+from golemish.oplog.backends.group_commit import GroupConfig
 from golemish.oplog.store import store_path
 
 from . import components
@@ -31,7 +32,7 @@ from .errors import (
     Suspended,
 )
 from .host import http
-from .journal import OutputFn
+from .journal import Deferred, OutputFn
 from .locks import CallCycle, WorkerLocks
 from .snapshot.capture import SnapshotConfig
 from .snapshot.dirty import UffdTracker
@@ -50,6 +51,9 @@ class RuntimeConfig:
     home: str = field(default_factory=lambda: os.environ.get("GOLEMISH_HOME", DEFAULT_HOME))
     #: fsync every commit (power-loss safety) instead of relying on the WAL alone.
     sync: bool = False
+    #: Group commit of synced writes: how long a leader waits for company (default
+    #: ``GOLEMISH_COMMIT_WINDOW_MS`` or 0.2 ms) and the most batches per fsync.
+    group_commit: GroupConfig = field(default_factory=GroupConfig)
     #: Linear memory cap per worker, in bytes.
     memory_limit: int = 256 << 20
     #: Wall-clock bound on one invocation, in seconds (epoch interruption).
@@ -123,7 +127,8 @@ class Runtime:
         self.clock: Clock = self.config.clock
         self.store: Store = open_store(self.config.home, sync=self.config.sync,
                                        create=self.config.create,
-                                       readonly=self.config.readonly)
+                                       readonly=self.config.readonly,
+                                       group=self.config.group_commit)
         self.engine = Engine()
         if self.config.catch_signals:
             self.engine.catch_signals()
@@ -577,4 +582,4 @@ def _to_i64(ty: str, v: int | float) -> int:
     return int(v)
 
 
-__all__ = ["Runtime", "RuntimeConfig", "parse_worker_id", "ComponentError"]
+__all__ = ["Runtime", "RuntimeConfig", "parse_worker_id", "ComponentError", "Deferred"]

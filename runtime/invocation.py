@@ -102,8 +102,10 @@ def run(w: Worker, function: str, params: Sequence[TypedValue],
         raise
     except Suspended as e:
         # The invocation stays open in the oplog; its state is rebuilt on resume.
+        # What it waits on (a sleep's deadline) is committed with the metadata that
+        # says so: the waker and promise completers act on that.
         w.discard()
-        w._set_meta(status="suspended", suspended=e.as_meta())
+        w._set_meta(status="suspended", suspended=e.as_meta(), commit=True)
         raise
     except DivergenceError:
         raise

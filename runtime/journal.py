@@ -2,7 +2,19 @@
 
 While *live*, every non-deterministic host call runs for real and its result is
 appended to the oplog before the guest sees it; guest output becomes Log
-entries, appended before it is shown. While *replaying*, the same calls are
+entries, appended before it is shown.
+
+Appended is not yet written. Entries of internal non-determinism (clocks,
+randomness, reads whose results nobody outside has seen, the InvokeStart itself)
+wait in the worker's oplog in memory; the journal *commits* them (one batch,
+with ``--sync`` one fsync shared with concurrent commits) only where something
+leaves the process: before an effect is sent and once its answer is back,
+before output is shown live, at the invocation's end (before its result is
+returned), at a suspension, in a snapshot's batch, and when a promise is
+created (the store holds it, so others can see it). A crash before a commit
+loses only what nobody saw: recovery replays what was committed and goes live
+from there, drawing new values, which is indistinguishable from a crash a
+moment earlier. While *replaying*, the same calls are
 answered from the oplog entries that follow the invocation being re-executed,
 output is checked against the recorded Log entries and suppressed, and any
 mismatch is a :class:`DivergenceError`. When the recorded entries run out in the
@@ -16,7 +28,7 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 
 from golemish.oplog import (
-    BOOKKEEPING,
+    BOOKKEEPING, Op,
     AtomicBegin, AtomicEnd, EffectBegin, Entry, HostCall, InvokeEnd, InvokeFailed, InvokeStart,
     Log, Rewind, WorkerOplog,
 )
@@ -25,6 +37,20 @@ from .crash import CrashPoints
 from .errors import DivergenceError
 
 OutputFn = Callable[[int, bytes], None]
+
+
+class Deferred:
+    """An output function whose caller shows the output only after the invocation
+    returns (a server puts it in the response): Log entries need no commit of their
+    own then, the invocation's end commits them."""
+
+    deferred = True
+
+    def __init__(self, fn: OutputFn) -> None:
+        self._fn = fn
+
+    def __call__(self, stream: int, data: bytes) -> None:
+        self._fn(stream, data)
 
 #: Entries that end an invocation's body; the guest must not read past them.
 _BOUNDARY = (InvokeStart, InvokeEnd, InvokeFailed)
@@ -103,7 +129,7 @@ class Journal:
                  append_invocation: Callable[[WorkerOplog, Entry, str | None], int] | None = None
                  ) -> None:
         self.worker_id = worker_id
-        self.store_append_invocation = append_invocation or (lambda log, e, _k: log.append(e))
+        self.store_append_invocation = append_invocation or (lambda log, e, _k: log.buffer(e))
         self.oplog = oplog
         self.crash = crash
         self.output = output
@@ -146,27 +172,45 @@ class Journal:
         return item
 
     # -- recording ------------------------------------------------------------
-    def append(self, entry: Entry) -> int:
-        """Append one entry durably (with the crash points around it)."""
-        return self._append(lambda: self.oplog.append(entry))
+    def append(self, entry: Entry, *, commit: bool = True) -> int:
+        """Append one entry (with the crash points around it); ``commit`` writes it and
+        every entry waiting before it, durably, before returning."""
+        return self._append(lambda: self.oplog.buffer(entry), commit)
 
     def append_invocation(self, entry: InvokeStart, key: str | None) -> int:
-        """Append an InvokeStart, remembering its idempotency key in the same batch."""
-        return self._append(lambda: self.store_append_invocation(self.oplog, entry, key))
+        """Append an InvokeStart (its idempotency key goes into the same commit); it
+        waits for the invocation's first commit point."""
+        return self._append(lambda: self.store_append_invocation(self.oplog, entry, key),
+                            False)
 
-    def _append(self, write: Callable[[], int]) -> int:
+    def _append(self, write: Callable[[], int], commit: bool) -> int:
         if not self.recording:
             return 0
         if self.rewind_to is not None:  # void what a cut-off atomic region left behind
             to, self.rewind_to = self.rewind_to, None
-            self.append(Rewind(to))
+            self.append(Rewind(to), commit=False)
         self.crash.hit("before-oplog-append")
         index = write()
+        if commit:
+            self.commit()
         self.crash.hit("after-oplog-append")
         return index
 
-    def host_call(self, name: str, request: bytes, perform: Callable[[], bytes]) -> bytes:
-        """Run a non-deterministic call live and record it, or answer it from the oplog."""
+    def commit(self, extra: Sequence[Op] = ()) -> None:
+        """Write the waiting entries (and ``extra``) durably: something is about to
+        leave the process. Nothing to do when nothing waits and ``extra`` is empty."""
+        if not self.recording or (not self.oplog.pending and not extra):
+            return
+        self.crash.hit("before-commit")
+        self.oplog.commit(extra)
+        self.crash.hit("after-commit")
+
+    def host_call(self, name: str, request: bytes, perform: Callable[[], bytes], *,
+                  commit: bool = False) -> bytes:
+        """Run a non-deterministic call live and record it, or answer it from the oplog.
+
+        The record waits for the next commit unless ``commit``: the call itself made
+        something others can see (a promise in the store)."""
         if self._cursor is not None:
             item = self._recorded(f"host call {name}(request {request.hex() or 'empty'})")
             if item is not None:
@@ -181,9 +225,11 @@ class Journal:
             return response
         if self.crash.armed or self.rewind_to is not None:
             self.crash.hit("after-host-call")
-            self.append(HostCall(name, request, response))
+            self.append(HostCall(name, request, response), commit=commit)
         else:
-            self.oplog.append_host_call(name.encode(), request, response)
+            self.oplog.buffer_host_call(name.encode(), request, response)
+            if commit:
+                self.commit()
         return response
 
     def effect(self, name: str, request: bytes, perform: Callable[[str], bytes]) -> bytes:
@@ -192,6 +238,9 @@ class Journal:
         ``perform(key)`` runs the effect with an idempotency key derived from the worker
         and the Begin's oplog index. A recorded answer is never sent again; a Begin
         without one is sent again with the same key (at-least-once, deduplicated).
+        Both are committed at once: the Begin (and everything before it) before the
+        request leaves, the answer as soon as it is back, so that the outside is asked
+        again only if the process dies while it is being asked.
         """
         asked = f"{name}(request {request[:40]!r})"
         if self._cursor is not None:
@@ -231,7 +280,7 @@ class Journal:
                     raise DivergenceError(self.worker_id, item[0], describe(item[1]),
                                           "atomic_begin")
                 return item[0]
-        return self.append(AtomicBegin()) if self.recording else 0
+        return self.append(AtomicBegin(), commit=False) if self.recording else 0
 
     def atomic_end(self, begin: int) -> None:
         if self._cursor is not None:
@@ -241,7 +290,7 @@ class Journal:
                     raise DivergenceError(self.worker_id, item[0], describe(item[1]),
                                           f"atomic_end({begin})")
                 return
-        self.append(AtomicEnd(begin))
+        self.append(AtomicEnd(begin), commit=False)
 
     def position(self) -> int:
         """The oplog index the guest has reached: the same live and on replay."""
@@ -250,7 +299,10 @@ class Journal:
         return self.oplog.last_index
 
     def log(self, stream: int, data: bytes) -> None:
-        """Guest output: recorded then shown when live; checked and suppressed on replay."""
+        """Guest output: recorded then shown when live; checked and suppressed on replay.
+
+        Output shown as it happens is committed first; output a :class:`Deferred`
+        caller shows after the invocation (or nobody shows) waits for its end."""
         if self._cursor is not None:
             asked = f"output {data[:40]!r} on fd {stream}"
             item = self._recorded(asked)
@@ -259,6 +311,8 @@ class Journal:
                 if type(entry) is not Log or entry.stream != stream or entry.data != data:
                     raise DivergenceError(self.worker_id, index, describe(entry), asked)
                 return
-        self.append(Log(stream, data))
-        if self.output is not None:
-            self.output(stream, data)
+        out = self.output
+        self.append(Log(stream, data), commit=out is not None
+                    and not getattr(out, "deferred", False))
+        if out is not None:
+            out(stream, data)

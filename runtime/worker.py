@@ -139,9 +139,13 @@ class Worker:
         """Mark the worker failed; nothing recorded is touched (invariant 2)."""
         self._set_meta(status="failed", error=str(err))
 
-    def _set_meta(self, **changes: Any) -> None:
+    def _set_meta(self, *, commit: bool = False, **changes: Any) -> None:
+        """Change the metadata; ``commit`` writes it with the oplog's waiting entries."""
         self.meta = {k: v for k, v in {**self.meta, **changes}.items() if v is not None}
-        self.rt.store.put_worker(self.meta)
+        if commit and self.journal.recording:
+            self.journal.commit([self.rt.store.worker_op(self.meta)])
+        else:
+            self.rt.store.put_worker(self.meta)
 
     def _due(self) -> bool:
         """Can the suspended invocation make progress now?"""

@@ -76,6 +76,9 @@ def ensure_ready(w: Worker) -> RecoveryReport | None:
     w.check_usable()
     if w.instance is not None:
         return None
+    # Entries a failed call left waiting (a store error, an interrupt outside guest
+    # code) are real records: write them, so that every reader recovers from them.
+    w.journal.commit()
     if w.meta.get("suspended") and not w._due():
         raise WorkerSuspendedError(w.id, **w.meta["suspended"])
     try:

@@ -4,8 +4,8 @@
 The agent guest asks a fake LLM (a local HTTP service) what to do, sleeps
 durably, waits for a human's approval on a promise, and pays through a payment
 endpoint. Every `golemish` process that drives it is killed right after it
-makes one step of progress (one oplog entry, or one outside call before its
-answer is recorded); the next process resumes where the last one died. At the
+makes one step of progress (one commit of oplog entries, or one outside call before
+its answer is recorded); the next process resumes where the last one died. At the
 end the payment endpoint must have seen each payment exactly once.
 
     python scripts/agent_demo.py [--rounds 2]
@@ -55,9 +55,10 @@ def main() -> int:
         kills = steps = 0
         while steps < 400:
             steps += 1
-            # Alternate: die right after one new oplog entry, or right after an outside
+            # Alternate: die right after one commit (entries are written where something
+            # leaves the process, see the README's Commits), or right after an outside
             # call ran but before its answer was recorded.
-            crash = "after-oplog-append:1" if steps % 3 else "after-host-call:1"
+            crash = "after-commit:1" if steps % 3 else "after-host-call:1"
             proc = run(*cmd, crash=crash)
             for line in proc.stdout.splitlines():
                 if not line.startswith("worker "):  # recovery reports: one per process

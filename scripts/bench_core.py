@@ -53,7 +53,7 @@ DEFAULT_OUT = ROOT / "scripts" / "results" / "bench_core.json"
 BUILD_DIR = ROOT / "guest_examples" / "build"
 
 #: Durable/ephemeral ratio we aim for (Golem's nightly benchmark shows 3.5x).
-TARGET_RATIO = 1.5
+TARGET_RATIO = 1.2
 GOLEM_RATIO = 3.5
 #: Recovery cost per invocation at the largest N over the next largest: ~1 means linear.
 LINEAR_BAND = (0.75, 1.33)

@@ -193,7 +193,7 @@ def section_core(d: dict[str, Any], p: Plots) -> str:
              f"{r['ratio']:.2f}x"] for r in d["durable_vs_ephemeral"]]
     text = ("## Durable against ephemeral\n\n"
             "One invocation making 1,000 host calls, recorded (durable) and not (ephemeral), "
-            "same guest, same process, interleaved. Target at most 1.5x (Golem's nightly "
+            "same guest, same process, interleaved. Target at most 1.2x (Golem's nightly "
             "benchmark shows 3.5x).\n\n"
             + table(["store", "workload", "durable ms", "ephemeral ms", "ratio"], rows) + "\n")
     rock = [r for r in d["durable_vs_ephemeral"] if r["store"] == "rocksdb"]

@@ -1,16 +1,25 @@
-"""Hot invocations of `golemish serve` over HTTP: latency and throughput.
+"""Hot invocations of `golemish serve` over HTTP: latency, throughput, fsyncs.
 
-Starts a real server on a fresh store (127.0.0.1, an ephemeral port), deploys the
-counter guest and measures, through keep-alive connections:
+Starts two real servers at once on fresh stores (127.0.0.1, ephemeral ports), one
+default and one with --sync, deploys the counter guest on both and measures them
+side by side in one run, alternating between them (ABBA) so that the drift of a
+shared machine falls on both alike:
 - latency of `add 1` on one warm worker, 1 client: p50, p99;
-- throughput at 1 and 8 concurrent clients, each client on its own worker
-  (different workers run in parallel in the server), with and without --sync.
+- throughput at 1, 8 and 64 concurrent clients over 100 workers (the workers are
+  split among the clients, so no two clients wait on one worker's turn);
+- per invocation: commits and fsyncs, read from the servers' commit counters
+  (GET /health, from oplog/stats.py), and the mean number of commits per fsync
+  (group commit: concurrent commits share one fsync).
+Clients are keep-alive HTTP/1.1 connections (http.client, the cheapest client in
+the standard library), one thread each, in this process: on a 2-core machine
+they compete with the server for the CPU, which the table notes.
 Prints a table and writes JSON (scripts/results/bench_serve.json).
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import signal
@@ -23,77 +32,144 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
-
-import httpx
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
 from golemish.runtime.server.process import wait_until_serving  # noqa: E402
 
 DEFAULT_OUT = benchlib.ROOT / "scripts" / "results" / "bench_serve.json"
+WORKERS = 100
+CLIENTS = (1, 8, 64)
+#: Targets from issue 11.
+TARGET_P50_MS = 1.0
+TARGET_SYNC_64_PER_S = 2000
 
 
 class Server:
-    def __init__(self, home: Path, sync: bool) -> None:
+    def __init__(self, home: Path, sync: bool, env: dict[str, str]) -> None:
         exe = [sys.executable, "-m", "golemish.runtime.cli"]
         subprocess.run([*exe, "--home", str(home), "store", "init"], check=True,
                        capture_output=True)
+        self.sync = sync
         self.proc = subprocess.Popen(
             [*exe, "--home", str(home), *(["--sync"] if sync else []), "serve", "--listen",
-             "127.0.0.1:0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             "127.0.0.1:0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env={**os.environ, **env})
         url = wait_until_serving(str(home), self.proc)
         if url is None:
             self.proc.kill()
             raise SystemExit(f"server did not start: {self.proc.stderr.read()!r}")
         self.url = url
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+
+    @property
+    def name(self) -> str:
+        return "--sync" if self.sync else "default"
+
+    def connect(self) -> Client:
+        return Client(self.host, self.port)
+
+    def counters(self) -> dict[str, float]:
+        c = self.connect()
+        try:
+            return c.get("/health")["commits"]
+        finally:
+            c.close()
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.communicate(timeout=60)
 
 
-def _client(url: str) -> httpx.Client:
-    # httpx writes headers and body separately: without TCP_NODELAY, Nagle plus the
-    # server's delayed ACK add ~40 ms to every request.
-    nodelay = httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
-    return httpx.Client(base_url=url, timeout=60, transport=nodelay)
+class Client:
+    """One keep-alive connection; TCP_NODELAY, or Nagle and delayed ACKs add ~40 ms."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.conn = http.client.HTTPConnection(host, port, timeout=60)
+        self.conn.connect()
+        assert self.conn.sock is not None
+        self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        data = json.dumps(body).encode()
+        self.conn.request("POST", path, data, {"Content-Type": "application/json"})
+        return self._answer()
+
+    def get(self, path: str) -> dict[str, Any]:
+        self.conn.request("GET", path)
+        return self._answer()
+
+    def _answer(self) -> dict[str, Any]:
+        r = self.conn.getresponse()
+        raw = r.read()
+        if r.status not in (200, 201):
+            raise SystemExit(f"request failed: {r.status} {raw[:200]!r}")
+        return json.loads(raw)
+
+    def add(self, worker: str) -> None:
+        self.post(f"/workers/{worker}/invoke", {"function": "add", "args": ["1"]})
+
+    def close(self) -> None:
+        self.conn.close()
 
 
-def _add(http: httpx.Client, worker: str) -> None:
-    r = http.post(f"/workers/{worker}/invoke", json={"function": "add", "args": ["1"]})
-    if r.status_code != 200:
-        raise SystemExit(f"invoke failed: {r.status_code} {r.text}")
+def deploy(server: Server, wasm: bytes) -> None:
+    c = server.connect()
+    try:
+        c.conn.request("POST", "/components?name=counter", wasm,
+                       {"Content-Type": "application/wasm"})
+        c._answer()
+        for i in range(WORKERS):
+            c.add(f"counter/w{i}")  # created and warm before anything is measured
+        c.add("counter/lat")
+    finally:
+        c.close()
 
 
-def latency(url: str, n: int) -> dict[str, Any]:
-    with _client(url) as http:
-        for _ in range(50):
-            _add(http, "counter/lat")
+def latency(server: Server, n: int) -> list[float]:
+    c = server.connect()
+    try:
+        for _ in range(20):
+            c.add("counter/lat")
         samples = []
         for _ in range(n):
             t0 = time.perf_counter()
-            _add(http, "counter/lat")
+            c.add("counter/lat")
             samples.append(time.perf_counter() - t0)
-    qs = statistics.quantiles(samples, n=100)
-    return {"p50_ms": statistics.median(samples) * 1e3, "p99_ms": qs[98] * 1e3, "n": n}
+        return samples
+    finally:
+        c.close()
 
 
-def throughput(url: str, clients: int, seconds: float) -> dict[str, Any]:
+def throughput(server: Server, clients: int, seconds: float) -> dict[str, Any]:
+    """``clients`` threads for ``seconds``; client i invokes workers i, i+clients, …"""
     counts = [0] * clients
     stop = threading.Event()
+    barrier = threading.Barrier(clients + 1)
+    failures: list[BaseException] = []
 
     def client(i: int) -> None:
-        with _client(url) as http:
-            _add(http, f"counter/tp{clients}-{i}")  # create and warm the worker
+        mine = [f"counter/w{j}" for j in range(i, WORKERS, clients)]
+        c = server.connect()
+        try:
             barrier.wait()
+            k = 0
             while not stop.is_set():
-                _add(http, f"counter/tp{clients}-{i}")
+                c.add(mine[k % len(mine)])
+                k += 1
                 counts[i] += 1
+        except BaseException as e:
+            failures.append(e)
+            raise
+        finally:
+            c.close()
 
-    barrier = threading.Barrier(clients + 1)
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for t in threads:
         t.start()
+    before = server.counters()
     barrier.wait()
     t0 = time.perf_counter()
     time.sleep(seconds)
@@ -101,40 +177,102 @@ def throughput(url: str, clients: int, seconds: float) -> dict[str, Any]:
     for t in threads:
         t.join(60)
     elapsed = time.perf_counter() - t0
-    return {"clients": clients, "invocations": sum(counts), "seconds": elapsed,
-            "per_s": sum(counts) / elapsed}
+    after = server.counters()
+    if failures:
+        raise SystemExit(f"a client failed: {failures[0]!r}")
+    n = sum(counts)
+    d = {k: after[k] - before[k] for k in after}
+    return {"clients": clients, "invocations": n, "seconds": elapsed, "per_s": n / elapsed,
+            "commits_per_invocation": d["commits"] / n if n else None,
+            "fsyncs_per_invocation": d["fsyncs"] / n if n else None,
+            "commits_per_fsync": d["fsync_batches"] / d["fsyncs"] if d["fsyncs"] else None,
+            "fsync_ms_mean": d["fsync_seconds"] / d["fsyncs"] * 1e3 if d["fsyncs"] else None}
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer samples, shorter runs")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--window-ms", type=float, default=None,
+                   help="group commit window of the --sync server (GOLEMISH_COMMIT_WINDOW_MS)")
     a = p.parse_args(argv)
-    n, secs = (300, 1.5) if a.quick else (2000, 4.0)
+    n, secs, rounds = (200, 1.5, 1) if a.quick else (1000, 3.0, 2)
+    env = {} if a.window_ms is None else {"GOLEMISH_COMMIT_WINDOW_MS": str(a.window_ms)}
     wasm = benchlib.guest_modules(["counter"])["counter"]
-    rows: list[dict[str, Any]] = []
-    for sync in (False, True):
-        with tempfile.TemporaryDirectory(prefix="golemish-bench-serve-") as tmp:
-            server = Server(Path(tmp) / "store", sync)
-            try:
-                with httpx.Client(base_url=server.url) as http:
-                    r = http.post("/components", params={"name": "counter"}, content=wasm)
-                    r.raise_for_status()
-                row: dict[str, Any] = {"sync": sync, "latency": latency(server.url, n)}
-                row["throughput"] = [throughput(server.url, c, secs) for c in (1, 8)]
-                rows.append(row)
-            finally:
-                server.stop()
-    benchlib.say(f"{'mode':<10} {'p50 ms':>8} {'p99 ms':>8} {'1 client/s':>11} "
-                 f"{'8 clients/s':>12}")
-    for r in rows:
-        tp = {t["clients"]: t["per_s"] for t in r["throughput"]}
-        benchlib.say(f"{'--sync' if r['sync'] else 'default':<10} {r['latency']['p50_ms']:>8.2f} "
-                     f"{r['latency']['p99_ms']:>8.2f} {tp[1]:>11.0f} {tp[8]:>12.0f}")
+    with tempfile.TemporaryDirectory(prefix="golemish-bench-serve-") as tmp:
+        servers = [Server(Path(tmp) / "plain", False, env), Server(Path(tmp) / "sync", True, env)]
+        try:
+            for s in servers:
+                deploy(s, wasm)
+            lat: dict[str, list[float]] = {s.name: [] for s in servers}
+            for block in range(4):  # ABBA
+                for s in (servers if block in (0, 3) else servers[::-1]):
+                    lat[s.name] += latency(s, n // 4)
+            runs: dict[str, list[dict[str, Any]]] = {s.name: [] for s in servers}
+            for clients in CLIENTS:
+                for r in range(2 * rounds):  # ABBA per client count
+                    for s in (servers if r % 2 == 0 else servers[::-1]):
+                        runs[s.name].append(throughput(s, clients, secs))
+        finally:
+            for s in servers:
+                s.stop()
+    rows = []
+    for s in servers:
+        samples = lat[s.name]
+        qs = statistics.quantiles(samples, n=100)
+        row: dict[str, Any] = {"sync": s.sync, "latency": {
+            "p50_ms": statistics.median(samples) * 1e3, "p99_ms": qs[98] * 1e3,
+            "n": len(samples)}, "throughput": []}
+        for clients in CLIENTS:
+            mine = [t for t in runs[s.name] if t["clients"] == clients]
+            per_s = [t["per_s"] for t in mine]
+
+            def med(key: str) -> float | None:
+                vals = [t[key] for t in mine if t[key] is not None]
+                return statistics.median(vals) if vals else None
+            row["throughput"].append({
+                "clients": clients, "per_s": statistics.median(per_s), "per_s_runs": per_s,
+                "commits_per_invocation": med("commits_per_invocation"),
+                "fsyncs_per_invocation": med("fsyncs_per_invocation"),
+                "commits_per_fsync": med("commits_per_fsync"),
+                "fsync_ms_mean": med("fsync_ms_mean"), "runs": mine})
+        rows.append(row)
+    report(rows)
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps({"machine": benchlib.machine_info(), "quick": a.quick,
-                                 "loadavg": benchlib.loadavg(), "runs": rows}, indent=2) + "\n")
+    a.out.write_text(json.dumps({
+        "machine": benchlib.machine_info(), "quick": a.quick, "loadavg": benchlib.loadavg(),
+        "workers": WORKERS, "seconds_per_run": secs, "runs_per_cell": 2 * rounds,
+        "commit_window_ms": a.window_ms, "targets": {
+            "p50_ms_default": TARGET_P50_MS, "sync_64_clients_per_s": TARGET_SYNC_64_PER_S},
+        "results": rows}, indent=2) + "\n")
     benchlib.say(f"wrote {a.out}")
+
+
+def report(rows: list[dict[str, Any]]) -> None:
+    def f(v: float | None, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+    benchlib.say(f"hot `add 1` over HTTP, 1 client; throughput over {WORKERS} workers "
+                 f"(median of the runs; clients share the machine's CPUs with the server)")
+    benchlib.say(f"{'mode':<9} {'p50 ms':>7} {'p99 ms':>7} | {'clients':>7} {'inv/s':>7} "
+                 f"{'commits/inv':>11} {'fsyncs/inv':>10} {'inv/fsync':>9} {'fsync ms':>8}")
+    for r in rows:
+        lat = r["latency"]
+        for i, t in enumerate(r["throughput"]):
+            head = (f"{'--sync' if r['sync'] else 'default':<9} {lat['p50_ms']:>7.2f} "
+                    f"{lat['p99_ms']:>7.2f}") if i == 0 else " " * 25
+            benchlib.say(f"{head} | {t['clients']:>7} {t['per_s']:>7.0f} "
+                         f"{f(t['commits_per_invocation'], '.2f'):>11} "
+                         f"{f(t['fsyncs_per_invocation'], '.3f'):>10} "
+                         f"{f(t['commits_per_fsync'], '.1f'):>9} "
+                         f"{f(t['fsync_ms_mean'], '.2f'):>8}")
+    plain = next(r for r in rows if not r["sync"])
+    synced = next(r for r in rows if r["sync"])
+    s64 = next(t for t in synced["throughput"] if t["clients"] == 64)["per_s"]
+    benchlib.say(f"targets: default p50 {plain['latency']['p50_ms']:.2f} ms "
+                 f"(target <= {TARGET_P50_MS} ms: "
+                 f"{'PASS' if plain['latency']['p50_ms'] <= TARGET_P50_MS else 'MISS'}); "
+                 f"--sync at 64 clients {s64:.0f}/s (target >= {TARGET_SYNC_64_PER_S}/s: "
+                 f"{'PASS' if s64 >= TARGET_SYNC_64_PER_S else 'MISS'})")
 
 
 if __name__ == "__main__":

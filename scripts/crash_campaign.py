@@ -56,7 +56,8 @@ AGENT_EXPECT = {"pay": [200], "fetch": [200]}   # agent ops are not re-run in th
 PROBES = {"counter": ["get", "history_len", "checksum"], "journal": ["count"],
           "kv": ["checksum", "count"], "agent": []}
 N_RANGE = {"before-oplog-append": 60, "after-oplog-append": 60, "after-host-call": 40,
-           "before-invocation": 25, "after-invocation": 25}  # snapshot points: 10
+           "before-invocation": 25, "after-invocation": 25, "before-commit": 30,
+           "after-commit": 30}  # snapshot points: 10
 INVARIANTS = ["divergences", "lost_acknowledged", "duplicated_effects", "duplicate_executions",
               "store_check_failures", "missing_effects", "lost_invocations", "recorded_gaps",
               "failed_invocations", "driver_errors", "recovery_errors", "campaign_errors"]

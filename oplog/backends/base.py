@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
+from ..stats import CommitStats
+
 #: Every table golemish uses. Backends create them when a store is first opened.
 TABLES = ("meta", "components", "wasm", "compiled", "workers", "oplog", "archive", "pages",
           "snapshots", "idempotency", "promises", "pagespaces")
@@ -25,6 +27,8 @@ class Backend(Protocol):
 
     #: Where the data lives, for messages (a path or a URL).
     location: str
+    #: Counters and observers of commits and fsyncs (see golemish.oplog.stats).
+    stats: CommitStats
 
     def get(self, table: str, key: bytes) -> bytes | None:
         """The value under ``key``, or None."""
@@ -35,7 +39,11 @@ class Backend(Protocol):
         ...
 
     def write(self, ops: Sequence[Op]) -> None:
-        """Apply all ops atomically: after a crash either all or none are visible."""
+        """Apply all ops atomically: after a crash either all or none are visible.
+
+        Durable against a process crash when it returns (and against power loss
+        when the backend was opened with ``sync``); safe from many threads at once.
+        """
         ...
 
     def scan(self, table: str, start: bytes, end: bytes | None = None, *,

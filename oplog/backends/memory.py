@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator, Sequence
 
 from ..errors import StoreClosedError
+from ..stats import CommitStats
 from .base import TABLES, Op
 
 
@@ -24,6 +25,7 @@ class MemoryBackend:
         self._keys: dict[str, list[bytes]] = {t: [] for t in TABLES}
         self._unsorted: set[str] = set()
         self._lock = threading.Lock()
+        self.stats = CommitStats()  # commits only: nothing here is ever fsynced
 
     def _sorted_keys(self, table: str) -> list[bytes]:
         keys = self._keys[table]

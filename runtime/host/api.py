@@ -203,7 +203,8 @@ class GolemishHost:
             self.services.promise_create(self.worker_id, pid)
             return pid.encode()
 
-        pid = self.journal.host_call("promise_create", b"", create)
+        # Committed at once: the promise is in the store, where anyone may complete it.
+        pid = self.journal.host_call("promise_create", b"", create, commit=True)
         if len(pid) > cap:
             return -ERR_INVALID
         self._write(buf, pid)

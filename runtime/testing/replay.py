@@ -42,17 +42,18 @@ class PureJournal(Journal):
             raise ReplayEnded(f"the oplog ends where the guest asks for {asked}")
         return item
 
-    def host_call(self, name: str, request: bytes, perform: Callable[[], bytes]) -> bytes:
+    def host_call(self, name: str, request: bytes, perform: Callable[[], bytes], *,
+                  commit: bool = False) -> bytes:
         if self._cursor is None:
             raise ReplayEnded(f"host call {name} after the recorded history")
-        return super().host_call(name, request, perform)
+        return super().host_call(name, request, perform, commit=commit)
 
     def effect(self, name: str, request: bytes, perform: Callable[[str], bytes]) -> bytes:
         if self._cursor is None:
             raise ReplayEnded(f"{name} after the recorded history")
         return super().effect(name, request, perform)
 
-    def append(self, entry: Entry) -> int:
+    def append(self, entry: Entry, *, commit: bool = True) -> int:
         if isinstance(entry, InvokeFailed):
             # Recorded: the invocation went on (the oplog ends inside it); replayed: it failed.
             raise DivergenceError(self.worker_id, self.oplog.last_index,

@@ -28,6 +28,8 @@ pytestmark = pytest.mark.chaos
 
 # An add() on an existing worker appends InvokeStart, HostCall (clock), HostCall
 # (random), Log and InvokeEnd: every n below is reached, so every case really dies.
+# Shown live, the Log commits the four entries before it (commit 1), InvokeEnd the rest
+# (commit 2); a kill before commit 1 loses an invocation nobody saw, which is retried.
 CASES = [
     # (crash point, n, which invocation's process is killed)
     ("before-oplog-append", 1, 1),   # before Create: the worker never existed
@@ -37,6 +39,7 @@ CASES = [
       for n in range(1, 6)],
     ("after-host-call", 1, 3), ("after-host-call", 2, 3),
     ("before-invocation", 1, 3), ("after-invocation", 1, 3),
+    *[(point, n, 3) for point in ("before-commit", "after-commit") for n in (1, 2)],
 ]
 
 

@@ -28,7 +28,8 @@ from golemish.runtime.snapshot.policy import SnapshotPolicy
 pytestmark = pytest.mark.chaos
 
 POINTS = ["before-oplog-append", "after-oplog-append", "before-invocation",
-          "after-invocation", "mid-snapshot-write", "after-snapshot-write"]
+          "after-invocation", "mid-snapshot-write", "after-snapshot-write", "before-commit",
+          "after-commit"]
 
 DRIVER = """
 import json, sys

@@ -117,8 +117,10 @@ def test_fork_then_divergent_invocations_killed_on_both(tmp_path, template):
     shutil.copytree(src, home)
     assert golemish(home, ["worker", "fork", "bank/a", "bank/b"]).returncode == 0
     base = state(home)["bank/a"]
-    for worker, fn, n, crash in (("bank/a", "deposit", "10", "after-host-call:1"),
-                                 ("bank/b", "withdraw", "5", "before-invocation:1"),
+    # Killed after the invocation's first commit, so that it is recorded (a kill before
+    # it loses an invocation nobody saw, which a client retries instead).
+    for worker, fn, n, crash in (("bank/a", "deposit", "10", "after-commit:1"),
+                                 ("bank/b", "withdraw", "5", "after-commit:1"),
                                  ("bank/b", "deposit", "1", "after-invocation:1")):
         proc = golemish(home, ["invoke", worker, fn, n], crash)
         assert proc.returncode == -signal.SIGKILL, proc.stderr

@@ -380,7 +380,8 @@ def test_keep_alive_requests_are_not_held_back_by_delayed_acks(server):
 def test_an_invocation_a_crash_cut_off_is_finished_when_the_server_starts(store, guests):
     assert _cli(store, "deploy", str(guests["counter"])).returncode == 0
     assert _cli(store, "invoke", "counter/a", "add", "5").returncode == 0
-    cut = _cli(store, "invoke", "counter/a", "add", "2", "--crash-at", "before-invocation:1")
+    # After its first commit (the output, shown live): recorded, and cut off.
+    cut = _cli(store, "invoke", "counter/a", "add", "2", "--crash-at", "after-commit:1")
     assert cut.returncode == -signal.SIGKILL
     assert json.loads(_cli(store, "--json", "worker", "show", "counter/a").stdout)[
         "status"] == "interrupted"

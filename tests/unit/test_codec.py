@@ -6,7 +6,8 @@ from hypothesis import strategies as st
 
 from golemish.oplog import codec
 from golemish.oplog.entries import (
-    Create, HostCall, InvokeEnd, InvokeFailed, InvokeStart, Log, decode_entry, encode_entry,
+    Create, HostCall, HostCallEncoder, InvokeEnd, InvokeFailed, InvokeStart, Log, decode_entry,
+    encode_entry,
 )
 from golemish.oplog.errors import CorruptionError
 
@@ -27,6 +28,17 @@ def test_codec_round_trips(v):
 @given(st.text(max_size=40), st.binary(max_size=300), st.binary(max_size=300))
 def test_host_call_fast_path_matches_generic_encoding(name, a, b):
     assert codec.encode_bytes_triple(name.encode(), a, b) == codec.encode([name, a, b])
+
+
+_encoder = HostCallEncoder()  # shared across examples, so its cache is exercised
+
+
+@given(st.sampled_from(["clock_time_get", "random_get", "ü"]), st.binary(max_size=3),
+       st.binary(max_size=300))
+def test_the_cached_host_call_encoder_gives_the_entry_encoding(name, request, response):
+    raw = _encoder.encode(name.encode(), request, response)
+    assert raw == encode_entry(HostCall(name, request, response))
+    assert decode_entry(raw) == HostCall(name, request, response)
 
 
 @given(st.binary(max_size=200))

@@ -735,9 +735,72 @@ def test_every_append_records_the_oplog_length(store):
     log.append(Log(1, b"a"))
     log.append_host_call(b"clock", b"\x01", b"\x00" * 8)
     store.append_invocation(log, ENTRIES[0], "key")
+    assert head(store, "w") == 3 and log.last_index == 4  # it waits for a commit
+    log.commit()
     assert head(store, "w") == log.last_index == 4
+    assert store.idempotent_index("w", "key") == 4
     store.delete_worker("w")
     assert head(store, "w") is None
+
+
+# -- entries waiting in memory for a commit ------------------------------------------------
+
+def test_buffered_entries_are_seen_by_their_oplog_and_by_nobody_else_until_committed(store):
+    log = make_worker(store, "w", 0)
+    a = log.buffer(ENTRIES[0], [("idempotency", b"w\0k", (2).to_bytes(8, "big"))])
+    b = log.buffer_host_call(b"clock", b"\x01", b"\x00" * 8)
+    assert (a, b, log.last_index, log.pending, log.durable_index) == (2, 3, 3, 2, 1)
+    # The worker's own oplog reads them, in order, after what is stored ...
+    assert [i for i, _ in log.read()] == [1, 2, 3]
+    assert log.get(3) == HostCall("clock", b"\x01", b"\x00" * 8)
+    assert [i for i, _ in log.kinds(2)] == [2, 3]
+    # ... another reader sees the store as of the last commit: whole, never a part.
+    other = store.oplog("w")
+    assert other.last_index == 1 and other.damage is None and len(list(other.read())) == 1
+    assert store.idempotent_index("w", "k") is None and head(store, "w") == 1
+    assert log.commit() == 2
+    assert log.commit() == 0  # nothing waits: nothing is written
+    other = store.oplog("w")
+    assert other.last_index == head(store, "w") == 3 and other.damage is None
+    assert [e for _, e in other.read()] == [e for _, e in log.read()]
+    assert store.idempotent_index("w", "k") == 2
+
+
+def test_every_batch_that_writes_entries_takes_the_waiting_ones_with_it(store):
+    log = make_worker(store, "w", 0)
+    log.buffer(ENTRIES[0])
+    index = store.append_with_worker(log, ENTRIES[1], worker("w"))
+    assert index == 3 and log.pending == 0
+    assert head(store, "w") == 3 and [i for i, _ in store.oplog("w").read()] == [1, 2, 3]
+    log.buffer(ENTRIES[2])
+    log.append(Log(1, b"shown"))  # an append that commits writes what waits before it
+    assert head(store, "w") == 5 and store.oplog("w").get(4) == ENTRIES[2]
+
+
+def test_a_commit_counts_its_entries_and_tells_the_observers(store):
+    seen = []
+
+    class Observer:
+        def on_commit(self, entries, seconds):
+            seen.append(entries)
+
+    class Broken:
+        def on_commit(self, entries, seconds):
+            raise RuntimeError("observer bug")
+
+    store.stats.add_observer(Observer())
+    store.stats.add_observer(Broken())
+    log = make_worker(store, "w", 0)
+    for e in ENTRIES[:3]:
+        log.buffer(e)
+    log.commit()
+    before = store.stats.counters()
+    log.append(Log(1, b"x"))
+    after = store.stats.counters()
+    assert seen == [1, 3, 1]  # Create, the three waiting entries, the Log
+    assert after["commits"] - before["commits"] == 1
+    assert after["entries"] - before["entries"] == 1
+    assert store.stats.observer_errors == 1  # dropped at its first failure, commits went on
 
 
 def test_an_oplog_shorter_than_recorded_is_corruption_not_history(store):
