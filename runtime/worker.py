@@ -123,6 +123,8 @@ class Worker:
             if meta.get("snapshot_policy") else runtime.config.snapshot_policy
         self.policy_state = PolicyState(self.policy)
         self.last_recovery: RecoveryReport | None = None
+        #: When ``last_recovery`` finished (durable clock, ns), for the web console.
+        self.last_recovery_ns = 0
         #: Mid-call snapshots, for components transformed with asyncify.
         self.midcall: Stackful | None = Stackful(self) if is_stackful(
             e[0] for e in runtime.engine.exports(self.module)) else None
@@ -394,6 +396,7 @@ class Worker:
                                         tail_invocations=report.replayed_invocations,
                                         snapshot_costs=self._snapshot_costs())
         self.last_recovery = report
+        self.last_recovery_ns = self.rt.clock.time_ns()
         if report.finished is not None or report.fallbacks:
             # Worth remembering for `worker show`: a crash was repaired, or snapshots failed.
             self._set_meta(last_recovery=report.describe(), status="idle", suspended=None)
