@@ -1,6 +1,6 @@
 """Fixtures for the web console's browser tests: Debian's Chromium driven by
 Playwright's sync API (no pytest-playwright needed), against a real `golemish serve`
-process with real workers (tests/browser/console_kit.py).
+process with real workers (tests/console_kit.py).
 
 A missing Chromium is a failure, not a skip: CI (.ci/run) installs it, and a suite
 that silently skipped its browser tests would claim a console it never loaded.
@@ -8,14 +8,12 @@ that silently skipped its browser tests would claim a console it never loaded.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from console_kit import ConsoleServer, chromium_path, populate  # noqa: E402
+from console_kit import ConsoleServer, chromium_path, populate
 
 TIMEOUT_MS = 20_000
 

@@ -60,7 +60,7 @@ def test_worker_page_oplog_is_folded_paged_filtered_and_searched(console, page):
     first = invocations.first
     assert first.get_attribute("open") is None  # folded
     expect(first.locator("summary")).to_contain_text("add(5:i64)")
-    expect(first.locator("summary")).to_contain_text("return")
+    expect(first.locator("summary")).to_contain_text("-> (5:i64)")
     expect(first.locator(".entry.k-host-call").first).to_be_hidden()
     first.locator("summary").click()
     expect(first.locator(".entry.k-host-call").first).to_be_visible()

@@ -243,10 +243,10 @@ export async function workerPage(id, render) {
   };
   const nav = (label, idName, fn) => h("button", { id: idName, type: "button", onclick: () => fn().catch((e) => list.replaceChildren(errorBox(e))) }, label);
   const controls = h("div", { class: "filters" }, kindSel, search,
-    nav("⏮ first", "oplog-first", () => oplog.go(1)),
-    nav("◀ prev", "oplog-prev", () => oplog.go(oplog.start - PAGE)),
-    nav("next ▶", "oplog-next", () => oplog.go(oplog.next || oplog.start + PAGE)),
-    nav("last ⏭", "oplog-last", () => oplog.go(info.oplog_length - PAGE + 1, true)),
+    nav("« first", "oplog-first", () => oplog.go(1)),
+    nav("‹ prev", "oplog-prev", () => oplog.go(oplog.start - PAGE)),
+    nav("next ›", "oplog-next", () => oplog.go(oplog.next || oplog.start + PAGE)),
+    nav("last »", "oplog-last", () => oplog.go(info.oplog_length - PAGE + 1, true)),
     pageInfo);
   let searchTimer = null;
   const refilter = () => oplog.go(kindSel.value || search.value.trim() ? 1 : info.oplog_length - PAGE + 1,
@@ -314,7 +314,8 @@ function fold(entries) {
     const status = end ? end.kind : "open";
     if (end && end.kind === "failed") d.classList.add("failed");
     append(d.querySelector("summary"),
-      [end ? ` → ${end.kind} ${end.summary || ""}` : " (still open on this page)",
+      [end ? (end.kind === "failed" ? ` ✗ failed: ${end.summary || ""}` : ` ${end.summary || "-> ()"}`)
+        : " (still open on this page)",
         h("span", { class: "muted" }, ` · ${group.count} entries`)]);
     d.dataset.status = status;
     group = null;

@@ -1,5 +1,5 @@
 """A real `golemish serve` process with real workers, for the console's browser tests
-and scripts/console_screenshots.py."""
+and scripts/console_screenshots.py (tests/console_kit.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import httpx
 
 from golemish.runtime.server.process import wait_until_serving
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def golemish_cmd() -> list[str]:
