@@ -63,7 +63,12 @@ def test_worker_page_oplog_is_folded_paged_filtered_and_searched(console, page):
     expect(first.locator("summary")).to_contain_text("-> (5:i64)")
     expect(first.locator(".entry.k-host-call").first).to_be_hidden()
     first.locator("summary").click()
-    expect(first.locator(".entry.k-host-call").first).to_be_visible()
+    call = first.locator(".entry.k-host-call").first
+    expect(call).to_be_visible()
+    expect(call.locator("pre.detail")).to_be_hidden()
+    call.click()  # every recorded field of the entry
+    expect(call.locator("pre.detail")).to_contain_text('"name": "clock_time_get"')
+    expect(call.locator("pre.detail")).to_contain_text('"response":')
 
     page.select_option("#oplog-kind", "log")
     expect(page.locator("#oplog .entry")).to_have_count(5)
@@ -195,6 +200,17 @@ def test_components_page_shows_versions_functions_and_wit(console, page):
     page.goto(console.url + "/#/component/counter")
     expect(page.locator("#functions")).to_contain_text("add(i64) -> i64")
     expect(page.locator("main")).to_contain_text("counter/alice")
+
+    # Invoking on a new name creates the worker.
+    page.fill("#new-worker-name", "carol")
+    page.select_option("#invoke-function", "add")
+    page.fill("#invoke-params input.arg", "9")
+    page.click("#invoke-button")
+    expect(page.locator("#invoke-value")).to_have_text("9")
+    page.click("#open-worker")
+    expect(page.locator("h2")).to_contain_text("counter/carol")
+    expect(page.locator("#worker-status")).to_have_text("idle")
+    assert console.server.ok("counter/carol", "get")["results"][0]["value"] == 9
 
 
 def test_dashboard_shows_metrics_or_says_they_are_unavailable(console, page):

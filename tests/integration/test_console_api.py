@@ -31,7 +31,7 @@ def test_the_shell_and_its_assets_are_served_with_a_strict_policy(console):
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "script-src 'self'" in page.headers["content-security-policy"]
     assert page.headers["x-content-type-options"] == "nosniff"
-    for name in ("app.js", "core.js", "worker.js", "dashboard.js"):
+    for name in ("app.js", "core.js", "worker.js", "dashboard.js", "invoke.js"):
         r = server.http.get(f"/console/assets/{name}")
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/javascript")
     assert server.http.get("/console/assets/style.css").headers["content-type"].startswith(
@@ -191,5 +191,5 @@ def test_the_package_build_ships_the_console(tmp_path: Path):
     built = {p.name for p in (tmp_path / "lib/golemish/runtime/server/console").iterdir()}
     shipped = {p.name for p in (ROOT / "runtime/server/console").iterdir()}
     assert shipped >= {"index.html", "app.js", "core.js", "worker.js", "dashboard.js",
-                       "style.css"}
+                       "invoke.js", "style.css"}
     assert built == shipped

@@ -7,6 +7,7 @@ import {
 } from "./core.js";
 import { workerPage } from "./worker.js";
 import { dashboardPage } from "./dashboard.js";
+import { invokeForm } from "./invoke.js";
 
 const view = () => document.getElementById("view");
 
@@ -232,6 +233,16 @@ async function componentPage(name, params) {
     api(`/components/${enc(name)}?version=${version}`).catch(() => all.find((x) => x.version === version)),
     api(`/console/api/components/${enc(name)}/functions?version=${version}`),
     api(`/workers?component=${enc(name)}`)]);
+  const latest = all[all.length - 1].version;
+  const wname = h("input", { id: "new-worker-name", placeholder: "name, e.g. alice", "aria-label": "worker name" });
+  const invoke = version !== latest ? h("p", { class: "muted" },
+    `New workers start on the latest version, v${latest}.`) : invokeForm(fns, () => {
+    if (!wname.value.trim()) throw new Error("give the worker a name");
+    return `${name}/${wname.value.trim()}`;
+  }, async (r, id) => {
+    if (r) document.getElementById("invoke-result").append(h("div", {},
+      h("a", { href: "#/worker/" + id, id: "open-worker" }, "open " + id)));
+  }, h("label", { class: "mono" }, `worker ${name}/`, wname));
   const versions = h("div", { class: "row" }, "versions: ", all.map((v) => v.version === version
     ? badge("v" + v.version, "resident") : h("a", { href: `#/component/${enc(name)}?version=${v.version}` }, "v" + v.version)));
   render(h("h2", {}, `${name} v${version}`), versions,
@@ -247,6 +258,7 @@ async function componentPage(name, params) {
       h("div", { class: "card" }, h("h3", {}, `Workers (${workers.filter((w) => w.version === version).length} on v${version})`),
         h("ul", {}, workers.map((w) => h("li", {}, h("a", { href: "#/worker/" + w.id }, w.id),
           ` v${w.version} `, badge(w.status)))))),
+    h("div", { class: "card" }, h("h3", {}, "Invoke (creates the worker on first use)"), invoke),
     c.wit ? h("div", { class: "card" }, h("h3", {}, "WIT"), h("pre", { id: "wit" }, c.wit)) :
       h("div", { class: "card muted" }, "No WIT interface: core exports, invoked with numbers."),
     h("div", { class: "card" }, h("h3", {}, "Imports"),

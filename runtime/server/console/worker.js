@@ -5,16 +5,11 @@ import {
   api, ago, append, badge, bytes, enc, errorBox, every, followEvents, abortable, h, markUpdated,
   ms, svg, workerPath, ApiError,
 } from "./core.js";
+import { invokeForm } from "./invoke.js";
 
 const PAGE = 50;
 const KINDS = ["create", "invoke", "return", "failed", "host-call", "log", "snapshot", "effect",
   "atomic-begin", "atomic-end", "rewind", "revert", "update", "update-failed"];
-
-function resultText(r) {
-  if (r.value !== undefined) return JSON.stringify(r.value);
-  if (!r.results || !r.results.length) return "(no result)";
-  return r.results.map((x) => (typeof x.value === "string" ? x.value : JSON.stringify(x.value))).join(", ");
-}
 
 export async function workerPage(id, render) {
   const base = workerPath(id);
@@ -61,55 +56,7 @@ export async function workerPage(id, render) {
   }
 
   // -- invoke ------------------------------------------------------------------------
-  const fnSel = h("select", { id: "invoke-function", "aria-label": "function" },
-    fns.functions.map((f) => h("option", { value: f.name }, f.name)));
-  const sig = h("code", { id: "invoke-signature" });
-  const params = h("div", { class: "row params", id: "invoke-params" });
-  const outcome = h("div", { id: "invoke-result" });
-  const invokeBtn = h("button", { class: "primary", type: "submit", id: "invoke-button" }, "Invoke");
-  function showParams() {
-    const f = fns.functions.find((x) => x.name === fnSel.value);
-    sig.textContent = f ? f.signature : "";
-    params.replaceChildren(...(f ? f.params : []).map((p, i) => h("label", {},
-      `${p.name}: ${p.type}`, h("input", { name: `arg${i}`, class: "arg", "aria-label": p.name,
-                                          placeholder: f.typed ? "WAVE value" : p.type }))));
-  }
-  fnSel.addEventListener("change", showParams);
-  const invokeForm = h("form", { id: "invoke-form" },
-    h("div", { class: "row" }, fnSel, sig), params, h("div", { class: "row" }, invokeBtn,
-      h("span", { class: "muted" }, fns.functions.some((f) => f.typed)
-        ? "Arguments are WAVE values, e.g. 5, \"text\", {sku: \"apple\", qty: 2}, some(1), [1, 2]."
-        : "Core exports: arguments are numbers.")),
-    outcome);
-  invokeForm.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    invokeBtn.disabled = true;
-    outcome.replaceChildren(h("div", { class: "result waiting" }, "running…"));
-    const args = [...params.querySelectorAll("input.arg")].map((i) => i.value);
-    try {
-      const { status, body: r } = await api(base + "/invoke", { method: "POST", withStatus: true,
-                                                              json: { function: fnSel.value, args } });
-      if (status === 202) {
-        outcome.replaceChildren(h("div", { class: "result waiting" },
-          r.promise ? ["suspended: waiting for promise ", h("a", { href: "#/promises" }, r.promise)]
-            : `suspended: sleeping until ${new Date(r.until_ns / 1e6).toLocaleTimeString()}`,
-          r.stdout ? h("pre", {}, r.stdout) : null));
-      } else {
-        outcome.replaceChildren(h("div", { class: "result" },
-          h("div", {}, h("strong", {}, `${r.function} → `), h("span", { class: "mono", id: "invoke-value" }, resultText(r)),
-            h("span", { class: "muted" }, ` at oplog index ${r.oplog_index}, ${ms(r.seconds)}`,
-              r.deduplicated ? " (recorded result, deduplicated)" : "")),
-          r.stdout ? h("pre", { class: "stdout" }, r.stdout) : null,
-          r.stderr ? h("pre", { class: "error-line" }, r.stderr) : null));
-      }
-    } catch (e) {
-      if (e instanceof ApiError && e.status === 401) return;
-      outcome.replaceChildren(errorBox(e));
-    } finally {
-      invokeBtn.disabled = false;
-    }
-    await refresh(true);
-  });
+  const invoke = invokeForm(fns, () => id, () => refresh(true));
 
   // -- other actions -----------------------------------------------------------------
   const actionOut = h("div", { id: "action-result" });
@@ -282,7 +229,7 @@ export async function workerPage(id, render) {
     h("div", { class: "grid" },
       h("div", { class: "card" }, h("h3", {}, "Worker"), facts),
       h("div", { class: "card" }, h("h3", {}, "Recovery"), recovery)),
-    h("div", { class: "card", id: "actions" }, h("h3", {}, "Invoke"), invokeForm,
+    h("div", { class: "card", id: "actions" }, h("h3", {}, "Invoke"), invoke,
       h("h3", { class: "spaced" }, "Actions"), actions, actionOut),
     h("div", { class: "card" }, h("h3", {}, "Live output ", liveState), live),
     h("div", { class: "card" }, h("h3", {}, "Snapshots against the oplog"),
@@ -291,17 +238,24 @@ export async function workerPage(id, render) {
       h("table", { id: "snapshots" }, h("thead", {}, h("tr", {}, ["Index", "", "Memory", "Changed pages",
         "Stored", "Took", "Tracker"].map((t) => h("th", {}, t)))), snapTable)),
     h("div", { class: "card" }, h("h3", {}, "Oplog"), controls, list));
-  showParams();
   showFacts(await api("/console/api/residency"));
   await loadSnapshots();
   await oplog.load();
   every(2000, () => refresh(false));
 }
 
+/** One entry; a click shows every recorded field (decoded as the server sent it). */
 function entryRow(e) {
-  return h("div", { class: `entry k-${e.kind}`, dataset: { index: e.index } },
+  const { summary, ...fields } = e;
+  const detail = h("pre", { class: "detail", hidden: true }, JSON.stringify(fields, null, 2));
+  const row = h("div", { class: `entry k-${e.kind}`, dataset: { index: e.index }, title: "show every field" },
     h("span", { class: "idx" }, e.index), h("span", { class: "kind" }, e.kind),
-    h("span", { class: "sum" }, e.summary || ""));
+    h("span", { class: "sum" }, summary || ""), detail);
+  row.addEventListener("click", (ev) => {
+    if (ev.target.closest("pre.detail")) return; // let people select text in it
+    detail.hidden = !detail.hidden;
+  });
+  return row;
 }
 
 /** Entries with each invocation (invoke .. return/failed) folded into one <details>. */
