@@ -479,6 +479,15 @@ class Runtime:
     def list_promises(self) -> list[dict[str, Any]]:
         return self.store.list_promises()
 
+    def resident(self) -> dict[str, tuple[RecoveryReport | None, int]]:
+        """Workers loaded in this process: id -> (their last recovery, when it ended in ns).
+
+        Reads two attributes a worker sets once per recovery, so it needs no turn.
+        """
+        with self._guard:
+            loaded = list(self._workers.items())
+        return {wid: (w.last_recovery, w.last_recovery_ns) for wid, w in loaded}
+
     def worker_ids(self) -> list[str]:
         return [m["id"] for m in self.store.list_workers()]
 

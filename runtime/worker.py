@@ -82,6 +82,8 @@ class Worker:
             if meta.get("snapshot_policy") else runtime.config.snapshot_policy
         self.policy_state = PolicyState(self.policy)
         self.last_recovery: RecoveryReport | None = None
+        #: When ``last_recovery`` finished (durable clock, ns), for the web console.
+        self.last_recovery_ns = 0
         #: Mid-call snapshots, for components transformed with asyncify.
         self.midcall: Stackful | None = Stackful(self) if is_stackful(
             e[0] for e in runtime.engine.exports(self.module)) else None

@@ -243,6 +243,7 @@ def recover(w: Worker) -> RecoveryReport:
                                     tail_invocations=report.replayed_invocations,
                                     snapshot_costs=snapshot_costs(w))
     w.last_recovery = report
+    w.last_recovery_ns = w.rt.clock.time_ns()
     if report.finished is not None or report.fallbacks:
         # Worth remembering for `worker show`: a crash was repaired, or snapshots failed.
         w._set_meta(last_recovery=report.describe(), status="idle", suspended=None)

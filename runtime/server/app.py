@@ -17,6 +17,7 @@ import binascii
 import functools
 import hmac
 import json
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -38,7 +39,8 @@ from ..errors import (
     NotFoundError, PromiseError, Suspended, UpdateError, WorkerFailedError,
     WorkerSuspendedError,
 )
-from ..executor import Deferred, Runtime, parse_worker_id
+from ..executor import Deferred, parse_worker_id, Runtime
+from .console_api import console_routes, PUBLIC_PATHS
 from .openapi import openapi_document
 
 #: Largest JSON request body; component uploads use the runtime's module limit.
@@ -348,13 +350,25 @@ def _guarded(fn: Handler) -> Handler:
 
 
 class BearerAuth:
-    """Refuse every request without ``Authorization: Bearer TOKEN`` (401)."""
+    """Refuse every request without ``Authorization: Bearer TOKEN`` (401).
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    ``public`` paths (exact, or a prefix when they end in ``/``) are let through for
+    GET and HEAD: the console's static shell, which holds no data (console_api.py).
+    """
+
+    def __init__(self, app: ASGIApp, token: str, public: tuple[str, ...] = ()) -> None:
         self.app, self.expected = app, f"Bearer {token}".encode()
+        self.public = public
+
+    def _is_public(self, scope: Scope) -> bool:
+        if scope.get("method") not in ("GET", "HEAD"):
+            return False
+        path = scope.get("path", "")
+        return any(path == p or (p.endswith("/") and p != "/" and path.startswith(p))
+                   for p in self.public)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and not self._is_public(scope):
             given = dict(scope["headers"]).get(b"authorization", b"")
             if not hmac.compare_digest(given, self.expected):
                 resp = error_response(401, "unauthorized",
@@ -365,8 +379,11 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
-def build_app(rt: Runtime, *, token: str | None = None, threads: int = 64) -> ASGIApp:
-    """The ASGI application for ``rt``; with ``token`` every call needs it."""
+def build_app(rt: Runtime, *, token: str | None = None, threads: int = 64,
+              stopping: threading.Event | None = None) -> ASGIApp:
+    """The ASGI application for ``rt``; with ``token`` every call needs it (but the
+    console's static shell). ``stopping`` is set when the server begins to drain: open
+    event streams end then, so that they do not hold the drain up."""
     api = Api(rt, threads=threads)
     w = "/workers/{component}/{name}"
     routes = [
@@ -384,6 +401,7 @@ def build_app(rt: Runtime, *, token: str | None = None, threads: int = 64) -> AS
         Route(w + "/resume", _guarded(api.resume), methods=["POST"]),
         Route("/promises", _guarded(api.promises), methods=["GET"]),
         Route("/promises/{id:path}/complete", _guarded(api.complete_promise), methods=["POST"]),
+        *console_routes(api, stopping or threading.Event(), _guarded),
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -400,5 +418,5 @@ def build_app(rt: Runtime, *, token: str | None = None, threads: int = 64) -> AS
     app: ASGIApp = Starlette(routes=routes, exception_handlers={
         HTTPException: http_error, Exception: internal})
     if token:
-        app = BearerAuth(app, token)
+        app = BearerAuth(app, token, PUBLIC_PATHS)
     return app

@@ -99,5 +99,49 @@ def openapi_document() -> dict[str, Any]:
                 body={"required": False, "content": {"application/json": {"schema": {
                     "type": "object", "properties": {"data": {"type": "string"}}}}}},
                 errors=("400", "404", "409"))},
+            **console_paths(),
         },
+    }
+
+
+def console_paths() -> dict[str, Any]:
+    """The web console's pages (no token) and its JSON routes (runtime/server/console_api.py)."""
+    w = "/console/api/workers/{component}/{name}"
+    page = {"description": "a page of the console", "content": {"text/html": {
+        "schema": {"type": "string"}}}}
+    return {
+        "/": {"get": {"summary": "The web console (static; asks for the token itself)",
+                      "security": [], "responses": {"200": page}}},
+        "/console/assets/{name}": {"get": {
+            "summary": "A static file of the console", "security": [],
+            "parameters": [_path("name")],
+            "responses": {"200": {"description": "the file"}, "404": _ERROR}}},
+        "/console/api/residency": {"get": _op(
+            "Workers loaded in this server and their last recovery", errors=())},
+        "/console/api/summary": {"get": _op("Counts computed from the store", errors=())},
+        "/console/api/components/{name}/functions": {"get": _op(
+            "Callable functions and their signatures (WIT or core)",
+            params=[_path("name"), _query("version", "integer")])},
+        w + "/oplog": {"get": _op("A page of the oplog, filtered by kind and searched", params=[
+            *_W, _query("start", "integer"), _query("limit", "integer"), _query("kind"),
+            _query("q")])},
+        w + "/snapshots": {"get": _op("Every snapshot entry and whether it is kept",
+                                      params=_W)},
+        w + "/logs": {"get": {
+            "summary": "Output as server-sent events (event 'output', id = oplog index)",
+            "parameters": [*_W, _query("from", "integer"), _query("follow", "boolean")],
+            "responses": {"200": {"description": "an event stream", "content": {
+                "text/event-stream": {"schema": {"type": "string"}}}},
+                **{c: _ERROR for c in ("400", "401", "404", "500")}}}},
+        w + "/snapshot": {"post": _op(
+            "Snapshot the worker now", params=_W, errors=("400", "404", "409"),
+            body={"required": False, "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"full": {"type": "boolean"}}}}}})},
+        w + "/revert": {"post": _op(
+            "Revert the worker to an earlier oplog index", params=_W,
+            errors=("400", "404", "409"),
+            body={"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "properties": {
+                    "to_index": {"type": "integer", "minimum": 0},
+                    "last_invocations": {"type": "integer", "minimum": 0}}}}}})},
     }

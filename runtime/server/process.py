@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +97,11 @@ def _server_class() -> Any:
     import uvicorn
 
     class _Server(uvicorn.Server):  # type: ignore[misc]
+        #: Set when the drain begins (open event streams end; see build_app).
+        stopping: threading.Event
+
         def handle_exit(self, sig: int, frame: Any) -> None:
+            self.stopping.set()
             # uvicorn re-raises the signal once it has drained, which would kill us
             # before the store is closed; we drain, close and exit 0 instead.
             if self.should_exit and sig == signal.SIGINT:
@@ -131,10 +136,12 @@ def serve(rt_config: RuntimeConfig, cfg: ServerConfig) -> None:
         bound_host, bound_port = sock.getsockname()[:2]
         shown = f"[{bound_host}]" if family == socket.AF_INET6 else bound_host
         url = f"http://{shown}:{bound_port}"
-        app = build_app(rt, token=cfg.token, threads=cfg.threads)
+        stopping = threading.Event()
+        app = build_app(rt, token=cfg.token, threads=cfg.threads, stopping=stopping)
         server = _Server(uvicorn.Config(
             app, log_level="warning", access_log=False, lifespan="off",
             timeout_keep_alive=30))
+        server.stopping = stopping
         if record is not None:
             tmp = record.with_suffix(".tmp")
             tmp.write_text(json.dumps({"pid": os.getpid(), "url": url,
