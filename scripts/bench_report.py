@@ -269,6 +269,33 @@ def section_campaign(d: dict[str, Any], p: Plots) -> str:
 
 
 FAULT_OUTCOMES = ("correct", "clean-error", "silent-wrong", "traceback", "crash", "timeout")
+#: The same campaign on the code before issue 10's store fixes, kept beside the final run.
+FAULT_BASELINE = ROOT / "scripts" / "fault_campaign_baseline.json"
+
+
+def arrows(label: str, before: dict[str, int], after: dict[str, int],
+           outcomes: list[str]) -> list[str]:
+    """One table row of "before → after" counts, and the totals."""
+    return [label, *(f"{before.get(o, 0)} → {after.get(o, 0)}" for o in outcomes),
+            f"{sum(before.values())} → {sum(after.values())}"]
+
+
+def faults_before_after(d: dict[str, Any], outcomes: list[str]) -> str:
+    """Outcome counts before the store fixes (the baseline file) and in this run."""
+    if not FAULT_BASELINE.exists():
+        return ""
+    b = json.loads(FAULT_BASELINE.read_text())
+    rows = [arrows("**all**", b["outcomes"], d["outcomes"], outcomes)]
+    rows += [arrows(kind, b["table"].get(kind, {}), row, outcomes)
+             for kind, row in d["table"].items() if sum(row.values())]
+    return (f"**Before → after** (file kind: outcome counts before → after). Before: "
+            f"{b['what']}; measured {b['measured'][:10]}, seed {b['seed']}, {b['faults']} "
+            f"faults ({b['seconds_per_fault']:.2f} s per fault). After: this run, seed "
+            f"{d['seed']}, {d['faults']} faults, measured "
+            f"{d.get('machine', {}).get('date', '?')[:10]} on the final code. The plan of "
+            "faults takes the kinds of file in turn, so both runs damage each kind about "
+            "equally often.\n\n"
+            + table(["file kind", *outcomes, "faults"], rows) + "\n\n")
 
 
 def section_faults(d: dict[str, Any]) -> str:
@@ -281,7 +308,11 @@ def section_faults(d: dict[str, Any]) -> str:
     for r in d["results"]:
         t = by_type.setdefault(r["fault"], dict.fromkeys(outcomes, 0))
         t[r["outcome"]] += 1
+    base = json.loads(FAULT_BASELINE.read_text()) if FAULT_BASELINE.exists() else None
     type_rows = [[t, *(c[o] for o in outcomes), sum(c.values())] for t, c in by_type.items()]
+    if base:
+        type_rows = [arrows(t, base["by_fault_type"].get(t, {}), c, outcomes)
+                     for t, c in by_type.items()]
     bad = [r for r in d["results"] if r["outcome"] not in ("correct", "clean-error")]
     text = ("## Faults\n\n"
             f"**{d['faults']} faults**, seed {d['seed']}, {d['seconds'] / 60:.1f} minutes "
@@ -300,7 +331,9 @@ def section_faults(d: dict[str, Any]) -> str:
             "and the check does not say ok; *silent-wrong*: a wrong answer, or the check "
             "says ok while a command failed.\n\n"
             f"_Measured on: {machine(d)}._\n\n"
-            + table(["file kind", *outcomes, "faults"], rows) + "\n\nBy fault type:\n\n"
+            + (faults_before_after(d, outcomes)
+               or table(["file kind", *outcomes, "faults"], rows) + "\n\n")
+            + "By fault type" + (" (before → after)" if base else "") + ":\n\n"
             + table(["fault", *outcomes, "faults"], type_rows) + "\n")
     if bad:
         text += (f"\nBadly handled ({len(bad)}; reproduce one with `{d.get('reproduce', '')}`"

@@ -77,7 +77,10 @@ def output() -> Output:
 
 
 def golemish_cmd() -> list[str]:
-    exe = shutil.which("golemish")
+    # The golemish beside this interpreter first: run as `.venv/bin/python -m pytest`
+    # without the venv on PATH, which() found another install's (pyenv's shim) instead.
+    beside = Path(sys.executable).with_name("golemish")
+    exe = str(beside) if beside.exists() else shutil.which("golemish")
     return [exe] if exe else [sys.executable, "-m", "golemish.runtime.cli"]
 
 

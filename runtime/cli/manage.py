@@ -213,7 +213,8 @@ def store() -> None:
 
 
 @store.command("check")
-@click.option("--deep", is_flag=True, help="Also decompress every page and verify its hash.")
+@click.option("--deep", is_flag=True, help="Also decompress every page and verify its hash, "
+              "and read the module and compiled-code tables whole.")
 @run
 def store_check(ctx: Ctx, deep: bool) -> None:
     """Verify the store: dense oplogs, checksums, snapshot pages, references.

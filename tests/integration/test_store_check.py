@@ -59,3 +59,31 @@ def test_each_kind_of_damage_is_reported_with_its_place(populated, home):
     assert (f"kv/a snapshot at index {snaps[-1]}", "checksum mismatch") in found
     text = populated("store", "check")
     assert text.returncode == 1 and "problem: kv/a oplog index 5: checksum mismatch" in text.stdout
+
+
+def test_an_unreadable_compiled_code_block_is_reported_by_a_deep_check(populated, home):
+    # The compiled-code table is read by key only when a component loads: a damaged
+    # block there failed every invocation of kv while `store check --deep` said ok
+    # (fault campaign seed 1, fault 352).
+    from pathlib import Path
+
+    from golemish.oplog.backends.rocksdb import RocksBackend
+
+    b = RocksBackend(home, readonly=True)
+    try:
+        table = max((f for f in b._db.live_files() if b":wasmtime-" in f["start_key"]),
+                    key=lambda f: f["size"])
+    finally:
+        b.close()
+    path = Path(home) / table["name"].lstrip("/")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0x5A  # inside the compiled code's data blocks
+    path.write_bytes(bytes(data))
+
+    invoke = populated("invoke", "kv/a", "count")  # (reads the code from cache/ if there)
+    assert invoke.returncode == 0 and invoke.stdout.strip() == "3" \
+        or "corrupt compiled" in invoke.stderr, (invoke.stdout, invoke.stderr)
+    rc, out = check(populated, "--deep")
+    assert rc == 1 and not out["ok"]
+    assert any(p["where"] == "compiled table" and "checksum mismatch" in p["what"]
+               and path.name in p["what"] for p in out["problems"]), out["problems"]
