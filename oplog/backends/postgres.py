@@ -185,7 +185,9 @@ class PostgresBackend:
             self._lock_conn = None
 
     # -- the Backend interface --------------------------------------------------------
-    def _run(self, what: str, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
+    def run(self, what: str, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """``fn(connection)`` on a pooled connection (autocommit), errors translated;
+        for modules that keep tables of their own in the store's database (leases)."""
         pool = self._pool
         if pool is None:
             raise StoreClosedError("store is closed")
@@ -208,14 +210,14 @@ class PostgresBackend:
 
     def get(self, table: str, key: bytes) -> bytes | None:
         _check_table(table)
-        row = self._run(f"read from {table}", lambda c: c.execute(
+        row = self.run(f"read from {table}", lambda c: c.execute(
             "SELECT val FROM golemish_kv WHERE tbl = %s AND key = %s", (table, key)).fetchone())
         return None if row is None else bytes(row[0])
 
     def put(self, table: str, key: bytes, value: bytes) -> None:
         self._writable()
         _check_table(table)
-        self._run(f"write to {table}", lambda c: c.execute(
+        self.run(f"write to {table}", lambda c: c.execute(
             "INSERT INTO golemish_kv (tbl, key, val) VALUES (%s, %s, %s) "
             "ON CONFLICT (tbl, key) DO UPDATE SET val = EXCLUDED.val",
             (table, key, bytes(value))))
@@ -224,7 +226,7 @@ class PostgresBackend:
         self._writable()
         args = batch_args(ops)
         if args is not None:
-            self._run("batch write", lambda c: c.execute(
+            self.run("batch write", lambda c: c.execute(
                 "SELECT golemish_write(%s::text[], %s::bytea[], %s::bytea[], %s::text[], "
                 "%s::bytea[])", args))
 
@@ -233,7 +235,7 @@ class PostgresBackend:
         worker's lease; otherwise nothing is written and FencedError is raised."""
         self._writable()
         args = batch_args(ops) or ([], [], [], [], [])
-        self._run("fenced batch write", lambda c: c.execute(
+        self.run("fenced batch write", lambda c: c.execute(
             "SELECT golemish_write_fenced(%s, %s, %s, %s::text[], %s::bytea[], %s::bytea[], "
             "%s::text[], %s::bytea[])", (*fence, *args)))
 
