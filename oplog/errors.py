@@ -9,6 +9,7 @@ same root)::
         ├── StoreClosedError       the store was closed under us
         ├── NoStoreError           no golemish store where one was expected
         ├── ReadOnlyStoreError     a write to a store opened for reading
+        ├── FencedError            a write from an owner whose lease has moved on
         └── CorruptionError        a stored record failed its checksum or decode
 
 The root lives here, in the lowest layer, because ``golemish.oplog`` must not
@@ -48,14 +49,24 @@ class StoreClosedError(StoreError):
 class NoStoreError(StoreError):
     """There is no golemish store at the path (nothing was created there)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, hint: str = "") -> None:
         self.path = path
-        super().__init__(f"no golemish store at {path}; create one with `golemish store init` "
-                         "or `golemish deploy`, or pick another with --home")
+        super().__init__(f"no golemish store at {path}; " + (
+            hint or "create one with `golemish store init` or `golemish deploy`, or pick "
+                    "another with --home"))
 
 
 class ReadOnlyStoreError(StoreError):
     """The store was opened for reading (``readonly=True``) and something tried to write."""
+
+
+class FencedError(StoreError):
+    """A fenced write was refused: the writer's lease on the worker has moved on
+    (another owner took it, or it expired). Nothing of the batch was written."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        self.detail = detail
+        super().__init__(message + (f" ({detail})" if detail else ""))
 
 
 class CorruptionError(StoreError):

@@ -360,7 +360,8 @@ def store_path(url: str) -> str | None:
 
 def open_store(url: str, *, sync: bool = False, create: bool = False,
                readonly: bool = False, group: GroupConfig | None = None) -> Store:
-    """Open a store by URL: ``memory://``, ``rocksdb:///path`` or a plain path (RocksDB).
+    """Open a store by URL: ``memory://``, ``rocksdb:///path``, a plain path (RocksDB) or
+    ``postgres://user@host/db`` (PostgreSQL, see backends/postgres.py).
 
     Only an existing store is opened (NoStoreError otherwise) unless ``create``:
     `golemish deploy` and `golemish store init` create, nothing else does.
@@ -371,11 +372,18 @@ def open_store(url: str, *, sync: bool = False, create: bool = False,
     if url.startswith("memory://"):
         from .backends.memory import MemoryBackend
         return Store(MemoryBackend())
-    path = store_path(url)
-    if path is None:
-        raise StoreError(f"unknown store URL scheme in {url!r} (use memory:// or rocksdb://)")
-    from .backends.rocksdb import RocksBackend
-    backend = RocksBackend(path, sync=sync, create=create, readonly=readonly, group=group)
+    backend: Backend
+    if url.startswith(("postgres://", "postgresql://")):
+        # The server's durability settings apply: ``sync`` adds nothing there.
+        from .backends.postgres import PostgresBackend
+        backend = PostgresBackend(url, create=create, readonly=readonly)
+    else:
+        path = store_path(url)
+        if path is None:
+            raise StoreError(f"unknown store URL scheme in {url!r} "
+                             "(use memory://, rocksdb:// or postgres://)")
+        from .backends.rocksdb import RocksBackend
+        backend = RocksBackend(path, sync=sync, create=create, readonly=readonly, group=group)
     try:
         return Store(backend)
     except BaseException:

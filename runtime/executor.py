@@ -46,7 +46,8 @@ DEFAULT_HOME = ".golemish"
 
 @dataclass
 class RuntimeConfig:
-    """Settings for one Runtime. ``home`` is a directory (RocksDB) or ``memory://``."""
+    """Settings for one Runtime. ``home`` is a directory (RocksDB), a ``postgres://`` URL
+    or ``memory://``."""
 
     home: str = field(default_factory=lambda: os.environ.get("GOLEMISH_HOME", DEFAULT_HOME))
     #: fsync every commit (power-loss safety) instead of relying on the WAL alone.
@@ -87,6 +88,11 @@ class RuntimeConfig:
     #: SIGINT/SIGTERM interrupt running guest code (Interrupted) instead of waiting for
     #: it or killing the process; the CLI sets this. Only from the main thread.
     catch_signals: bool = False
+    #: Directory of this machine's compiled-code files (checked against the sha256 the
+    #: store records before each load). Default: ``cache`` in a RocksDB store's
+    #: directory; for a shared (PostgreSQL) store ``$GOLEMISH_CACHE_DIR`` or
+    #: ``~/.cache/golemish/compiled``, since each executor keeps its own.
+    cache_dir: str | None = field(default_factory=lambda: os.environ.get("GOLEMISH_CACHE_DIR"))
     #: Where durable time comes from (guest clocks, sleeps, wake times, timestamps);
     #: the test kit passes a virtual clock. See runtime/clock.py.
     clock: Clock = SYSTEM
@@ -134,6 +140,10 @@ class Runtime:
             self.engine.catch_signals()
         path = store_path(self.config.home)
         cache = Path(path) / "cache" if path is not None else None
+        if self.config.cache_dir:
+            cache = Path(self.config.cache_dir)
+        elif self.config.home.startswith(("postgres://", "postgresql://")):
+            cache = Path.home() / ".cache" / "golemish" / "compiled"
         self.modules = ModuleCache(self.store, self.engine, cache,
                                    readonly=self.config.readonly)
         #: Loaded workers; read and changed under ``_guard``, a worker used only by

@@ -15,6 +15,8 @@ import wasmtime
 
 from golemish.runtime.executor import Runtime, RuntimeConfig
 
+from pg import pg_url, postgres_cluster  # noqa: F401  (the Postgres fixtures)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

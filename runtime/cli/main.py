@@ -36,7 +36,11 @@ from .versions import component_delete, worker_fork, worker_revert, worker_updat
 @click.group(cls=MainGroup)
 @click.version_option(package_name="golemish", message="%(prog)s %(version)s")
 @click.option("--home", envvar="GOLEMISH_HOME", default=".golemish", show_default=True,
-              help="Store directory (RocksDB), or memory:// for a throwaway store.")
+              help="Store directory (RocksDB), postgres://USER@HOST/DB, or memory:// for a "
+                   "throwaway store.")
+@click.option("--store", "store_url", envvar="GOLEMISH_STORE", metavar="URL",
+              help="The store by URL (postgres://…, rocksdb:///path, memory://); "
+                   "overrides --home.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
 @click.option("--sync", is_flag=True, envvar="GOLEMISH_SYNC",
@@ -57,15 +61,16 @@ from .versions import component_delete, worker_fork, worker_revert, worker_updat
               help="Go through this `golemish serve` (default: the one serving --home, "
                    "if any; token from GOLEMISH_SERVER_TOKEN).")
 @click.pass_context
-def main(click_ctx: click.Context, home: str, as_json: bool, debug: bool, sync: bool,
-         recovery: str, policy: str, retention: str, server: str | None) -> None:
+def main(click_ctx: click.Context, home: str, store_url: str | None, as_json: bool,
+         debug: bool, sync: bool, recovery: str, policy: str, retention: str,
+         server: str | None) -> None:
     """golemish: durable WebAssembly workers that survive crashes."""
     protect_stdio()
     try:
         parsed = SnapshotPolicy.parse(policy)
     except GolemishError as e:
         raise click.BadParameter(str(e), param_hint="--snapshot-policy") from None
-    click_ctx.obj = Ctx(home, as_json, debug, sync, recovery, parsed, retention)
+    click_ctx.obj = Ctx(store_url or home, as_json, debug, sync, recovery, parsed, retention)
     click_ctx.obj.server = server
 
 

@@ -243,19 +243,50 @@ def store_check(ctx: Ctx, deep: bool) -> None:
 def store_init(ctx: Ctx) -> None:
     """Create an empty store at --home (`deploy` also creates one). Nothing else does."""
     from golemish.oplog import open_store
+    from golemish.oplog.backends.postgres import display_url, is_postgres_url, migrate
     from golemish.oplog.backends.rocksdb import read_identity
     from golemish.oplog.store import store_path
 
     path = store_path(ctx.home)
-    existed = path is not None and read_identity(path) is not None
+    if is_postgres_url(ctx.home):
+        before, _ = migrate(ctx.home)
+        existed = before is not None
+    else:
+        existed = path is not None and read_identity(path) is not None
     with open_store(ctx.home, create=True):
         pass
     ident = read_identity(path) if path is not None else None
+    where = path or display_url(ctx.home)
     if ctx.json:
-        emit_json({"path": path or ctx.home, "created": not existed,
+        emit_json({"path": where, "created": not existed,
                    "store_id": ident and ident.get("store_id")})
     else:
-        click.echo(f"{'store exists' if existed else 'created store'} at {path or ctx.home}")
+        click.echo(f"{'store exists' if existed else 'created store'} at {where}")
+
+
+@store.command("migrate")
+@run
+def store_migrate(ctx: Ctx) -> None:
+    """Create or upgrade the schema of a PostgreSQL store (--store postgres://…).
+
+    The only command that upgrades one; every other refuses a schema it does not
+    know. Safe to run again, and from several machines at once.
+    """
+    from golemish.oplog.backends.postgres import display_url, is_postgres_url, migrate
+
+    if not is_postgres_url(ctx.home):
+        raise GolemishError(f"store migrate works on PostgreSQL stores (postgres://…), not "
+                            f"{ctx.home}; `golemish store init` creates a RocksDB store")
+    before, after = migrate(ctx.home)
+    where = display_url(ctx.home)
+    if ctx.json:
+        emit_json({"store": where, "from": before, "to": after})
+    elif before is None:
+        click.echo(f"created store at {where} (schema version {after})")
+    elif before == after:
+        click.echo(f"store at {where} is up to date (schema version {after})")
+    else:
+        click.echo(f"upgraded store at {where} from schema version {before} to {after}")
 
 
 @store.command("recover")

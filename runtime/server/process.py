@@ -147,7 +147,7 @@ def serve(rt_config: RuntimeConfig, cfg: ServerConfig) -> None:
             tmp.write_text(json.dumps({"pid": os.getpid(), "url": url,
                                        "token": bool(cfg.token)}))
             os.replace(tmp, record)
-        print(f"golemish: serving {rt_config.home} on {url}", flush=True)
+        print(f"golemish: serving {rt.store.location} on {url}", flush=True)
         waker = Waker(rt)
         waker.start()
         try:

@@ -48,24 +48,33 @@ from golemish.oplog import (
 )
 from golemish.oplog.errors import NoStoreError, ReadOnlyStoreError
 from golemish.oplog.backends.memory import MemoryBackend
+from golemish.oplog.backends.postgres import PostgresBackend
 from golemish.oplog.backends.rocksdb import RocksBackend
 
-BACKENDS = ["memory", "rocksdb"]
+BACKENDS = ["memory", "rocksdb", "postgres"]
 
 
-def open_backend(kind: str, path: Path):
+def open_backend(kind: str, path: Path, pg=None, *, scratch: bool = False):
+    """A new, empty backend; ``pg`` is the Postgres cluster (tests/pg.py) for "postgres",
+    ``scratch`` reuses one database emptied each time instead of creating one."""
     if kind == "memory":
         return MemoryBackend()
     if kind == "rocksdb":
         return RocksBackend(str(path), create=True)
+    if kind == "postgres":
+        return PostgresBackend(pg.scratch_store() if scratch else pg.create_database(),
+                               create=True)
     raise ValueError(kind)
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request, tmp_path: Path) -> Iterator:
-    b = open_backend(request.param, tmp_path / "db")
+    pg = request.getfixturevalue("postgres_cluster") if request.param == "postgres" else None
+    b = open_backend(request.param, tmp_path / "db", pg)
     yield b
     b.close()
+    if pg is not None:
+        pg.drop_database(b.url)
 
 
 @pytest.fixture
@@ -78,6 +87,8 @@ def reopen(backend):
     if isinstance(backend, MemoryBackend):
         pytest.skip("the memory backend keeps nothing after close")
     backend.close()
+    if isinstance(backend, PostgresBackend):
+        return PostgresBackend(backend.url)
     return RocksBackend(backend.location)
 
 
@@ -701,10 +712,11 @@ def check_against(b, model, ranges) -> None:
 
 @settings(max_examples=50, deadline=None)
 @given(steps=st.lists(step_st, max_size=25), ranges=st.lists(range_st, max_size=6))
-def test_backends_agree_with_a_dict(steps, ranges):
+def test_backends_agree_with_a_dict(postgres_cluster, steps, ranges):
     model: dict[str, dict[bytes, bytes]] = {t: {} for t in TABLES}
     with tempfile.TemporaryDirectory() as tmp:
-        backends = [open_backend(kind, Path(tmp) / "db") for kind in BACKENDS]
+        backends = [open_backend(kind, Path(tmp) / "db", postgres_cluster, scratch=True)
+                    for kind in BACKENDS]
         try:
             for step in steps:
                 apply(model, step)
@@ -712,10 +724,14 @@ def test_backends_agree_with_a_dict(steps, ranges):
                     apply(b, step)
             for b in backends:
                 check_against(b, model, ranges)
-            # What RocksDB wrote survives a close and reopen.
+            # What RocksDB and Postgres wrote survives a close and reopen.
             rocks = backends[BACKENDS.index("rocksdb")]
             rocks.close()
             backends.append(RocksBackend(rocks.location))
+            check_against(backends[-1], model, ranges)
+            pg = backends[BACKENDS.index("postgres")]
+            pg.close()
+            backends.append(PostgresBackend(pg.url))
             check_against(backends[-1], model, ranges)
         finally:
             for b in backends:
