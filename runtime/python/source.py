@@ -1,8 +1,10 @@
 """A Python component's source: reading a file or a package, syntax check, the WIT text.
 
-A component is one ``.py`` file, or a directory holding a package and an entry
-module (``deploy app/ --entry app.main``; without ``--entry``: ``DIR.main``
-if the directory is a package with a ``main.py``, else ``main``). Its exports
+A component is one ``.py`` file, or a directory of modules and packages with an
+entry module (``deploy src/ --entry app.main``). A directory holding
+``__init__.py`` is itself the package (``deploy app/`` imports ``app.x``);
+without ``--entry`` the entry is ``DIR.main`` if ``DIR/main.py`` exists, else
+``main``. Its exports
 are the entry module's public module-level functions (or, once any is marked
 ``@golemish.export``, only the marked ones); the interpreter itself reads their
 type hints at deploy (guest_lib.describe) and the host writes the WIT world:
@@ -85,8 +87,10 @@ def read(path: Path, entry: str | None = None) -> Source:
     else:
         files: dict[str, str] = {}
         total = 0
-        for p in sorted(path.rglob("*.py")):
-            rel = p.relative_to(path).as_posix()
+        # A directory with __init__.py is the package itself: its files keep its name.
+        top = path.resolve().parent if (path / "__init__.py").is_file() else path.resolve()
+        for p in sorted(path.resolve().rglob("*.py")):
+            rel = p.relative_to(top).as_posix()
             if any(part.startswith(".") or part == "__pycache__" for part in rel.split("/")):
                 continue
             files[rel] = _read(p, rel)
@@ -97,9 +101,9 @@ def read(path: Path, entry: str | None = None) -> Source:
         if not files:
             raise ComponentError(f"{path}: no .py files in the directory")
         if entry is None:
-            entry = f"{path.name}.main" if f"{path.name}/main.py" in files else "main"
+            pkg = path.resolve().name
+            entry = f"{pkg}.main" if f"{pkg}/main.py" in files else "main"
             if entry == "main" and "main.py" not in files:
-                pkg = path.name
                 raise ArgumentError(f"{path}: say which module is the entry (--entry "
                                     f"{pkg}.main), or name it main.py")
         if not all(part.isidentifier() for part in entry.split(".")):
