@@ -77,7 +77,9 @@ def output() -> Output:
 
 
 def golemish_cmd() -> list[str]:
-    exe = shutil.which("golemish")
+    # This interpreter's own golemish (a venv's) first: another one on PATH may run other code.
+    here = Path(sys.executable).with_name("golemish")
+    exe = str(here) if here.exists() else shutil.which("golemish")
     return [exe] if exe else [sys.executable, "-m", "golemish.runtime.cli"]
 
 
