@@ -20,6 +20,7 @@ calls api.py answers with the C API's own host functions and entries.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from pathlib import Path
 from collections.abc import Sequence
@@ -40,6 +41,7 @@ PREFIX = b"golemish:"
 RESULT, ERROR = b"golemish:result\n", b"golemish:error\n"
 HOST_FAULT = -2
 LIB = Path(__file__).with_name("guest_lib.py")
+TYPES = Path(__file__).with_name("guest_types.py")
 
 
 def guest_lib() -> str:
@@ -47,8 +49,14 @@ def guest_lib() -> str:
     return LIB.read_text(encoding="utf-8")
 
 
+def guest_types() -> str:
+    """The source of the guest's ``_golemish_types`` module (hints, calls, imports)."""
+    return TYPES.read_text(encoding="utf-8")
+
+
 def guest_lib_digest() -> str:
-    return content_hash(guest_lib().encode())
+    """What a component remembers of the guest library it was deployed with."""
+    return content_hash(guest_types().encode() + b"\0" + guest_lib().encode())
 
 
 #: The first turn: the golemish module, the dispatcher, then the user's code.
@@ -57,10 +65,12 @@ def guest_lib_digest() -> str:
 BOOTSTRAP = '''
 def __golemish_boot__():
     import sys, types
-    mod = types.ModuleType("golemish", "The golemish host API, durable: recorded and replayed.")
-    mod.__file__ = "golemish.py"
-    sys.modules["golemish"] = mod
-    exec(compile(@LIB@, "golemish.py", "exec"), mod.__dict__)
+    for name, doc, src in (("_golemish_types", "Type hints, calls, imports.", @TYPES@),
+                           ("golemish", "The golemish host API, durable.", @LIB@)):
+        mod = types.ModuleType(name, doc)
+        mod.__file__ = name + ".py"
+        sys.modules[name] = mod
+        exec(compile(src, name + ".py", "exec"), mod.__dict__)
 
 __golemish_boot__()
 
@@ -75,7 +85,7 @@ def __golemish_last_line__(e):
 def __golemish_call__(name, args):
     import sys
     try:
-        out = sys.modules["golemish"]._invoke(__golemish_ns__[name], args)
+        out = sys.modules["_golemish_types"]._invoke(__golemish_ns__[name], args)
     except BaseException as e:
         __golemish_report__(@ERROR@, __golemish_last_line__(e))
     else:
@@ -84,7 +94,7 @@ def __golemish_call__(name, args):
 def __golemish_describe__():
     import json, sys
     try:
-        lines, names = sys.modules["golemish"].describe(__golemish_ns__, @MAIN@)
+        lines, names = sys.modules["_golemish_types"].describe(__golemish_ns__, @MAIN@)
     except TypeError as e:
         __golemish_report__(@ERROR@, str(e))
     except BaseException as e:
@@ -97,7 +107,7 @@ def __golemish_load__(files, entry, main):
         exec(compile(files[main], main, "exec"), globals())
         return globals()
     import importlib, sys
-    sys.modules["golemish"]._importer(files, "/component/")
+    sys.modules["_golemish_types"]._importer(files, "/component/")
     return importlib.import_module(entry).__dict__
 
 try:
@@ -117,12 +127,10 @@ else:
 
 def bootstrap(files: dict[str, str], entry: str | None, main: str) -> str:
     """The first turn's source for a module ``main`` (entry None) or a package."""
-    subst = {"@LIB@": repr(guest_lib()), "@FILES@": repr(files), "@ENTRY@": repr(entry),
+    subst = {"@LIB@": repr(guest_lib()), "@TYPES@": repr(guest_types()), "@FILES@": repr(files), "@ENTRY@": repr(entry),
              "@MAIN@": repr(main), "@RESULT@": repr(RESULT), "@ERROR@": repr(ERROR)}
-    out = BOOTSTRAP
-    for k, v in subst.items():
-        out = out.replace(k, v)
-    return out
+    # One pass, so that a placeholder inside the user's source is left alone.
+    return re.sub(r"@[A-Z]+@", lambda m: subst[m.group(0)], BOOTSTRAP)
 
 
 class PythonHost:
