@@ -4,7 +4,10 @@ Guests declare these in guest_examples/include/golemish.h. Every call goes
 through the journal, so each is recorded live and answered from the oplog on
 replay. Results of unknown size (HTTP bodies, promise payloads) are written into
 memory the guest allocates with its exported ``cabi_realloc``; the guest frees
-them. Calls return 0 or a GOLEMISH_ERR_* code.
+them. Calls return 0 or a GOLEMISH_ERR_* code. Each import is a thin layer over a
+method on Python values (:meth:`GolemishHost.http`, ``new_promise``,
+``await_promise``, ``call_wave``, ``new_key``, ``sleep_ms``, ...), which Python
+workers call too (runtime/python/api.py): both kinds record the same entries.
 
 The host's only state across invocations is the retry policy; it travels in
 snapshot manifests (see :meth:`GolemishHost.state`).
