@@ -198,10 +198,17 @@ class Runtime:
         return res
 
     def deploy_python(self, path: Any, name: str | None = None,
-                      progress: Any = None) -> DeployResult:
-        """Deploy a Python module (a .py file) as a component of kind python."""
+                      progress: Any = None, entry: str | None = None,
+                      http_allow: Sequence[str] = ()) -> DeployResult:
+        """Deploy a Python module (a .py file, or a package directory with an entry
+        module) as a component of kind python."""
         from .python.component import deploy as deploy_py
-        return deploy_py(self.store, self.engine, Path(path), name, progress)
+        rules = http.normalize_rules(http_allow)
+        res = deploy_py(self.store, self.engine, Path(path), name, progress, entry)
+        if rules:
+            res = DeployResult(self.configure_component(res.meta["name"], res.meta["version"],
+                                                        allow_http=rules), res.created)
+        return res
 
     def configure_component(self, name: str, version: int | None = None, *,
                             allow_http: Sequence[str] = (),
@@ -300,6 +307,11 @@ class Runtime:
             func = iface.find(function)
             if func is not None:
                 return func.name, iface.parse_args(func, args)
+        elif "(" in function and function.rstrip().endswith(")") and not args:
+            # ``add(5)`` for a core export (numbers only, so a comma split is exact): how
+            # a worker calls another with a WAVE call, whatever the callee's kind.
+            name, _, inner = function.rstrip()[:-1].partition("(")
+            function, args = name.strip(), [a.strip() for a in inner.split(",") if a.strip()]
         return function, parse_args(function, self.signature(worker_id, function), args)
 
     def signature(self, worker_id: str, function: str) -> FuncSig:

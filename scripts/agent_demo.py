@@ -8,7 +8,10 @@ makes one step of progress (one commit of oplog entries, or one outside call bef
 its answer is recorded); the next process resumes where the last one died. At the
 end the payment endpoint must have seen each payment exactly once.
 
-    python scripts/agent_demo.py [--rounds 2]
+    python scripts/agent_demo.py [--rounds 2] [--python]
+
+``--python`` runs the same agent written in Python (guest_examples/python/agent.py)
+instead of the C one (guest_examples/agent.c).
 """
 
 from __future__ import annotations
@@ -28,15 +31,24 @@ WORKER = "agent/demo"
 
 
 def golemish() -> list[str]:
-    exe = shutil.which("golemish")
+    # The golemish of this interpreter's environment first (a venv's), not another on PATH.
+    here = Path(sys.executable).with_name("golemish")
+    exe = str(here) if here.exists() else shutil.which("golemish")
     return [exe] if exe else [sys.executable, "-m", "golemish.runtime.cli"]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--python", action="store_true",
+                    help="the agent written in Python (guest_examples/python/agent.py)")
     args = ap.parse_args()
-    subprocess.run([sys.executable, str(ROOT / "guest_examples/build.py"), "agent"], check=True)
+    if args.python:
+        component = ROOT / "guest_examples/python/agent.py"
+    else:
+        subprocess.run([sys.executable, str(ROOT / "guest_examples/build.py"), "agent"],
+                       check=True)
+        component = ROOT / "guest_examples/build/agent.wasm"
     home = tempfile.mkdtemp(prefix="golemish-agent-")
     env = {**os.environ, "GOLEMISH_HOME": home}
     env.pop("GOLEMISH_CRASH_AT", None)
@@ -47,7 +59,10 @@ def main() -> int:
 
     with EffectSink() as sink:
         # Guests reach nothing by default, loopback included: allow the sink only.
-        run("deploy", str(ROOT / "guest_examples/build/agent.wasm"), "--allow-http", sink.address)
+        deployed = run("deploy", str(component), "--allow-http", sink.address)
+        if deployed.returncode != 0:
+            print(deployed.stderr, file=sys.stderr)
+            return 1
         print(f"store {home}; fake LLM and payment endpoint at {sink.url}\n")
         start = ["invoke", WORKER, "run", str(args.rounds), "--env", f"AGENT_URL={sink.url}",
                  "--env", "AGENT_SLEEP_MS=2500"]

@@ -75,8 +75,11 @@ def main(click_ctx: click.Context, home: str, store_url: str | None, as_json: bo
 
 
 @main.command()
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("path", type=click.Path(path_type=Path))
 @click.option("--name", help="Component name (default: the file name without .wasm).")
+@click.option("--entry", metavar="MODULE",
+              help="A Python package directory's entry module, e.g. app.main (default: "
+                   "DIR.main if DIR/main.py exists, else main).")
 @click.option("--wit", "wit_path", type=click.Path(dir_okay=False, path_type=Path),
               help="The component's WIT world: typed functions invoked with WAVE values "
                    "(default: a 'golemish:wit' custom section, if the module has one).")
@@ -95,26 +98,29 @@ def main(click_ctx: click.Context, home: str, store_url: str | None, as_json: bo
               help="auto: move every idle worker of the component to the new version "
                    "(each replays its history on it; one that diverges stays).")
 @run
-def deploy(ctx: Ctx, path: Path, name: str | None, wit_path: Path | None,
+def deploy(ctx: Ctx, path: Path, name: str | None, entry: str | None, wit_path: Path | None,
            stackful: bool, allow_http: tuple[str, ...], max_size: float,
            update_workers: str) -> None:
-    """Deploy a WASI preview 1 module, or a Python module (FILE.py), as a new component
-    version."""
+    """Deploy a WASI preview 1 module, or a Python module (FILE.py, or a DIRECTORY with a
+    package and an entry module), as a new component version."""
     ctx.max_component_bytes = int(max_size * (1 << 20))
+    python = path.suffix == ".py" or path.is_dir()
+    if entry and not path.is_dir():
+        raise ArgumentError("--entry is for a Python package directory")
     try:
-        wasm = b"" if path.suffix == ".py" else read_module(path, ctx.max_component_bytes)
+        wasm = b"" if python else read_module(path, ctx.max_component_bytes)
         wit = wit_path.read_text() if wit_path else None
     except (OSError, UnicodeDecodeError) as e:
         raise ArgumentError(f"cannot read {e.filename if isinstance(e, OSError) else wit_path}: "
                             f"{getattr(e, 'strerror', e)}") from None
-    name = name or path.name.removesuffix(".wasm")
+    name = name or path.resolve().name.removesuffix(".wasm")
     with ctx.runtime(create=True) as rt:
-        if path.suffix == ".py":
+        if python:
             if wit_path or stackful:
                 raise ArgumentError("--wit and --stackful are for wasm modules; a Python "
                                     "module's WIT comes from its type hints")
             res = rt.deploy_python(path, name.removesuffix(".py"),
-                                   progress=lambda msg: click.echo(msg, err=True))
+                                   progress=lambda msg: click.echo(msg, err=True), entry=entry)
             if allow_http:
                 res = DeployResult(rt.configure_component(
                     res.meta["name"], res.meta["version"], allow_http=allow_http), res.created)
@@ -269,7 +275,9 @@ def component_show(ctx: Ctx, name: str, version: int | None) -> None:
     click.echo(f"{c['name']} v{c['version']}  {c['size']:,} bytes  {c['model']}  "
                f"sha256 {c['hash']}")
     if c.get("kind") == "python":
-        click.echo(f"python module {c['filename']}; WIT derived from its type hints:")
+        what = (f"python package, entry {c['entry']} ({c['filename']}, {len(c['files'])} files)"
+                if c.get("layout") == "package" else f"python module {c['filename']}")
+        click.echo(f"{what}; WIT derived from its type hints:")
         click.echo("".join(f"  {line}\n" for line in c["wit"].splitlines()), nl=False)
         return
     if c.get("wit"):

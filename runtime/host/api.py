@@ -4,7 +4,10 @@ Guests declare these in guest_examples/include/golemish.h. Every call goes
 through the journal, so each is recorded live and answered from the oplog on
 replay. Results of unknown size (HTTP bodies, promise payloads) are written into
 memory the guest allocates with its exported ``cabi_realloc``; the guest frees
-them. Calls return 0 or a GOLEMISH_ERR_* code.
+them. Calls return 0 or a GOLEMISH_ERR_* code. Each import is a thin layer over a
+method on Python values (:meth:`GolemishHost.http`, ``new_promise``,
+``await_promise``, ``call_wave``, ``new_key``, ``sleep_ms``, ...), which Python
+workers call too (runtime/python/api.py): both kinds record the same entries.
 
 The host's only state across invocations is the retry policy; it travels in
 snapshot manifests (see :meth:`GolemishHost.state`).
@@ -143,10 +146,24 @@ class GolemishHost:
         body = self._read(f[6], f[7])
         timeout = (f[8] or 30000) / 1000
         self._read(resp, _RESP.size)  # check the output before any effect
+        answer = self.http(method, url, self._text(f[4], f[5]), body, timeout)
+        if isinstance(answer, int):
+            return answer
+        status, text, rbody = answer
+        hdr = text.encode()
+        self._write(resp, _RESP.pack(status, self._give(hdr), len(hdr), self._give(rbody),
+                                     len(rbody)))
+        return OK
+
+    def http(self, method: str, url: str, headers_text: str, body: bytes, timeout_s: float
+             ) -> tuple[int, str, bytes] | int:
+        """One durable request: (status, ``Name: value`` header lines, body), or an
+        ERR_* code. The C call and the Python guest library both come here, so both
+        record the same entries."""
         try:
             # A malformed request depends only on the guest's arguments: refused before
             # anything is recorded, and refused alike on replay.
-            headers = http.parse_headers(self._text(f[4], f[5]))
+            headers = http.parse_headers(headers_text)
             prepared = http.prepare(method, url, headers)
         except http.HttpInvalid:
             return ERR_INVALID
@@ -156,7 +173,7 @@ class GolemishHost:
             try:
                 status, rheaders, rbody = http.request(
                     prepared, [("Idempotency-Key", key)], body,
-                    allow=self.services.http_allow(self.worker_id), timeout_s=timeout,
+                    allow=self.services.http_allow(self.worker_id), timeout_s=timeout_s,
                     retry=self.retry)
             except http.HttpRefused as e:
                 return codec.encode(["refused", str(e)])
@@ -169,10 +186,7 @@ class GolemishHost:
         if answer[0] != "ok":
             return ERR_REFUSED if answer[0] == "refused" else ERR_NETWORK
         _, status, text, rbody = answer
-        hdr = text.encode()
-        self._write(resp, _RESP.pack(status, self._give(hdr), len(hdr), self._give(rbody),
-                                     len(rbody)))
-        return OK
+        return status, text, rbody
 
     def set_retry_policy(self, attempts: int, min_delay_ms: int, max_delay_ms: int) -> int:
         if attempts < 1 or min_delay_ms < 0 or max_delay_ms < min_delay_ms:
@@ -197,23 +211,34 @@ class GolemishHost:
     def promise_create(self, buf: int, cap: int) -> int:
         """Writes the new promise's id (at most 128 bytes) to buf; returns its length."""
         self._read(buf, cap)
+        pid = self.new_promise().encode()
+        if len(pid) > cap:
+            return -ERR_INVALID
+        self._write(buf, pid)
+        return len(pid)
 
+    def new_promise(self) -> str:
+        """Create a promise (recorded); its id."""
         def create() -> bytes:
             pid = f"{self.worker_id}#{secrets.token_hex(4)}"
             self.services.promise_create(self.worker_id, pid)
             return pid.encode()
 
         # Committed at once: the promise is in the store, where anyone may complete it.
-        pid = self.journal.host_call("promise_create", b"", create, commit=True)
-        if len(pid) > cap:
-            return -ERR_INVALID
-        self._write(buf, pid)
-        return len(pid)
+        return self.journal.host_call("promise_create", b"", create, commit=True).decode()
 
     def promise_await(self, id_ptr: int, id_len: int, out: int) -> int:
         pid = self._text(id_ptr, id_len)
         self._read(out, _BYTES.size)
+        payload = self.await_promise(pid)
+        if payload is None:
+            return ERR_UNKNOWN
+        self._write(out, _BYTES.pack(self._give(payload), len(payload)))
+        return OK
 
+    def await_promise(self, pid: str) -> bytes | None:
+        """The promise's payload (recorded), None for an unknown promise; suspends the
+        worker (raises Suspended) until it is completed."""
         def check() -> bytes:
             state = self.services.promise_state(pid)
             if state is None:
@@ -223,11 +248,7 @@ class GolemishHost:
             return codec.encode(["ok", state[1]])
 
         answer = codec.decode(self.journal.host_call("promise_await", codec.encode(pid), check))
-        if answer[0] != "ok":
-            return ERR_UNKNOWN
-        payload = answer[1]
-        self._write(out, _BYTES.pack(self._give(payload), len(payload)))
-        return OK
+        return answer[1] if answer[0] == "ok" else None
 
     # -- other workers ----------------------------------------------------------------
     def invoke(self, w_ptr: int, w_len: int, f_ptr: int, f_len: int, args: int, nargs: int,
@@ -264,7 +285,16 @@ class GolemishHost:
         callee = self._text(w_ptr, w_len)
         call = self._text(c_ptr, c_len)
         self._read(out, _BYTES.size)
+        code, text = self.call_wave(callee, call)
+        if code != OK:
+            return code
+        data = text.encode()
+        self._write(out, _BYTES.pack(self._give(data), len(data)))
+        return OK
 
+    def call_wave(self, callee: str, call: str) -> tuple[int, str]:
+        """Invoke ``callee`` with a WAVE call, exactly once: (OK, result WAVE text) or
+        (ERR_UNKNOWN / ERR_FAILED, the reason)."""
         def perform(key: str) -> bytes:
             try:
                 text = self.services.call_worker_wave(self.worker_id, callee, call, key)
@@ -279,20 +309,22 @@ class GolemishHost:
         answer = codec.decode(self.journal.effect("invoke", codec.encode([callee, call]),
                                                   perform))
         if answer[0] != "ok":
-            return ERR_UNKNOWN if answer[0] == "unknown" else ERR_FAILED
-        data = answer[1].encode()
-        self._write(out, _BYTES.pack(self._give(data), len(data)))
-        return OK
+            return (ERR_UNKNOWN if answer[0] == "unknown" else ERR_FAILED), answer[1]
+        return OK, answer[1]
 
     # -- small calls --------------------------------------------------------------------
     def idempotency_key(self, buf: int, cap: int) -> int:
         if cap < 32:
             return -ERR_INVALID
         self._read(buf, 32)
-        key = self.journal.host_call("idempotency_key", b"",
-                                     lambda: secrets.token_hex(16).encode())
+        key = self.new_key().encode()
         self._write(buf, key)
         return len(key)
+
+    def new_key(self) -> str:
+        """A fresh idempotency key (32 hex characters), recorded."""
+        return self.journal.host_call("idempotency_key", b"",
+                                      lambda: secrets.token_hex(16).encode()).decode()
 
     def oplog_index(self) -> int:
         return self.journal.position()

