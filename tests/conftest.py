@@ -103,3 +103,29 @@ def cli(home: str):
         return proc
 
     return run
+
+
+@pytest.fixture(scope="session")
+def interpreter() -> None:
+    """The Python workers' interpreter, compiled (once per machine) before a test needs it."""
+    from golemish.runtime.engine import Engine
+    from golemish.runtime.python.component import load_interpreter
+    engine = Engine()
+    try:
+        load_interpreter(engine)
+    finally:
+        engine.close()
+
+
+#: A driver process that appends to journal/j forever, printing an ack per invocation:
+#: the chaos tests kill it from outside and count what was acknowledged.
+APPEND_DRIVER = """
+import sys
+from golemish.runtime.executor import Runtime, RuntimeConfig
+with Runtime(RuntimeConfig(home=sys.argv[1])) as rt:
+    i = 0
+    while True:
+        i += 1
+        res = rt.invoke("journal/j", "append", ["7"])
+        print("ack", i, res.results[0][1], flush=True)
+"""

@@ -22,7 +22,7 @@ import pytest
 from golemish.oplog import InvokeEnd, InvokeStart, Log
 from golemish.runtime.executor import Runtime, RuntimeConfig
 
-from conftest import golemish_cmd
+from conftest import APPEND_DRIVER, golemish_cmd
 
 pytestmark = pytest.mark.chaos
 
@@ -97,18 +97,6 @@ def test_crash_point_recovers_to_the_crash_free_state(tmp_path, guests, point, n
         assert shown.count(line) == 1, f"output shown twice: {line!r}"
 
 
-DRIVER = """
-import sys
-from golemish.runtime.executor import Runtime, RuntimeConfig
-with Runtime(RuntimeConfig(home=sys.argv[1])) as rt:
-    i = 0
-    while True:
-        i += 1
-        res = rt.invoke("journal/j", "append", ["7"])
-        print("ack", i, res.results[0][1], flush=True)
-"""
-
-
 @pytest.mark.parametrize("seed", range(6))
 def test_outside_kill_at_a_random_moment_loses_no_acknowledged_invocation(tmp_path, guests,
                                                                           seed):
@@ -116,7 +104,7 @@ def test_outside_kill_at_a_random_moment_loses_no_acknowledged_invocation(tmp_pa
     with Runtime(RuntimeConfig(home=home)) as rt:
         rt.deploy(guests["journal"].read_bytes(), "journal")
         rt.invoke("journal/j", "count")
-    proc = subprocess.Popen([sys.executable, "-c", DRIVER, home], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", APPEND_DRIVER, home], stdout=subprocess.PIPE,
                             text=True)
     assert proc.stdout is not None
     first = proc.stdout.readline()  # running: now kill it somewhere in the next 300 ms

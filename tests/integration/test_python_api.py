@@ -18,21 +18,10 @@ from golemish.oplog import EffectBegin, HostCall, Rewind
 from golemish.runtime.errors import ComponentError, InvocationFailed, Suspended
 from golemish.runtime.executor import Runtime, RuntimeConfig
 from golemish.runtime.python.api import wave_value
-from golemish.runtime.python.component import load_interpreter
-from golemish.runtime.engine import Engine
 from golemish.runtime.testing import EffectSink
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT = ROOT / "guest_examples" / "python" / "agent.py"
-
-
-@pytest.fixture(scope="session")
-def interpreter() -> None:
-    engine = Engine()
-    try:
-        load_interpreter(engine)
-    finally:
-        engine.close()
 
 
 @pytest.fixture

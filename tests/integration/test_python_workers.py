@@ -15,9 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from golemish.runtime.engine import Engine
 from golemish.runtime.errors import ComponentError, InvocationFailed
-from golemish.runtime.python.component import load_interpreter
 
 AGENT = textwrap.dedent('''
     count = 0
@@ -64,15 +62,6 @@ AGENT = textwrap.dedent('''
     def _private(x: int) -> int:
         return x
 ''')
-
-
-@pytest.fixture(scope="session")
-def interpreter() -> None:
-    engine = Engine()
-    try:
-        load_interpreter(engine)
-    finally:
-        engine.close()
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ from golemish.oplog import InvokeStart, Snapshot
 from golemish.runtime.executor import Runtime, RuntimeConfig
 from golemish.runtime.snapshot.policy import SnapshotPolicy
 
+from conftest import APPEND_DRIVER
+
 # Run here again, on Postgres (the names are collected in this module too).
 from test_runtime import (  # noqa: F401
     test_a_flipped_byte_is_a_corruption_error_not_a_wrong_state,
@@ -92,25 +94,13 @@ def test_a_cli_killed_mid_invocation_is_recovered_by_the_next(cli, guests):
     assert cli("store", "check", check=True).stdout.startswith("ok: ")
 
 
-DRIVER = """
-import sys
-from golemish.runtime.executor import Runtime, RuntimeConfig
-with Runtime(RuntimeConfig(home=sys.argv[1])) as rt:
-    i = 0
-    while True:
-        i += 1
-        res = rt.invoke("journal/j", "append", ["7"])
-        print("ack", i, res.results[0][1], flush=True)
-"""
-
-
 @pytest.mark.chaos
 def test_an_outside_kill_loses_no_acknowledged_invocation(home, guests):
     import signal
     with Runtime(RuntimeConfig(home=home)) as rt:
         rt.deploy(guests["journal"].read_bytes(), "journal")
         rt.invoke("journal/j", "count")
-    proc = subprocess.Popen([sys.executable, "-c", DRIVER, home], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", APPEND_DRIVER, home], stdout=subprocess.PIPE,
                             text=True)
     acks = [proc.stdout.readline() for _ in range(3)]  # running: kill it mid-stream
     proc.send_signal(signal.SIGKILL)
