@@ -20,7 +20,8 @@ WORKER = "counter/demo"
 
 
 def golemish() -> list[str]:
-    exe = shutil.which("golemish")
+    beside = Path(sys.executable).with_name("golemish")  # this interpreter's install first
+    exe = str(beside) if beside.exists() else shutil.which("golemish")
     return [exe] if exe else [sys.executable, "-m", "golemish.runtime.cli"]
 
 
