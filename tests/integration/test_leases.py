@@ -17,7 +17,7 @@ import pytest
 from golemish.oplog import Log, Store
 from golemish.oplog.backends.postgres import PostgresBackend
 from golemish.oplog.errors import FencedError, StoreError
-from golemish.oplog.leases import Executors, FencedBackend, Leases
+from golemish.oplog.leases import Executors, FencedBackend, Lease, Leases
 from golemish.oplog.worker_oplog import WorkerOplog
 
 TTL = 0.5  # seconds; the tests wait past it where a lease must expire
@@ -92,7 +92,7 @@ def test_an_expired_lease_fences_its_owner_even_before_anyone_takes_over(two):
         fenced.put("meta", b"k", b"too late")
     assert a.get("meta", b"k") == b"in time"
     with pytest.raises(FencedError, match="no lease"):
-        FencedBackend(a, la.__class__("other", "exec-a", 1, la.expires_at)).put(
+        FencedBackend(a, Lease("other", "exec-a", 1, la.expires_at)).put(
             "meta", b"k", b"x")
 
 
