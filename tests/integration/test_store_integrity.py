@@ -130,11 +130,12 @@ def test_a_damaged_wal_is_an_error_and_recover_reports_exactly_what_it_drops(cli
     assert dead.returncode == -9 and "total 3" in dead.stdout  # shown to the user
     after = oplog_length(cli, "counter/a")  # readers change nothing
     assert after > before + 1
-    # Damage the first write of `add 2`: the one recording counter/a's entry before+1.
-    target = [(f, b) for f in log_files(home) for b in read_log(f)
-              if any(k == b"head\0counter/a" and int.from_bytes(v, "big") == before + 1
-                     for _, _, k, v in b.ops)]
-    (wal, batch), = target
+    # Damage the first write of `add 2`: the first batch that moves counter/a's head past
+    # `before` (entries wait in memory and are committed together, so it may take several).
+    heads = [(int.from_bytes(v, "big"), f, b) for f in log_files(home) for b in read_log(f)
+             for _, _, k, v in b.ops if k == b"head\0counter/a"]
+    first = min(h for h, _, _ in heads if h > before)
+    (wal, batch), = [(f, b) for h, f, b in heads if h == first]
     flip(Path(wal), batch.offset + 7 + 14)
     wal_bytes = Path(wal).read_bytes()
 

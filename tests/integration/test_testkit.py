@@ -159,11 +159,13 @@ def test_kill_and_recover_on_a_line_of_output(golemish_runtime, golemish_crash, 
 
 def test_a_process_killed_at_a_moment_nobody_chose_recovers_the_same_sum(
         golemish_runtime, golemish_clock, golemish_crash, guests):
-    # 12,000 clock reads take 0.3 s or more; the child is killed from outside 0.2 s in.
-    # Virtual time stands still, so every read returns the same instant: the sum is known.
+    # 200,000 clock reads take well over 0.2 s, and their entries are committed every
+    # 4,096 (MAX_PENDING_ENTRIES): the child is killed from outside 0.2 s in, mid-call,
+    # after its first commit. Virtual time stands still, so every read returns the same
+    # instant: the sum is known.
     golemish_runtime.deploy_file(guests["journal"])
     golemish_runtime.call("journal/j", "count")  # created here: the child goes straight in
-    n, now = 12_000, golemish_clock.monotonic_ns()
+    n, now = 200_000, golemish_clock.monotonic_ns()
     out = golemish_crash.kill_and_recover("journal/j", "clocks", n, after_s=0.2)
     expected = (n * now) % (1 << 64)
     assert out.killed and not out.retried and out.recovery.finished is not None

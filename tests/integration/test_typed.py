@@ -65,7 +65,7 @@ def test_deploy_refuses_a_wit_the_module_does_not_implement(cli, guests, tmp_pat
 def test_typed_invocations_are_recorded_as_wave_and_survive_a_crash(cart):
     cart("invoke", "cart/a", "add-item", ITEM, check=True)
     dead = cart("invoke", "cart/a", 'add-item({sku: "pear", qty: 1, price-cents: 99})',
-                "--crash-at", "after-oplog-append:1")
+                "--crash-at", "after-commit:1")  # recorded, then cut off
     assert dead.returncode == -signal.SIGKILL
     cart("worker", "resume", "cart/a", check=True)
     assert cart("invoke", "cart/a", "total", check=True).stdout.strip() == "399"
