@@ -198,8 +198,11 @@ class GolemishHost:
     def sleep_ms(self, ms: int) -> int:
         if ms < 0:
             return ERR_INVALID
+        # Committed before a real wait: a kill during the sleep then resumes the same
+        # invocation for what is left of it, instead of losing it.
         wake = _U64.unpack(self.journal.host_call(
-            "sleep", _U64.pack(ms), lambda: _U64.pack(self.clock.time_ns() + ms * 1_000_000)))[0]
+            "sleep", _U64.pack(ms), lambda: _U64.pack(self.clock.time_ns() + ms * 1_000_000),
+            commit=ms > 0))[0]
         remaining = (wake - self.clock.time_ns()) / 1e9
         if remaining > self.services.suspend_after_s():
             raise Suspended(self.worker_id, until_ns=wake)
