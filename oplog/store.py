@@ -28,7 +28,7 @@ import hashlib
 import json
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .backends.base import Backend, Op
@@ -164,6 +164,14 @@ class Store:
         if not any(m["hash"] == meta["hash"] for m in self.list_components()
                    if (m["name"], m["version"]) != (name, version)):
             ops.append(("wasm", meta["hash"].encode(), None))
+            with self.snapshots.pages.lock:
+                # Its bases (one per page size), unless a worker's snapshot still names
+                # one: an updated worker's older snapshots may.
+                prefix = meta["hash"].encode() + b":"
+                for k, _ in self.backend.scan("bases", prefix, meta["hash"].encode() + b";"):
+                    ops += self.snapshots.pages.drop_base_ops(k.decode())
+                self.backend.write(ops)
+            return
         self.backend.write(ops)
 
     def get_wasm(self, digest: str) -> bytes:
@@ -221,7 +229,7 @@ class Store:
         ops.extend(("idempotency", k, None)
                    for k, _ in self.backend.scan("idempotency", p, worker_id.encode() + b"\1"))
         ops.append(("workers", worker_id.encode(), None))
-        with self.snapshots.space_lock(worker_id):
+        with self.snapshots.space_lock(worker_id), self.snapshots.pages.lock:
             self.backend.write(ops + self.snapshots.delete_all_ops(worker_id))
         self.snapshots.forget(worker_id)
 
@@ -268,13 +276,12 @@ class Store:
         ops += [("idempotency", c + k[len(p):], v)
                 for k, v in self.backend.scan("idempotency", p, parent.encode() + b"\1")
                 if _U64.unpack(v)[0] <= at]
-        ops += [self.snapshots.link_op(parent, child, i) for i in snapshot_indexes
-                if self.backend.get("snapshots", p + _U64.pack(i)) is not None]
-        ops += self.snapshots.share_ops(parent, child)
         ops.append(("workers", child.encode(), _pack_json(meta)))
         ops.append(log.head_op(at))
-        with self.snapshots.space_lock(parent):
-            self.backend.write(ops)
+        with self.snapshots.space_lock(parent), self.snapshots.pages.lock:
+            own = [i for i in snapshot_indexes
+                   if self.backend.get("snapshots", p + _U64.pack(i)) is not None]
+            self.backend.write(ops + self.snapshots.fork_ops(parent, child, own))
         self.snapshots.forget(parent, child)
         log.committed(at)
         return log
@@ -308,20 +315,23 @@ class Store:
         return [_unpack_json(v, "promise", k.decode()) for k, v in self.backend.scan("promises", b"")]
 
     def write_snapshot(self, log: WorkerOplog, entry: Snapshot, manifest: Manifest,
-                       page_ops: list[Op], keep: int, *, archive: bool = False) -> int:
+                       page_ops: list[Op], keep: int, *, archive: bool = False,
+                       fetch: Callable[[bytes], bytes] | None = None) -> int:
         """Pages, manifest, Snapshot entry and pruning of old snapshots in one batch.
 
-        ``manifest.index`` must be the index the entry gets. Returns that index. With
+        ``manifest.index`` must be the index the entry gets; ``fetch(h)`` reads a page
+        of it from memory if the page store lost it since capture (another worker's
+        pruning). Returns that index. With
         ``archive``, whole chunks of entries older than the oldest kept snapshot then
         move to the archive (a second batch: a crash between the two loses nothing).
         """
         index, entry_op = log.append_ops(entry)
         if manifest.index != index:
             raise StoreError(f"manifest for index {manifest.index} written at {index}")
-        with self.snapshots.space_lock(log.worker_id):  # forks share pages: see snapshots
-            ops = [*page_ops, self.snapshots.manifest_op(log.worker_id, manifest), entry_op,
-                   log.head_op(index),
-                   *self.snapshots.prune_ops(log.worker_id, keep, pending=manifest)]
+        # Forks share pages, and workers share the page store: see snapshots, pagestore.
+        with self.snapshots.space_lock(log.worker_id), self.snapshots.pages.lock:
+            ops = [entry_op, log.head_op(index),
+                   *self.snapshots.snapshot_ops(log.worker_id, manifest, page_ops, keep, fetch)]
             self.backend.write(ops)
             self.snapshots.settled(log.worker_id)
         log.committed(index)

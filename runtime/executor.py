@@ -33,6 +33,7 @@ from .errors import (
 from .journal import OutputFn
 from .locks import CallCycle, WorkerLocks
 from .policy import SnapshotPolicy
+from .bases import Bases
 from .snapshots import SnapshotConfig
 from .values import parse_args
 from .worker import InvocationResult, RecoveryReport, Worker
@@ -122,6 +123,8 @@ class Runtime:
                                        create=self.config.create,
                                        readonly=self.config.readonly)
         self.engine = Engine()
+        #: Fresh-instance images per component (shared page store, restore of diffs).
+        self.bases = Bases(self.store)
         if self.config.catch_signals:
             self.engine.catch_signals()
         path = store_path(self.config.home)

@@ -87,8 +87,10 @@ class MemoryImage:
     """Tracks one live instance between snapshots and captures it."""
 
     def __init__(self, inst: Instance, layout: Layout, config: SnapshotConfig,
-                 base: Manifest | None) -> None:
+                 base: Manifest | None, base_id: str = "") -> None:
         self.inst = inst
+        #: The base (fresh image) the manifests are relative to; "" for none.
+        self.base_id = base_id
         self.layout = layout
         self.config = config
         self.base = base if base is not None and base.page_size == config.page_size else None
@@ -169,7 +171,8 @@ class MemoryImage:
                     new[h] = data
         globals_ = tuple((n, *inst.get_global(n)) for n in self.layout.globals)
         manifest = Manifest(index, component_hash, ps, size, bytes(pages), globals_,
-                            tuple(self.tables.items()), time.time_ns(), stats, host)
+                            tuple(self.tables.items()), time.time_ns(), stats, host,
+                            base=self.base_id)
         return manifest, new, changed
 
     def committed(self, manifest: Manifest) -> None:
@@ -183,9 +186,13 @@ def _never(_: bytes) -> bool:
 
 
 def restore(inst: Instance, manifest: Manifest, layout: Layout,
-            pages: Callable[[set[bytes]], Iterable[tuple[bytes, bytes]]]) -> None:
-    """Rebuild memory and globals of a fresh instance from a manifest.
+            pages: Callable[[set[bytes]], Iterable[tuple[bytes, bytes]]],
+            fresh: Manifest | None = None) -> int:
+    """Rebuild memory and globals of a fresh instance from a manifest; returns the
+    number of pages written.
 
+    ``fresh``: the base the fresh instance is known to hold (see bases.py): pages
+    equal to it are left as they are, so a restore costs the worker's own pages.
     ``pages(wanted)`` yields (hash, verified page) for the wanted hashes, in any
     order (see SnapshotStore.stream_pages). Raises SnapshotError when the snapshot
     does not fit the module, and lets CorruptionError through; either way the
@@ -206,14 +213,25 @@ def restore(inst: Instance, manifest: Manifest, layout: Layout,
         raise SnapshotError("snapshot memory is smaller than the module's initial memory")
     inst.grow_to(manifest.memory_size)
     where: dict[bytes, list[int]] = {}
+    if fresh is not None and (fresh.page_size != ps or fresh.memory_size != initial):
+        fresh = None
+    same = fresh.pages if fresh is not None else b""
+    mine = manifest.pages
+    written = 0
     for p, h in enumerate(manifest.hashes()):
+        off = p * HASH_SIZE
+        if mine[off:off + HASH_SIZE] == same[off:off + HASH_SIZE]:
+            continue  # the fresh instance holds this page already
         if h != ZERO_HASH:
             where.setdefault(h, []).append(p * ps)
+            written += 1
         elif p * ps < initial:  # fresh pages past the initial size are zero already
             inst.zero(p * ps, ps)
+            written += 1
     write = inst.write
     for h, data in pages(set(where)):
         for offset in where[h]:
             write(offset, data)
     for name, ty, bits in manifest.globals:
         inst.set_global(name, ty, bits)
+    return written

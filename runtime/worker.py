@@ -10,7 +10,7 @@ cut off.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,7 @@ from .recovery import (
     plan_recovery, recovery_base, snapshot_candidates, usable_snapshots, void_ranges,
 )
 from .versions_manual import manual_base, start_from_state
+from .bases import base_id
 from .snapshots import Layout, MemoryImage, SnapshotError, restore
 from . import wave
 from .values import format_results, format_value, same_values, typed
@@ -53,6 +54,8 @@ class RecoveryReport:
     #: Oplog index of the snapshot restored (0: full replay from Create).
     snapshot_index: int = 0
     restore_seconds: float = 0.0
+    #: Pages the restore wrote: those that differ from a fresh instance (its base).
+    restored_pages: int = 0
     #: Snapshots that could not be used, and why (newest first).
     fallbacks: list[str] = field(default_factory=list)
     entries: int = 0
@@ -138,7 +141,9 @@ class Worker:
             self.memory_limit, self.time_limit = int(meta["limits"][0]), float(meta["limits"][1])
 
     # -- instance lifecycle ---------------------------------------------------
-    def _instantiate(self, create: Create, *, initialize: bool = True) -> Instance:
+    def _instantiate(self, create: Create, *, initialize: bool = True,
+                     fresh: Callable[[Instance], None] | None = None) -> Instance:
+        """A new instance; ``fresh(inst)`` runs before anything in it has (bases)."""
         python = self.component.get("kind") == "python"
         if python:
             from .python import worker as pyw
@@ -154,6 +159,12 @@ class Worker:
             funcs = self.midcall.wrap(funcs)
         inst = self.rt.engine.instantiate(self.module, funcs,
                                           memory_limit=self.created_limits[0])
+        if fresh is not None:
+            try:
+                fresh(inst)
+            except BaseException:
+                inst.close()
+                raise
         host.bind(inst)
         self.host_api.bind(inst)
         if python:
@@ -192,11 +203,29 @@ class Worker:
             raise SnapshotError("its host state is in a format this version does not read")
         return retry, stack, midcall
 
+    def _tracking(self) -> bool:
+        return self.durable and not self.meta.get("snapshots_disabled")
+
     def _track(self, base: Manifest | None) -> None:
         """Start dirty tracking of the live instance, relative to ``base``."""
         assert self.instance is not None
-        if self.durable and not self.meta.get("snapshots_disabled"):
-            self.image = MemoryImage(self.instance, self.layout, self.rt.config.snapshots, base)
+        if self.image is not None:  # started on the fresh instance: initialisation ran since
+            self.image.tables = {t: self.instance.table_size(t) for t in self.layout.tables}
+        elif self._tracking():
+            bid = base.base if base is not None else ""
+            self.image = MemoryImage(self.instance, self.layout, self.rt.config.snapshots, base,
+                                     bid)
+
+    def _track_fresh(self, inst: Instance) -> None:
+        """Start dirty tracking on a fresh instance, relative to its base (stored once
+        per component): its first snapshot then hashes only the pages written since."""
+        if not self._tracking():
+            return
+        cfg = self.rt.config.snapshots
+        base = self.rt.bases.for_fresh(inst, self.component["hash"], cfg.page_size)
+        self.image = MemoryImage(inst, self.layout, cfg, base,
+                                 base_id(self.component["hash"], cfg.page_size)
+                                 if base is not None else "")
 
     def discard(self) -> None:
         if self.image is not None:
@@ -233,7 +262,7 @@ class Worker:
     def create(self, create: Create) -> None:
         """First start: the Create entry is already stored; run initialisation live."""
         self.journal.go_live()
-        self.instance = self._instantiate(create)
+        self.instance = self._instantiate(create, fresh=self._track_fresh)
         self._track(None)
 
     # -- recovery ------------------------------------------------------------
@@ -282,8 +311,9 @@ class Worker:
                 # The memory may have grown under a later, higher cap; each invocation
                 # sets its own cap again before it runs.
                 inst.set_memory_limit(max(inst.memory_limit, manifest.memory_size))
-                restore(inst, manifest, self.layout,
-                        lambda wanted: snaps.stream_pages(self.id, wanted))
+                fresh = self.rt.bases.verified(manifest.base, inst) if manifest.base else None
+                report.restored_pages = restore(inst, manifest, self.layout,
+                                                snaps.pages_for(self.id, manifest), fresh)
                 self.host_api.restore_state(retry)
                 if self.midcall is not None and stack is not None:
                     self.midcall.attach(inst, ptr=stack[0], size=stack[1])
@@ -341,7 +371,7 @@ class Worker:
         self.journal.replay_from(cursor)
         if base is None and loaded is None:
             cursor.next()  # the Create entry
-            self.instance = self._instantiate(create)
+            self.instance = self._instantiate(create, fresh=self._track_fresh)
         self._track(base)
         t_tail = time.perf_counter()
         if midcall is not None:
@@ -605,13 +635,25 @@ class Worker:
         self.rt.crash.hit("mid-snapshot-write")
         self.rt.store.write_snapshot(self.oplog, entry, manifest, page_ops,
                                      self.rt.config.snapshots.keep,
-                                     archive=self.rt.config.oplog_retention == "archive")
+                                     archive=self.rt.config.oplog_retention == "archive",
+                                     fetch=self._page_reader(manifest))
         self.rt.crash.hit("after-snapshot-write")
         self.image.committed(manifest)
         # The policy budgets the whole cost, write and pruning included (duration_ns
         # in the entry can only cover what happened before it was written).
         self.policy_state.snapshotted((time.perf_counter_ns() - t0) / 1e9)
         return entry
+
+    def _page_reader(self, manifest: Manifest) -> Callable[[bytes], bytes]:
+        """Bytes of a page of ``manifest`` from live memory (unchanged since capture)."""
+        def read(h: bytes) -> bytes:
+            inst = self.instance
+            assert inst is not None
+            for p, got in enumerate(manifest.hashes()):
+                if got == h:
+                    return inst.read(p * manifest.page_size, manifest.page_size)
+            raise SnapshotError(f"page {h.hex()} is not in the snapshot")
+        return read
 
     def maybe_snapshot(self) -> Snapshot | None:
         if self.image is not None and self.policy_state.due():

@@ -336,5 +336,7 @@ def test_a_fork_of_a_fork_outlives_both_ancestors(make_runtime, guests):
     assert rep is not None and rep.mode == "snapshot" and not rep.fallbacks
     from golemish.oplog.check import check_store
     assert check_store(rt2.store)[0] == []
-    rt2.delete_worker("bank/c")  # the last member: the space's pages go with it
+    rt2.delete_worker("bank/c")  # the last one: its pages go, the component's base stays
     assert not list(rt2.store.backend.scan("pages", b""))
+    assert not [k for k, _ in rt2.store.backend.scan("pagerefs", b"") if k.startswith(b"b")]
+    assert check_store(rt2.store)[0] == []
