@@ -116,11 +116,14 @@ class Store:
     def _component_key(name: str, version: int) -> bytes:
         return name.encode() + b"\0" + _U32.pack(version)
 
-    def add_component(self, meta: dict[str, Any], wasm: bytes) -> None:
-        """Store one component version with its bytes, atomically."""
+    def add_component(self, meta: dict[str, Any], wasm: bytes,
+                      blobs: dict[str, bytes] | None = None) -> None:
+        """Store one component version with its bytes (and the files it carries, by
+        sha256, in the same content-addressed table), atomically."""
         key = self._component_key(meta["name"], meta["version"])
         self.backend.write([
             ("wasm", meta["hash"].encode(), wasm),
+            *(("wasm", d.encode(), b) for d, b in (blobs or {}).items()),
             ("components", key, _pack_json(meta)),
         ])
 
@@ -161,8 +164,12 @@ class Store:
             raise StoreError(f"component {name} has no version {version}")
         ops: list[Op] = [("components", self._component_key(name, version), _pack_json(
             {"name": name, "version": version, "hash": meta["hash"], "deleted": True}))]
-        if not any(m["hash"] == meta["hash"] for m in self.list_components()
-                   if (m["name"], m["version"]) != (name, version)):
+        others = [m for m in self.list_components()
+                  if (m["name"], m["version"]) != (name, version)]
+        used = {f[1] for m in others for f in m.get("files", [])} | {m["hash"] for m in others}
+        ops += [("wasm", d.encode(), None) for d in {f[1] for f in meta.get("files", [])}
+                if d not in used]
+        if not any(m["hash"] == meta["hash"] for m in others):
             ops.append(("wasm", meta["hash"].encode(), None))
             with self.snapshots.pages.lock:
                 # Its bases (one per page size), unless a worker's snapshot still names

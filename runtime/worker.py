@@ -40,6 +40,9 @@ from . import wave
 from .values import format_results, format_value, same_values, typed
 from .wave_json import to_json
 from .wasi import WasiHost
+from .wasi_files import FileWasi
+from .vfs import MAX_BYTES as FS_MAX_BYTES
+from .component_files import component_wasi
 
 if TYPE_CHECKING:
     from .engine import FuncSig, Instance
@@ -149,8 +152,12 @@ class Worker:
             from .python import worker as pyw
             host, pyhost = pyw.hosts(self.journal, create, self.rt.clock,
                                      self.component.get("stdlib"))
+        elif self.component.get("files"):
+            host = component_wasi(self.rt.store, self.component, self.journal, create,
+                                  self.rt.clock)
         else:
             host = WasiHost(self.journal, create.args, create.env, self.rt.clock)
+        self.wasi = host
         self.host_api = GolemishHost(self.id, self.journal, self.rt, self.rt.clock)
         funcs = host.functions() + self.host_api.functions()
         if python:
@@ -181,27 +188,35 @@ class Worker:
     def _host_blob(self, midcall: list[Any] | None = None) -> bytes:
         """Host-side state a snapshot carries: retry policy, asyncify buffer, mid-call."""
         stack = self.midcall.state() if self.midcall is not None else None
-        return codec.encode([self.host_api.state(), stack, midcall])
+        fs = self.wasi.fs if isinstance(self.wasi, FileWasi) else None
+        if fs is not None and fs.used_bytes() > FS_MAX_BYTES:
+            raise SnapshotError(f"its files hold more than {FS_MAX_BYTES >> 20} MiB")
+        return codec.encode([self.host_api.state(), stack, midcall,
+                             fs.state() if fs is not None else None])
 
     @staticmethod
-    def _host_parts(manifest: Manifest) -> tuple[bytes, list[int] | None, list[Any] | None]:
-        """(retry policy blob, asyncify buffer, mid-call position) of a snapshot.
+    def _host_parts(manifest: Manifest) -> tuple[bytes, list[int] | None, list[Any] | None,
+                                                 bytes | None]:
+        """(retry policy blob, asyncify buffer, mid-call position, filesystem) of a snapshot.
 
         A blob of another shape (an older format) makes the snapshot unusable rather
         than the recovery fail: an older snapshot or replay is used instead.
         """
         if not manifest.host:
-            return b"", None, None
+            return b"", None, None, None
         try:
-            retry, stack, midcall = codec.decode(manifest.host)
-            ok = (isinstance(retry, bytes) and (stack is None or len(stack) == 2)
+            parts = codec.decode(manifest.host)
+            retry, stack, midcall = parts[:3]
+            fs = parts[3] if len(parts) == 4 else None  # 3 parts: from before files
+            ok = (len(parts) in (3, 4) and (fs is None or isinstance(fs, bytes))
+                  and isinstance(retry, bytes) and (stack is None or len(stack) == 2)
                   and (midcall is None or (len(midcall) in (3, 4)
                                            and isinstance(midcall[0], int))))
         except (codec.DecodeError, TypeError, ValueError):
             ok = False
         if not ok:
             raise SnapshotError("its host state is in a format this version does not read")
-        return retry, stack, midcall
+        return retry, stack, midcall, fs
 
     def _tracking(self) -> bool:
         return self.durable and not self.meta.get("snapshots_disabled")
@@ -212,9 +227,15 @@ class Worker:
         if self.image is not None:  # started on the fresh instance: initialisation ran since
             self.image.tables = {t: self.instance.table_size(t) for t in self.layout.tables}
         elif self._tracking():
+            snaps, cfg = self.rt.store.snapshots, self.rt.config.snapshots
+            if base is not None and base.shared != snaps.shared:
+                base = None  # restored from the other format: capture every page once
             bid = base.base if base is not None else ""
-            self.image = MemoryImage(self.instance, self.layout, self.rt.config.snapshots, base,
-                                     bid)
+            if not bid and snaps.shared:
+                # Stored bases hold their pages whatever this instance's history.
+                known = base_id(self.component["hash"], cfg.page_size)
+                bid = known if snaps.pages.base(known) is not None else ""
+            self.image = MemoryImage(self.instance, self.layout, cfg, base, bid)
 
     def _track_fresh(self, inst: Instance) -> None:
         """Start dirty tracking on a fresh instance, relative to its base (stored once
@@ -222,7 +243,9 @@ class Worker:
         if not self._tracking():
             return
         cfg = self.rt.config.snapshots
-        base = self.rt.bases.for_fresh(inst, self.component["hash"], cfg.page_size)
+        # A store writing format 1 keeps every page in the worker's space: no base.
+        base = self.rt.bases.for_fresh(inst, self.component["hash"], cfg.page_size) \
+            if self.rt.store.snapshots.shared else None
         self.image = MemoryImage(inst, self.layout, cfg, base,
                                  base_id(self.component["hash"], cfg.page_size)
                                  if base is not None else "")
@@ -304,7 +327,7 @@ class Worker:
                 manifest = snaps.manifest(self.id, index)
                 if manifest.component_hash != self.component["hash"]:
                     raise SnapshotError("it was taken of another component version")
-                retry, stack, midcall = self._host_parts(manifest)
+                retry, stack, midcall, files = self._host_parts(manifest)
                 if midcall is not None:
                     self._plan_midcall(midcall)  # usable only if that invocation did not fail
                 inst = self._instantiate(create, initialize=False)
@@ -315,6 +338,13 @@ class Worker:
                 report.restored_pages = restore(inst, manifest, self.layout,
                                                 snaps.pages_for(self.id, manifest), fresh)
                 self.host_api.restore_state(retry)
+                if files is not None:
+                    if not isinstance(self.wasi, FileWasi):
+                        raise SnapshotError("it has files, this component has no filesystem")
+                    try:
+                        self.wasi.fs.restore(files)
+                    except (ValueError, TypeError, codec.DecodeError) as e:
+                        raise SnapshotError(f"its filesystem state is unreadable: {e}") from None
                 if self.midcall is not None and stack is not None:
                     self.midcall.attach(inst, ptr=stack[0], size=stack[1])
             except (CorruptionError, SnapshotError, InvocationFailed) as e:
@@ -646,13 +676,17 @@ class Worker:
 
     def _page_reader(self, manifest: Manifest) -> Callable[[bytes], bytes]:
         """Bytes of a page of ``manifest`` from live memory (unchanged since capture)."""
+        where: dict[bytes, int] = {}
+
         def read(h: bytes) -> bytes:
             inst = self.instance
             assert inst is not None
-            for p, got in enumerate(manifest.hashes()):
-                if got == h:
-                    return inst.read(p * manifest.page_size, manifest.page_size)
-            raise SnapshotError(f"page {h.hex()} is not in the snapshot")
+            if not where:
+                for p, got in enumerate(manifest.hashes()):
+                    where.setdefault(got, p)
+            if h not in where:
+                raise SnapshotError(f"page {h.hex()} is not in the snapshot")
+            return inst.read(where[h] * manifest.page_size, manifest.page_size)
         return read
 
     def maybe_snapshot(self) -> Snapshot | None:

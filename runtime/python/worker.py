@@ -39,7 +39,8 @@ def attach(inst: Instance, host: PythonHost, wasi: PythonWasi, component: dict[s
     """
     host.bind(inst)
     inst.python_host = host  # type: ignore[attr-defined]
-    host.open_files = wasi.open_files
+    # The descriptor table is in snapshots (vfs.py): files may stay open between calls.
+    host.open_files = lambda: 0
     if initialize_module:
         source = store.get_wasm(component["hash"]).decode("utf-8")
         initialize(host, source, component["filename"], time_limit)
