@@ -12,9 +12,12 @@ check the table sizes. ``_initialize`` and the start function are not run again.
 
 from __future__ import annotations
 
+import ctypes
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from golemish.oplog import Manifest
 from golemish.oplog.snapshots import HASH_SIZE, ZERO_HASH, page_hash
@@ -185,6 +188,26 @@ def _never(_: bytes) -> bool:
     return False
 
 
+#: Grown memory from which a restore maps its pages in one call instead of one fault
+#: per 4 KiB page (measured here: ~15 us a fault, a third of that in one madvise).
+POPULATE_MIN = 8 << 20
+_MADV_POPULATE_WRITE = 23  # Linux >= 5.14
+_libc: Any = None
+
+
+def populate(addr: int, length: int) -> None:
+    """Map [addr, addr+length) in now (best effort: an older kernel just refuses)."""
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(None, use_errno=True)
+            _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        except (OSError, AttributeError):
+            _libc = False
+    if _libc and sys.platform.startswith("linux"):
+        _libc.madvise(addr, length, _MADV_POPULATE_WRITE)
+
+
 def restore(inst: Instance, manifest: Manifest, layout: Layout,
             pages: Callable[[set[bytes]], Iterable[tuple[bytes, bytes]]],
             fresh: Manifest | None = None) -> int:
@@ -212,6 +235,13 @@ def restore(inst: Instance, manifest: Manifest, layout: Layout,
     if manifest.memory_size < initial:
         raise SnapshotError("snapshot memory is smaller than the module's initial memory")
     inst.grow_to(manifest.memory_size)
+    grown = manifest.memory_size - initial
+    if grown >= POPULATE_MIN:
+        tail = manifest.pages[initial // ps * HASH_SIZE:]
+        used = sum(1 for o in range(0, len(tail), HASH_SIZE)
+                   if tail[o:o + HASH_SIZE] != ZERO_HASH)
+        if used * ps * 2 >= grown:  # mostly data: map it all (a sparse one stays sparse)
+            populate(inst.base + initial, grown)
     where: dict[bytes, list[int]] = {}
     if fresh is not None and (fresh.page_size != ps or fresh.memory_size != initial):
         fresh = None
