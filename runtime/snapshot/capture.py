@@ -12,9 +12,12 @@ check the table sizes. ``_initialize`` and the start function are not run again.
 
 from __future__ import annotations
 
+import ctypes
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from golemish.oplog import Manifest
 from golemish.oplog.snapshots import HASH_SIZE, ZERO_HASH, page_hash
@@ -87,8 +90,10 @@ class MemoryImage:
     """Tracks one live instance between snapshots and captures it."""
 
     def __init__(self, inst: Instance, layout: Layout, config: SnapshotConfig,
-                 base: Manifest | None) -> None:
+                 base: Manifest | None, base_id: str = "") -> None:
         self.inst = inst
+        #: The base (fresh image) the manifests are relative to; "" for none.
+        self.base_id = base_id
         self.layout = layout
         self.config = config
         self.base = base if base is not None and base.page_size == config.page_size else None
@@ -169,7 +174,8 @@ class MemoryImage:
                     new[h] = data
         globals_ = tuple((n, *inst.get_global(n)) for n in self.layout.globals)
         manifest = Manifest(index, component_hash, ps, size, bytes(pages), globals_,
-                            tuple(self.tables.items()), time.time_ns(), stats, host)
+                            tuple(self.tables.items()), time.time_ns(), stats, host,
+                            base=self.base_id)
         return manifest, new, changed
 
     def committed(self, manifest: Manifest) -> None:
@@ -182,10 +188,34 @@ def _never(_: bytes) -> bool:
     return False
 
 
-def restore(inst: Instance, manifest: Manifest, layout: Layout,
-            pages: Callable[[set[bytes]], Iterable[tuple[bytes, bytes]]]) -> None:
-    """Rebuild memory and globals of a fresh instance from a manifest.
+#: Grown memory from which a restore maps its pages in one call instead of one fault
+#: per 4 KiB page (measured here: ~15 us a fault, a third of that in one madvise).
+POPULATE_MIN = 8 << 20
+_MADV_POPULATE_WRITE = 23  # Linux >= 5.14
+_libc: Any = None
 
+
+def populate(addr: int, length: int) -> None:
+    """Map [addr, addr+length) in now (best effort: an older kernel just refuses)."""
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(None, use_errno=True)
+            _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        except (OSError, AttributeError):
+            _libc = False
+    if _libc and sys.platform.startswith("linux"):
+        _libc.madvise(addr, length, _MADV_POPULATE_WRITE)
+
+
+def restore(inst: Instance, manifest: Manifest, layout: Layout,
+            pages: Callable[[set[bytes]], Iterable[tuple[bytes, bytes]]],
+            fresh: Manifest | None = None) -> int:
+    """Rebuild memory and globals of a fresh instance from a manifest; returns the
+    number of pages written.
+
+    ``fresh``: the base the fresh instance is known to hold (see bases.py): pages
+    equal to it are left as they are, so a restore costs the worker's own pages.
     ``pages(wanted)`` yields (hash, verified page) for the wanted hashes, in any
     order (see SnapshotStore.stream_pages). Raises SnapshotError when the snapshot
     does not fit the module, and lets CorruptionError through; either way the
@@ -205,15 +235,33 @@ def restore(inst: Instance, manifest: Manifest, layout: Layout,
     if manifest.memory_size < initial:
         raise SnapshotError("snapshot memory is smaller than the module's initial memory")
     inst.grow_to(manifest.memory_size)
+    grown = manifest.memory_size - initial
+    if grown >= POPULATE_MIN:
+        tail = manifest.pages[initial // ps * HASH_SIZE:]
+        used = sum(1 for o in range(0, len(tail), HASH_SIZE)
+                   if tail[o:o + HASH_SIZE] != ZERO_HASH)
+        if used * ps * 2 >= grown:  # mostly data: map it all (a sparse one stays sparse)
+            populate(inst.base + initial, grown)
     where: dict[bytes, list[int]] = {}
+    if fresh is not None and (fresh.page_size != ps or fresh.memory_size != initial):
+        fresh = None
+    same = fresh.pages if fresh is not None else b""
+    mine = manifest.pages
+    written = 0
     for p, h in enumerate(manifest.hashes()):
+        off = p * HASH_SIZE
+        if mine[off:off + HASH_SIZE] == same[off:off + HASH_SIZE]:
+            continue  # the fresh instance holds this page already
         if h != ZERO_HASH:
             where.setdefault(h, []).append(p * ps)
+            written += 1
         elif p * ps < initial:  # fresh pages past the initial size are zero already
             inst.zero(p * ps, ps)
+            written += 1
     write = inst.write
     for h, data in pages(set(where)):
         for offset in where[h]:
             write(offset, data)
     for name, ty, bits in manifest.globals:
         inst.set_global(name, ty, bits)
+    return written
