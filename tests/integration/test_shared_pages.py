@@ -12,7 +12,6 @@ from golemish.runtime.snapshot.policy import SnapshotPolicy
 from golemish.runtime.snapshot.capture import SnapshotConfig
 
 
-
 def ints(res):
     return [v for _, v in res.results]
 
@@ -38,8 +37,8 @@ def problems(rt):
     return [str(p) for p in check_store(rt.store, deep=True)[0]]
 
 
-def test_workers_of_one_component_share_pages_and_their_base(tmp_path, guests):
-    with runtime(str(tmp_path / "s")) as rt:
+def test_workers_of_one_component_share_pages_and_their_base(home, guests):
+    with runtime(home) as rt:
         rt.deploy(guests["kv"].read_bytes(), "kv")
         first = None
         for w in ("a", "b", "c"):
@@ -69,8 +68,8 @@ def test_workers_of_one_component_share_pages_and_their_base(tmp_path, guests):
         assert keys(rt, "cpages") == keys(rt, "pagerefs") == keys(rt, "bases") == set()
 
 
-def test_retention_releases_references_and_deletes_pages_at_zero(tmp_path, guests):
-    with runtime(str(tmp_path / "s"), keep=2) as rt:
+def test_retention_releases_references_and_deletes_pages_at_zero(home, guests):
+    with runtime(home, keep=2) as rt:
         rt.deploy(guests["kv"].read_bytes(), "kv")
         for k in range(8):
             for w in ("a", "b"):
@@ -87,8 +86,7 @@ def test_retention_releases_references_and_deletes_pages_at_zero(tmp_path, guest
         assert keys(rt, "cpages") == live | base.nonzero()
 
 
-def test_restore_writes_only_the_pages_that_differ_from_a_fresh_instance(tmp_path, guests):
-    home = str(tmp_path / "s")
+def test_restore_writes_only_the_pages_that_differ_from_a_fresh_instance(home, guests):
     with runtime(home) as rt:
         rt.deploy(guests["kv"].read_bytes(), "kv")
         rt.invoke("kv/a", "put", ["5", "77"])
@@ -104,8 +102,8 @@ def test_restore_writes_only_the_pages_that_differ_from_a_fresh_instance(tmp_pat
         assert ints(rt.invoke("kv/a", "get", ["5"])) == got
 
 
-def test_store_check_reports_wrong_counts_and_unreferenced_pages(tmp_path, guests):
-    with runtime(str(tmp_path / "s")) as rt:
+def test_store_check_reports_wrong_counts_and_unreferenced_pages(home, guests):
+    with runtime(home) as rt:
         rt.deploy(guests["kv"].read_bytes(), "kv")
         rt.invoke("kv/a", "put", ["1", "2"])
         rt.snapshot("kv/a")
@@ -121,9 +119,8 @@ def test_store_check_reports_wrong_counts_and_unreferenced_pages(tmp_path, guest
         assert f"stored page {'07' * 16}: no manifest references it" in found
 
 
-def test_a_format_1_store_stays_readable_and_ages_out(tmp_path, guests):
+def test_a_format_1_store_stays_readable_and_ages_out(home, guests):
     """Snapshots an earlier golemish wrote (pages per worker) restore, prune and check."""
-    home = str(tmp_path / "s")
     with runtime(home, keep=2) as rt:
         rt.store.snapshots.shared = False  # write as before the shared store
         rt.deploy(guests["kv"].read_bytes(), "kv")
