@@ -45,8 +45,8 @@ class WorkerServices(Services, Protocol):
     """What a worker needs of its runtime (the Runtime is one).
 
     The store, the engine and its compiled modules, the components' fresh-instance
-    bases, the settings, the source of time and the crash points, plus what the host API needs (Services: the
-    allow-list, promises, calls to other workers).
+    bases, the settings, the source of time and the crash points, plus what the
+    host API needs (Services: the allow-list, promises, calls to other workers).
     """
 
     store: Store
