@@ -8,6 +8,9 @@ pages whose content hash is new. Both trackers produce the same manifest.
 Restore goes into a fresh instance: grow memory to the snapshot's size, copy
 the pages in, set the mutable globals through the exports added at deploy, and
 check the table sizes. ``_initialize`` and the start function are not run again.
+Pages equal to the fresh instance's are skipped; the others are decompressed
+straight into memory (zstd_into.py) and checked there, while a second thread has
+the kernel map grown memory ahead of them.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ the others from the existing --out file (the run's machine notes go under
   full replay (at the largest N, replay runs once: it takes seconds).
 - restore: a worker of 40 MiB of linear memory (the interpreter after a few calls)
   and one of 200 MiB (small Python objects added until memory reaches it, within
-  2%), restored into a fresh instance (``restore()`` alone, median of 5, and the
+  2%), restored into a fresh instance (``restore()`` alone, median of 7, and the
   whole restore step of a recovery, median of 3), against the floor: the cheapest
   of three ways to copy the worker's real memory image (its bytes, already in this
   process) into freshly mapped anonymous memory of the same size (see copy_floor).
@@ -127,7 +127,7 @@ def recovery(home: str, counts: list[int], res: dict[str, Any]) -> None:
 FLOORS = ("memcpy_fresh", "populate_memcpy_fresh", "populate_thread_memcpy_fresh")
 
 
-def copy_floor(image: bytes, reps: int = 5) -> dict[str, float]:
+def copy_floor(image: bytes, out: dict[str, list[float]]) -> None:
     """Ways to put the worker's memory image (its real bytes, already in this
     process's memory) into freshly mapped anonymous memory of the same size, as a
     fresh instance's memory is. The floor a restore is held to is the cheapest:
@@ -138,34 +138,41 @@ def copy_floor(image: bytes, reps: int = 5) -> dict[str, float]:
       one memcpy;
     - ``populate_thread_memcpy_fresh``: the same madvise in a second thread while the
       memcpy runs, both from the bottom up (what a restore does for grown memory);
+      each also in CPU seconds of the process (``process_time``, all threads), which
+      the load of a shared machine disturbs less than wall time;
     - ``memcpy_touched``: one memcpy into memory already mapped (shown, not a floor:
       a fresh instance's memory is not mapped yet).
+
+    One sample of each is appended to ``out``; the caller runs this right after
+    each timed restore, so both see the same load on the shared machine.
     """
     size = len(image)
-    out: dict[str, list[float]] = {k: [] for k in FLOORS + ("memcpy_touched",)}
-    for _ in range(reps):
-        for kind in FLOORS:
-            mm = mmap.mmap(-1, size)
-            dst = (ctypes.c_char * size).from_buffer(mm)
-            addr = ctypes.addressof(dst)
+    for kind in FLOORS:
+        mm = mmap.mmap(-1, size)
+        dst = (ctypes.c_char * size).from_buffer(mm)
+        addr = ctypes.addressof(dst)
+        t, c = time.perf_counter(), time.process_time()
+        mapper = None
+        if kind == "populate_memcpy_fresh":
+            populate(addr, size)
+        elif kind == "populate_thread_memcpy_fresh":
+            mapper = threading.Thread(target=populate, args=(addr, size))
+            mapper.start()
+        ctypes.memmove(dst, image, size)
+        if mapper is not None:
+            mapper.join()
+        out[kind].append(time.perf_counter() - t)
+        out[f"{kind}_cpu"].append(time.process_time() - c)
+        if kind == "memcpy_fresh":
             t = time.perf_counter()
-            mapper = None
-            if kind == "populate_memcpy_fresh":
-                populate(addr, size)
-            elif kind == "populate_thread_memcpy_fresh":
-                mapper = threading.Thread(target=populate, args=(addr, size))
-                mapper.start()
             ctypes.memmove(dst, image, size)
-            if mapper is not None:
-                mapper.join()
-            out[kind].append(time.perf_counter() - t)
-            if kind == "memcpy_fresh":
-                t = time.perf_counter()
-                ctypes.memmove(dst, image, size)
-                out["memcpy_touched"].append(time.perf_counter() - t)
-            del dst
-            mm.close()
-    return {k: median(v) for k, v in out.items()}
+            out["memcpy_touched"].append(time.perf_counter() - t)
+        del dst
+        mm.close()
+
+
+#: Timed restores per worker, each followed by one sample of every floor.
+RESTORE_RUNS = 7
 
 
 def build_worker(rt: Runtime, wid: str, target_mib: int) -> None:
@@ -198,35 +205,42 @@ def restores(home: str, res: dict[str, Any], sizes: dict[str, int]) -> None:
         snaps = r.store.snapshots
         m = snaps.manifest(wid, snaps.indexes(wid)[0])
         create = w.oplog.get(1)
+        image = w.instance.read(0, m.memory_size)  # type: ignore[union-attr]
         times, whole = [], []
-        image = b""
-        for _ in range(5):
+        samples: dict[str, list[float]] = {
+            k: [] for k in FLOORS + tuple(f"{f}_cpu" for f in FLOORS) + ("memcpy_touched",)}
+        cpu: list[float] = []
+        for _ in range(RESTORE_RUNS):
             inst = w._instantiate(create, initialize=False)
             inst.set_memory_limit(max(inst.memory_limit, m.memory_size))
             fresh = r.bases.verified(m.base, inst) if m.base else None
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             written = restore(inst, m, w.layout, snaps.pages_for(wid, m), fresh)
             times.append(time.perf_counter() - t)
-            if not image:
-                image = inst.read(0, inst.memory_size())
+            cpu.append(time.process_time() - c)
+            assert inst.read(0, m.memory_size) == image
             inst.close()
+            copy_floor(image, samples)
         r.close()
+        del image
         for _ in range(3):
             r = runtime(home)
             rep = r.resume(wid)
             whole.append(rep.restore_seconds)
             r.close()
-        copies = copy_floor(image)
-        del image
+        copies = {k: median(v) for k, v in samples.items()}
         floor_kind = min(FLOORS, key=copies.__getitem__)
         floor = copies[floor_kind]
         rows.append({"worker": label, "memory_mib": m.memory_size / (1 << 20),
                      "pages": m.page_count, "pages_written": written,
-                     "restore_s": median(times), "restore_runs": len(times),
+                     "restore_s": median(times), "runs": len(times),
                      "restore_samples_s": times,
                      **{f"{k}_s": v for k, v in copies.items()},
                      "floor": floor_kind, "floor_s": floor,
                      "restore_over_floor": median(times) / floor,
+                     "restore_cpu_s": median(cpu), "restore_cpu_samples_s": cpu,
+                     "floor_cpu_s": copies[f"{floor_kind}_cpu"],
+                     "restore_over_floor_cpu": median(cpu) / copies[f"{floor_kind}_cpu"],
                      "restore_over_touched_copy": median(times) / copies["memcpy_touched"],
                      "recovery_restore_step_s": median(whole)})
 
@@ -355,14 +369,16 @@ def recovery_report(res: dict[str, Any]) -> None:
 
 def restore_report(res: dict[str, Any]) -> None:
     print("\n| worker | memory MiB | pages written / all | restore ms | floor ms | "
-          "restore / floor | memcpy into fresh memory ms | populate, then memcpy ms | "
+          "restore / floor | restore / floor, CPU time | memcpy into fresh memory ms | populate, then memcpy ms | "
           "populate in a thread during the memcpy ms | memcpy into touched memory ms | "
           "restore step of a recovery ms |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in res["restore"]:
         print(f"| {r['worker']} | {r['memory_mib']:.1f} | {r['pages_written']} / {r['pages']} | "
               f"{r['restore_s'] * 1e3:.1f} | {r['floor_s'] * 1e3:.1f} ({r['floor']}) | "
-              f"{r['restore_over_floor']:.2f}x | {r['memcpy_fresh_s'] * 1e3:.1f} | "
+              f"{r['restore_over_floor']:.2f}x | {r['restore_cpu_s'] * 1e3:.0f} / "
+              f"{r['floor_cpu_s'] * 1e3:.0f} ms = {r['restore_over_floor_cpu']:.2f}x | "
+              f"{r['memcpy_fresh_s'] * 1e3:.1f} | "
               f"{r['populate_memcpy_fresh_s'] * 1e3:.1f} | "
               f"{r['populate_thread_memcpy_fresh_s'] * 1e3:.1f} | {r['memcpy_touched_s'] * 1e3:.1f} | "
               f"{r['recovery_restore_step_s'] * 1e3:.1f} |")
