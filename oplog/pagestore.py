@@ -57,6 +57,10 @@ def is_page_key(key: bytes) -> bool:
     return len(key) == 16
 
 
+#: Pages a restore reads from the store in one multi-get (16 KiB pages: 8 MiB).
+FRAME_BATCH = 512
+
+
 class SharedPages:
     """Reference-counted, content-addressed pages and the component bases."""
 
@@ -130,12 +134,19 @@ class SharedPages:
     def load(self, hashes: Iterable[bytes], verify: Callable[[bytes, bytes], bytes]
              ) -> Iterator[tuple[bytes, bytes]]:
         """(hash, verified page) for each hash; a missing one raises CorruptionError."""
-        get = self._b.get
-        for h in hashes:
-            z = get("cpages", h)
-            if z is None:
-                raise CorruptionError("snapshot page", h.hex(), "missing")
+        for h, z in self.frames(hashes):
             yield h, verify(h, z)
+
+    def frames(self, hashes: Iterable[bytes]) -> Iterator[tuple[bytes, bytes]]:
+        """(hash, stored zstd frame, not yet verified) for each hash, read in batches;
+        a missing one raises CorruptionError."""
+        todo = list(hashes)
+        for i in range(0, len(todo), FRAME_BATCH):
+            batch = todo[i:i + FRAME_BATCH]
+            for h, z in zip(batch, self._b.get_many("cpages", batch, bulk=True)):
+                if z is None:
+                    raise CorruptionError("snapshot page", h.hex(), "missing")
+                yield h, z
 
     # -- bases -------------------------------------------------------------------
     def base(self, base_id: str) -> Manifest | None:

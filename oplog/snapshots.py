@@ -419,29 +419,33 @@ class SnapshotStore:
         pages, so reading them all in key order beats a point read per page. Raises
         CorruptionError for a damaged page, and at the end for any that were missing.
         """
+        dctx = self._dctx
+        for h, z in self.stream_frames(worker_id, wanted):
+            yield h, self._verified(worker_id, h, z, dctx)
+
+    def stream_frames(self, worker_id: str, wanted: Iterable[bytes]
+                      ) -> Iterator[tuple[bytes, bytes]]:
+        """stream_pages before decompression: (hash, stored zstd frame, unverified)."""
         prefix = self._pages_prefix(worker_id)
         left = set(wanted)
-        dctx = self._dctx
         for key, z in self._b.scan("pages", prefix, prefix[:-1] + b"\1", bulk=True):
             h = key[len(prefix):]
             if h not in left:
                 continue
-            data = self._verified(worker_id, h, z, dctx)
             left.discard(h)
-            yield h, data
+            yield h, z
         if left:
             h = min(left)
             raise CorruptionError("snapshot page", f"{worker_id}:{h.hex()}",
                                   f"missing ({len(left)} page(s) in all)")
 
-    def pages_for(self, worker_id: str, manifest: Manifest
-                  ) -> Callable[[set[bytes]], Iterator[tuple[bytes, bytes]]]:
+    def pages_for(self, worker_id: str, manifest: Manifest) -> PageReader:
         """The page reader a restore of ``manifest`` uses (see runtime restore)."""
         if not manifest.shared:
-            return lambda wanted: self.stream_pages(worker_id, wanted)
-        dctx = self._dctx
-        return lambda wanted: self.pages.load(
-            sorted(wanted), lambda h, z: self._verified(worker_id, h, z, dctx))
+            return PageReader(worker_id, lambda wanted: self.stream_frames(worker_id, wanted),
+                              self._dctx)
+        return PageReader(worker_id, self.pages.frames,
+                          self._dctx)
 
     def page_sizes(self, worker_id: str) -> tuple[int, int]:
         """(pages, compressed bytes) stored for the worker: those of its page space
@@ -614,3 +618,23 @@ def changed_pages(old: Manifest | None, new_pages: Sequence[bytes]) -> int:
     if old is None:
         return len(new_pages)
     return sum(1 for i, h in enumerate(new_pages) if i >= old.page_count or old.page(i) != h)
+
+
+class PageReader:
+    """The pages a restore wants: ``reader(wanted)`` yields (hash, verified page) in
+    any order; ``frames(wanted)`` yields (hash, stored zstd frame) for a caller that
+    decompresses and checks each page itself, and reports a bad one with ``damaged``."""
+
+    def __init__(self, worker_id: str,
+                 frames: Callable[[Sequence[bytes]], Iterator[tuple[bytes, bytes]]],
+                 dctx: zstandard.ZstdDecompressor) -> None:
+        self.worker_id = worker_id
+        self.frames = frames
+        self._dctx = dctx
+
+    def __call__(self, wanted: Sequence[bytes]) -> Iterator[tuple[bytes, bytes]]:
+        for h, z in self.frames(wanted):
+            yield h, SnapshotStore._verified(self.worker_id, h, z, self._dctx)
+
+    def damaged(self, h: bytes, why: str) -> CorruptionError:
+        return CorruptionError("snapshot page", f"{self.worker_id}:{h.hex()}", why)

@@ -3,18 +3,23 @@ and stored bytes per snapshot for many workers of one component.
 
     python scripts/bench_python.py [--out scripts/results/bench_python.json]
                                    [--counts 100,1000,10000] [--workers 100] [--quick]
+                                   [--only calls,recovery,restore,stored]
 
 Prints a table and writes JSON; every comparison is measured side by side in
 one run. The interpreter must be compiled already (``golemish python install``);
-its one-time compile is not timed here.
+its one-time compile is not timed here. ``--only`` runs some sections and keeps
+the others from the existing --out file (the run's machine notes go under
+"partial_runs").
 
 - recovery: N invocations of add(1), a snapshot 10 invocations before the end
   (a tail of 10), then a new Runtime recovers by snapshot + tail, and another by
   full replay (at the largest N, replay runs once: it takes seconds).
-- restore: a 40 MiB worker (the interpreter after a few calls) and a 200 MiB one
-  (about 150 MiB of small Python objects on top), restored into a fresh instance
-  (``restore()`` alone, and the whole restore step of a recovery), against the
-  floor: one plain memory copy of the worker's whole memory.
+- restore: a worker of 40 MiB of linear memory (the interpreter after a few calls)
+  and one of 200 MiB (small Python objects added until memory reaches it, within
+  2%), restored into a fresh instance (``restore()`` alone, median of 7, and the
+  whole restore step of a recovery, median of 3), against the floor: the cheapest
+  of three ways to copy the worker's real memory image (its bytes, already in this
+  process) into freshly mapped anonymous memory of the same size (see copy_floor).
 - stored bytes: W workers with their own small state, one snapshot each, in the
   shared page store; and 10 workers in a store written as before it (pages per
   worker, format 1), for comparison.
@@ -29,18 +34,19 @@ import mmap
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import benchlib
 from golemish.runtime.executor import Runtime, RuntimeConfig
+from golemish.runtime.snapshot.capture import populate, restore
 from golemish.runtime.snapshot.policy import SnapshotPolicy
-from golemish.runtime.snapshot.capture import restore
 
 AGENT = '''
 count = 0
-blob = b""
+blob = []
 
 def add(n: int) -> int:
     global count
@@ -51,9 +57,9 @@ def noop() -> int:
     return 0
 
 def grow(mib: int) -> int:
-    global blob
     # A heap of small objects, as a worker's state is: ~96 bytes per record.
-    blob = [f"record {i:09d} " + "x" * (i % 40) for i in range((mib << 20) // 96)]
+    n = len(blob)
+    blob.extend(f"record {i:09d} " + "x" * (i % 40) for i in range(n, n + (mib << 20) // 96))
     return len(blob)
 '''
 
@@ -118,37 +124,76 @@ def recovery(home: str, counts: list[int], res: dict[str, Any]) -> None:
         rows.append(row)
 
 
-def memcpy_floor(size: int, reps: int = 5) -> tuple[float, float]:
-    """(copy into fresh memory, copy into memory already touched) of ``size`` bytes.
+FLOORS = ("memcpy_fresh", "populate_memcpy_fresh", "populate_thread_memcpy_fresh")
 
-    A restore writes into a fresh instance, whose pages the kernel has not mapped
-    yet, so the first is the floor a restore is held to; the second is shown too
-    (on this VM a first touch costs ~15 us per 4 KiB page, far above the copy)."""
-    src = bytes(size)
-    fresh, touched = [], []
-    for _ in range(reps):
+
+def copy_floor(image: bytes, out: dict[str, list[float]]) -> None:
+    """Ways to put the worker's memory image (its real bytes, already in this
+    process's memory) into freshly mapped anonymous memory of the same size, as a
+    fresh instance's memory is. The floor a restore is held to is the cheapest:
+
+    - ``memcpy_fresh``: one memcpy; the kernel maps each 4 KiB page at its first
+      touch (~15 us a fault on this VM, far above the copy);
+    - ``populate_memcpy_fresh``: madvise(MADV_POPULATE_WRITE) over the mapping, then
+      one memcpy;
+    - ``populate_thread_memcpy_fresh``: the same madvise in a second thread while the
+      memcpy runs, both from the bottom up (what a restore does for grown memory);
+      each also in CPU seconds of the process (``process_time``, all threads), which
+      the load of a shared machine disturbs less than wall time;
+    - ``memcpy_touched``: one memcpy into memory already mapped (shown, not a floor:
+      a fresh instance's memory is not mapped yet).
+
+    One sample of each is appended to ``out``; the caller runs this right after
+    each timed restore, so both see the same load on the shared machine.
+    """
+    size = len(image)
+    for kind in FLOORS:
         mm = mmap.mmap(-1, size)
         dst = (ctypes.c_char * size).from_buffer(mm)
-        t = time.perf_counter()
-        ctypes.memmove(dst, src, size)
-        fresh.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        ctypes.memmove(dst, src, size)
-        touched.append(time.perf_counter() - t)
+        addr = ctypes.addressof(dst)
+        t, c = time.perf_counter(), time.process_time()
+        mapper = None
+        if kind == "populate_memcpy_fresh":
+            populate(addr, size)
+        elif kind == "populate_thread_memcpy_fresh":
+            mapper = threading.Thread(target=populate, args=(addr, size))
+            mapper.start()
+        ctypes.memmove(dst, image, size)
+        if mapper is not None:
+            mapper.join()
+        out[kind].append(time.perf_counter() - t)
+        out[f"{kind}_cpu"].append(time.process_time() - c)
+        if kind == "memcpy_fresh":
+            t = time.perf_counter()
+            ctypes.memmove(dst, image, size)
+            out["memcpy_touched"].append(time.perf_counter() - t)
         del dst
         mm.close()
-    return median(fresh), median(touched)
+
+
+#: Timed restores per worker, each followed by one sample of every floor.
+RESTORE_RUNS = 7
+
+
+def build_worker(rt: Runtime, wid: str, target_mib: int) -> None:
+    """A worker whose linear memory is ``target_mib`` MiB (within 2%): the interpreter
+    after a few calls, then small Python objects added until memory reaches it."""
+    for i in range(5):
+        rt.invoke(wid, "add", [str(i)])
+    target = target_mib << 20
+    while True:
+        have = rt.worker(wid).instance.memory_size()  # type: ignore[union-attr]
+        if have >= target * 0.98:
+            break
+        # Python's heap grows by ~0.75 of the records' nominal size.
+        rt.invoke(wid, "grow", [str(max(1, int((target - have) * 1.2) >> 20))])
 
 
 def restores(home: str, res: dict[str, Any], sizes: dict[str, int]) -> None:
     rt = runtime(home)
-    for label, extra in sizes.items():
-        wid = f"agent/m{label}"
-        for i in range(5):
-            rt.invoke(wid, "add", [str(i)])
-        if extra:
-            rt.invoke(wid, "grow", [str(extra)])
-        rt.snapshot(wid)
+    for label, target in sizes.items():
+        build_worker(rt, f"agent/m{label}", target)
+        rt.snapshot(f"agent/m{label}")
     rt.close()
     rows = res["restore"] = []
     for label in sizes:
@@ -160,28 +205,43 @@ def restores(home: str, res: dict[str, Any], sizes: dict[str, int]) -> None:
         snaps = r.store.snapshots
         m = snaps.manifest(wid, snaps.indexes(wid)[0])
         create = w.oplog.get(1)
+        image = w.instance.read(0, m.memory_size)  # type: ignore[union-attr]
         times, whole = [], []
-        for _ in range(5):
+        samples: dict[str, list[float]] = {
+            k: [] for k in FLOORS + tuple(f"{f}_cpu" for f in FLOORS) + ("memcpy_touched",)}
+        cpu: list[float] = []
+        for _ in range(RESTORE_RUNS):
             inst = w._instantiate(create, initialize=False)
             inst.set_memory_limit(max(inst.memory_limit, m.memory_size))
             fresh = r.bases.verified(m.base, inst) if m.base else None
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             written = restore(inst, m, w.layout, snaps.pages_for(wid, m), fresh)
             times.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
+            assert inst.read(0, m.memory_size) == image
             inst.close()
+            copy_floor(image, samples)
         r.close()
+        del image
         for _ in range(3):
             r = runtime(home)
             rep = r.resume(wid)
             whole.append(rep.restore_seconds)
             r.close()
-        floor, touched = memcpy_floor(m.memory_size)
+        copies = {k: median(v) for k, v in samples.items()}
+        floor_kind = min(FLOORS, key=copies.__getitem__)
+        floor = copies[floor_kind]
         rows.append({"worker": label, "memory_mib": m.memory_size / (1 << 20),
                      "pages": m.page_count, "pages_written": written,
-                     "restore_s": median(times), "floor_memcpy_s": floor,
-                     "memcpy_touched_s": touched,
+                     "restore_s": median(times), "runs": len(times),
+                     "restore_samples_s": times,
+                     **{f"{k}_s": v for k, v in copies.items()},
+                     "floor": floor_kind, "floor_s": floor,
                      "restore_over_floor": median(times) / floor,
-                     "restore_over_touched_copy": median(times) / touched,
+                     "restore_cpu_s": median(cpu), "restore_cpu_samples_s": cpu,
+                     "floor_cpu_s": copies[f"{floor_kind}_cpu"],
+                     "restore_over_floor_cpu": median(cpu) / copies[f"{floor_kind}_cpu"],
+                     "restore_over_touched_copy": median(times) / copies["memcpy_touched"],
                      "recovery_restore_step_s": median(whole)})
 
 
@@ -220,19 +280,37 @@ def stored_bytes(home: str, legacy_home: str, workers: int, res: dict[str, Any])
     res["stored"] = out
 
 
+SECTIONS = ("calls", "recovery", "restore", "stored")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--calls", type=int, default=300)
     ap.add_argument("--counts", default="100,1000,10000")
     ap.add_argument("--workers", type=int, default=100)
+    ap.add_argument("--only", default=",".join(SECTIONS),
+                    help="comma-separated sections to run (of %s); the others are kept "
+                         "from --out if it exists" % ", ".join(SECTIONS))
     ap.add_argument("--quick", action="store_true", help="small sizes, to check the script")
     a = ap.parse_args()
+    only = [x for x in a.only.split(",") if x]
+    if not only or any(x not in SECTIONS for x in only):
+        ap.error(f"--only takes a comma-separated list of {', '.join(SECTIONS)}")
     counts = [int(c) for c in a.counts.split(",")]
-    sizes = {"40MiB": 0, "200MiB": 150}
+    sizes = {"40MiB": 40, "200MiB": 200}  # label: linear memory, MiB
     if a.quick:
-        counts, sizes, a.workers, a.calls = [100, 300], {"40MiB": 0, "60MiB": 20}, 12, 50
-    res: dict[str, Any] = {"machine": benchlib.machine_info()}
+        counts, sizes, a.workers, a.calls = [100, 300], {"40MiB": 40, "60MiB": 60}, 12, 50
+    res: dict[str, Any] = {}
+    out = Path(a.out)
+    if set(only) != set(SECTIONS) and out.exists():
+        res = json.loads(out.read_text())
+        res.setdefault("partial_runs", {})
+    machine = benchlib.machine_info()
+    if "partial_runs" in res:
+        res["partial_runs"][",".join(only)] = machine
+    else:
+        res["machine"] = machine
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "agent.py"
         src.write_text(AGENT)
@@ -241,43 +319,72 @@ def main() -> int:
             r = runtime(h)
             r.deploy_python(src)
             r.close()
-        rt = runtime(homes["calls"])
-        t = time.perf_counter()
-        rt.invoke("agent/cold", "noop", [])
-        res["cold_create_and_first_call_s"] = time.perf_counter() - t
-        calls(rt, res, a.calls)
-        rt.close()
-        benchlib.say("calls done")
-        recovery(homes["rec"], counts, res)
-        benchlib.say("recovery done")
-        restores(homes["mem"], res, sizes)
-        benchlib.say("restore done")
-        stored_bytes(homes["many"], homes["legacy"], a.workers, res)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
+        if "calls" in only:
+            rt = runtime(homes["calls"])
+            t = time.perf_counter()
+            rt.invoke("agent/cold", "noop", [])
+            res["cold_create_and_first_call_s"] = time.perf_counter() - t
+            calls(rt, res, a.calls)
+            rt.close()
+            benchlib.say("calls done")
+        if "recovery" in only:
+            recovery(homes["rec"], counts, res)
+            benchlib.say("recovery done")
+        if "restore" in only:
+            restores(homes["mem"], res, sizes)
+            benchlib.say("restore done")
+        if "stored" in only:
+            stored_bytes(homes["many"], homes["legacy"], a.workers, res)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2) + "\n")
     report(res)
     return 0
 
 
 def report(res: dict[str, Any]) -> None:
+    if "cold_create_and_first_call_s" in res:
+        calls_report(res)
+    if "recovery" in res:
+        recovery_report(res)
+    if "restore" in res:
+        restore_report(res)
+    if "stored" in res:
+        stored_report(res)
+
+
+def calls_report(res: dict[str, Any]) -> None:
     print(f"cold create + first call      {res['cold_create_and_first_call_s'] * 1e3:8.1f} ms")
     print(f"trivial call durable/ephemeral {res['trivial_call_us_durable']:7.0f} / "
           f"{res['trivial_call_us_ephemeral']:.0f} us ({res['durable_over_ephemeral']:.2f}x)")
+
+
+def recovery_report(res: dict[str, Any]) -> None:
     print("\n| invocations | snapshot+tail ms | full replay ms | replay / snapshot | pages restored |")
     print("|---|---|---|---|---|")
     for r in res["recovery"]:
         print(f"| {r['invocations']:,} | {r['snapshot_s'] * 1e3:.1f} | {r['replay_s'] * 1e3:,.0f}"
               f"{'' if r['replay_runs'] > 1 else ' (1 run)'} | {r['replay_over_snapshot']:.0f}x | "
               f"{r['restored_pages']} |")
-    print("\n| worker | memory MiB | pages written / all | restore ms | floor: memcpy into "
-          "fresh memory ms | restore / floor | memcpy into touched memory ms | "
+
+
+def restore_report(res: dict[str, Any]) -> None:
+    print("\n| worker | memory MiB | pages written / all | restore ms | floor ms | "
+          "restore / floor | restore / floor, CPU time | memcpy into fresh memory ms | populate, then memcpy ms | "
+          "populate in a thread during the memcpy ms | memcpy into touched memory ms | "
           "restore step of a recovery ms |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in res["restore"]:
-        print(f"| {r['worker']} | {r['memory_mib']:.0f} | {r['pages_written']} / {r['pages']} | "
-              f"{r['restore_s'] * 1e3:.1f} | {r['floor_memcpy_s'] * 1e3:.1f} | "
-              f"{r['restore_over_floor']:.2f}x | {r['memcpy_touched_s'] * 1e3:.1f} | "
+        print(f"| {r['worker']} | {r['memory_mib']:.1f} | {r['pages_written']} / {r['pages']} | "
+              f"{r['restore_s'] * 1e3:.1f} | {r['floor_s'] * 1e3:.1f} ({r['floor']}) | "
+              f"{r['restore_over_floor']:.2f}x | {r['restore_cpu_s'] * 1e3:.0f} / "
+              f"{r['floor_cpu_s'] * 1e3:.0f} ms = {r['restore_over_floor_cpu']:.2f}x | "
+              f"{r['memcpy_fresh_s'] * 1e3:.1f} | "
+              f"{r['populate_memcpy_fresh_s'] * 1e3:.1f} | "
+              f"{r['populate_thread_memcpy_fresh_s'] * 1e3:.1f} | {r['memcpy_touched_s'] * 1e3:.1f} | "
               f"{r['recovery_restore_step_s'] * 1e3:.1f} |")
+
+
+def stored_report(res: dict[str, Any]) -> None:
     s = res["stored"]
     print("\n| page store | workers | first snapshot | median snapshot | store total | "
           "per worker |")

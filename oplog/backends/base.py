@@ -36,6 +36,14 @@ class Backend(Protocol):
         """The value under ``key``, or None."""
         ...
 
+    def get_many(self, table: str, keys: Sequence[bytes], *,
+                 bulk: bool = False) -> list[bytes | None]:
+        """The values under ``keys``, in order (None for a missing one), in one call.
+
+        ``bulk`` as for scan: data the caller verifies itself (snapshot pages).
+        """
+        ...
+
     def put(self, table: str, key: bytes, value: bytes) -> None:
         """Write one key. Durable against a process crash when it returns."""
         ...

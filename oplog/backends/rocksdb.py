@@ -343,6 +343,21 @@ class RocksBackend:
         except Exception as e:
             raise translate_read_error(table, key, e) from None
 
+    def get_many(self, table: str, keys: Sequence[bytes], *,
+                 bulk: bool = False) -> list[bytes | None]:
+        # One MultiGet: a restore reads thousands of pages (a point read each cost
+        # ~8 us of call overhead at 10,000 pages).
+        self._check()
+        cf = self._cf.get(table)
+        if cf is None:
+            return [None] * len(keys)
+        if not keys:
+            return []
+        try:
+            return cf.get(list(keys), read_opt=self._bulk_read) if bulk else cf.get(list(keys))
+        except Exception as e:
+            raise translate_read_error(table, keys[0], e) from None
+
     def put(self, table: str, key: bytes, value: bytes) -> None:
         if self._group is not None:  # synced: share the fsync with concurrent commits
             self.write([(table, key, value)])

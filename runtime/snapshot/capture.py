@@ -8,14 +8,18 @@ pages whose content hash is new. Both trackers produce the same manifest.
 Restore goes into a fresh instance: grow memory to the snapshot's size, copy
 the pages in, set the mutable globals through the exports added at deploy, and
 check the table sizes. ``_initialize`` and the start function are not run again.
+Pages equal to the fresh instance's are skipped; the others are decompressed
+straight into memory (zstd_into.py) and checked there, while a second thread has
+the kernel map grown memory ahead of them.
 """
 
 from __future__ import annotations
 
 import ctypes
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +28,7 @@ from golemish.oplog.snapshots import HASH_SIZE, ZERO_HASH, page_hash
 
 from ..engine import Instance
 from ..errors import GolemishError
+from . import zstd_into
 from .dirty import OS_PAGE, DirtyTrackingError, UffdTracker, pages_from_ranges
 from .instrument import GLOBAL_PREFIX, TABLE_PREFIX
 
@@ -209,7 +214,7 @@ def populate(addr: int, length: int) -> None:
 
 
 def restore(inst: Instance, manifest: Manifest, layout: Layout,
-            pages: Callable[[set[bytes]], Iterable[tuple[bytes, bytes]]],
+            pages: Callable[[Sequence[bytes]], Iterable[tuple[bytes, bytes]]],
             fresh: Manifest | None = None) -> int:
     """Rebuild memory and globals of a fresh instance from a manifest; returns the
     number of pages written.
@@ -217,9 +222,11 @@ def restore(inst: Instance, manifest: Manifest, layout: Layout,
     ``fresh``: the base the fresh instance is known to hold (see bases.py): pages
     equal to it are left as they are, so a restore costs the worker's own pages.
     ``pages(wanted)`` yields (hash, verified page) for the wanted hashes, in any
-    order (see SnapshotStore.stream_pages). Raises SnapshotError when the snapshot
-    does not fit the module, and lets CorruptionError through; either way the
-    instance must be thrown away.
+    order (see SnapshotStore.stream_pages). When it also has ``frames`` (a
+    PageReader), the stored frames are decompressed straight into memory and each
+    page is checked there. Raises SnapshotError when the snapshot does not fit the
+    module, and lets CorruptionError through; either way the instance must be
+    thrown away.
     """
     names = tuple(g[0] for g in manifest.globals)
     if names != layout.globals or tuple(t[0] for t in manifest.tables) != layout.tables:
@@ -236,13 +243,31 @@ def restore(inst: Instance, manifest: Manifest, layout: Layout,
         raise SnapshotError("snapshot memory is smaller than the module's initial memory")
     inst.grow_to(manifest.memory_size)
     grown = manifest.memory_size - initial
+    mapper = None
     if grown >= POPULATE_MIN:
         tail = manifest.pages[initial // ps * HASH_SIZE:]
         used = sum(1 for o in range(0, len(tail), HASH_SIZE)
                    if tail[o:o + HASH_SIZE] != ZERO_HASH)
         if used * ps * 2 >= grown:  # mostly data: map it all (a sparse one stays sparse)
-            populate(inst.base + initial, grown)
-    where: dict[bytes, list[int]] = {}
+            # In a thread (the call releases the GIL): the kernel maps the pages from
+            # the bottom up while this thread fills them, also from the bottom up.
+            mapper = threading.Thread(target=populate, args=(inst.base + initial, grown),
+                                      name="restore-populate", daemon=True)
+            mapper.start()
+    try:
+        written = _fill(inst, manifest, ps, initial, fresh, pages)
+    finally:
+        if mapper is not None:
+            mapper.join()
+    for name, ty, bits in manifest.globals:
+        inst.set_global(name, ty, bits)
+    return written
+
+
+def _fill(inst: Instance, manifest: Manifest, ps: int, initial: int,
+          fresh: Manifest | None,
+          pages: Callable[[Sequence[bytes]], Iterable[tuple[bytes, bytes]]]) -> int:
+    where: dict[bytes, list[int]] = {}  # hash -> offsets; in order of first offset
     if fresh is not None and (fresh.page_size != ps or fresh.memory_size != initial):
         fresh = None
     same = fresh.pages if fresh is not None else b""
@@ -258,10 +283,24 @@ def restore(inst: Instance, manifest: Manifest, layout: Layout,
         elif p * ps < initial:  # fresh pages past the initial size are zero already
             inst.zero(p * ps, ps)
             written += 1
-    write = inst.write
-    for h, data in pages(set(where)):
-        for offset in where[h]:
-            write(offset, data)
-    for name, ty, bits in manifest.globals:
-        inst.set_global(name, ty, bits)
+    frames = getattr(pages, "frames", None)
+    if frames is None or not zstd_into.available():
+        write = inst.write
+        for h, data in pages(list(where)):
+            for offset in where[h]:
+                write(offset, data)
+        return written
+    base, view, memmove = inst.base, ctypes.c_char * ps, ctypes.memmove
+    into = zstd_into.decompress_into
+    for h, z in frames(list(where)):
+        offs = where[h]
+        first = base + offs[0]
+        try:
+            n = into(first, ps, z)
+        except zstd_into.ZstdIntoError as e:
+            raise pages.damaged(h, f"undecodable: {e}") from None  # type: ignore[attr-defined]
+        if n != ps or page_hash(view.from_address(first)) != h:
+            raise pages.damaged(h, "content hash mismatch")  # type: ignore[attr-defined]
+        for offset in offs[1:]:
+            memmove(base + offset, first, ps)
     return written

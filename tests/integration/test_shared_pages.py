@@ -6,10 +6,13 @@ from __future__ import annotations
 import hashlib
 import struct
 
+import zstandard
+
 from golemish.oplog.check import check_store
 from golemish.runtime.executor import Runtime, RuntimeConfig
-from golemish.runtime.snapshot.policy import SnapshotPolicy
+from golemish.runtime.snapshot import zstd_into
 from golemish.runtime.snapshot.capture import SnapshotConfig
+from golemish.runtime.snapshot.policy import SnapshotPolicy
 
 
 def ints(res):
@@ -150,3 +153,43 @@ def test_a_format_1_store_stays_readable_and_ages_out(home, guests):
         rt.delete_worker("kv/f")
         assert keys(rt, "pages") == set() and problems(rt) == []
         assert ints(rt.invoke("kv/a", "get", ["2"])) not in ([-1], want_f)
+
+
+def test_a_grown_restore_decompresses_in_place_as_the_bytes_path_does(home, guests,
+                                                                       monkeypatch):
+    # 12 MiB of values: memory grows past POPULATE_MIN, so the restore maps it in a
+    # thread while it decompresses the pages straight into memory.
+    with runtime(home) as rt:
+        rt.deploy(guests["kv"].read_bytes(), "kv")
+        rt.invoke("kv/a", "fill", ["12"])
+        rt.snapshot("kv/a")
+        want = state_of(rt, "kv/a")
+    assert zstd_into.available()
+    with runtime(home) as rt:
+        report = rt.resume("kv/a")
+        assert report.mode == "snapshot" and report.restored_pages > 12 * 64
+        assert state_of(rt, "kv/a") == want
+    monkeypatch.setattr(zstd_into, "available", lambda: False)  # no libzstd: bytes path
+    with runtime(home) as rt:
+        assert rt.resume("kv/a").mode == "snapshot"
+        assert state_of(rt, "kv/a") == want
+
+
+def test_a_page_that_decompresses_to_the_wrong_size_is_damage(home, guests):
+    with runtime(home) as rt:
+        rt.deploy(guests["kv"].read_bytes(), "kv")
+        rt.invoke("kv/a", "put", ["5", "77"])
+        rt.snapshot("kv/a")
+        want = state_of(rt, "kv/a")
+        snaps = rt.store.snapshots
+        m = snaps.manifest("kv/a", snaps.indexes("kv/a")[0])
+        page = sorted(k for k in snaps.pages.refs(m) if len(k) == 16)[0]
+        # A well-formed frame, but of half a page: it must not be taken for the page.
+        rt.store.backend.put("cpages", page, zstandard.ZstdCompressor().compress(
+            bytes(m.page_size // 2)))
+    with runtime(home) as rt:
+        report = rt.resume("kv/a")
+        assert report.mode == "replay"
+        assert "content hash mismatch" in report.fallbacks[0]
+        assert page.hex() in report.fallbacks[0]
+        assert state_of(rt, "kv/a") == want

@@ -10,6 +10,8 @@ import pytest
 # Run here again, on Postgres (the names are collected in this module too).
 from test_shared_pages import (  # noqa: F401
     test_a_format_1_store_stays_readable_and_ages_out,
+    test_a_grown_restore_decompresses_in_place_as_the_bytes_path_does,
+    test_a_page_that_decompresses_to_the_wrong_size_is_damage,
     test_restore_writes_only_the_pages_that_differ_from_a_fresh_instance,
     test_retention_releases_references_and_deletes_pages_at_zero,
     test_store_check_reports_wrong_counts_and_unreferenced_pages,
