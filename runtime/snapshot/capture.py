@@ -9,17 +9,19 @@ Restore goes into a fresh instance: grow memory to the snapshot's size, copy
 the pages in, set the mutable globals through the exports added at deploy, and
 check the table sizes. ``_initialize`` and the start function are not run again.
 Pages equal to the fresh instance's are skipped; the others are decompressed
-straight into memory (zstd_into.py) and checked there, while a second thread has
-the kernel map grown memory ahead of them.
+straight into memory (zstd_into.py) and checked there, by up to UNPACK_THREADS
+threads, while one more has the kernel map grown memory ahead of them.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -196,6 +198,9 @@ def _never(_: bytes) -> bool:
 #: Grown memory from which a restore maps its pages in one call instead of one fault
 #: per 4 KiB page (measured here: ~15 us a fault, a third of that in one madvise).
 POPULATE_MIN = 8 << 20
+#: Pages per decompression task of a restore, and threads that run those tasks.
+UNPACK_BATCH = 256
+UNPACK_THREADS = min(4, os.cpu_count() or 1)
 _MADV_POPULATE_WRITE = 23  # Linux >= 5.14
 _libc: Any = None
 
@@ -290,17 +295,44 @@ def _fill(inst: Instance, manifest: Manifest, ps: int, initial: int,
             for offset in where[h]:
                 write(offset, data)
         return written
+    reader: Any = pages
     base, view, memmove = inst.base, ctypes.c_char * ps, ctypes.memmove
     into = zstd_into.decompress_into
-    for h, z in frames(list(where)):
-        offs = where[h]
-        first = base + offs[0]
-        try:
-            n = into(first, ps, z)
-        except zstd_into.ZstdIntoError as e:
-            raise pages.damaged(h, f"undecodable: {e}") from None  # type: ignore[attr-defined]
-        if n != ps or page_hash(view.from_address(first)) != h:
-            raise pages.damaged(h, "content hash mismatch")  # type: ignore[attr-defined]
-        for offset in offs[1:]:
-            memmove(base + offset, first, ps)
+
+    def unpack(batch: list[tuple[bytes, bytes]]) -> None:
+        for h, z in batch:
+            offs = where[h]
+            first = base + offs[0]
+            try:
+                n = into(first, ps, z)
+            except zstd_into.ZstdIntoError as e:
+                raise reader.damaged(h, f"undecodable: {e}") from None
+            if n != ps or page_hash(view.from_address(first)) != h:
+                raise reader.damaged(h, "content hash mismatch")
+            for offset in offs[1:]:
+                memmove(base + offset, first, ps)
+
+    batches = _batches(frames(list(where)), UNPACK_BATCH)
+    if len(where) < 2 * UNPACK_BATCH or UNPACK_THREADS < 2:
+        for batch in batches:
+            unpack(batch)
+        return written
+    # The decompression calls release the GIL: batches go to a few threads. Every
+    # batch is waited for before returning or raising (they write into the memory).
+    with ThreadPoolExecutor(UNPACK_THREADS, thread_name_prefix="restore") as pool:
+        futures = [pool.submit(unpack, batch) for batch in batches]
+        for f in futures:
+            f.result()
     return written
+
+
+def _batches(items: Iterable[tuple[bytes, bytes]], n: int
+             ) -> Iterator[list[tuple[bytes, bytes]]]:
+    batch: list[tuple[bytes, bytes]] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
