@@ -8,7 +8,10 @@ sits at a Snapshot entry of its worker's oplog, and every page it names is
 present (with ``deep``, also decompresses to its content hash). Store-wide:
 components and their module bytes verify, nothing (oplog, manifest, page,
 key, promise) belongs to a worker that does not exist, and every table reads
-whole (the module and compiled-code tables with ``deep``).
+whole (the module and compiled-code tables with ``deep``). The shared page
+store (pagestore.py): every reference count equals the references recounted
+from the stored manifests and bases, every stored page is referenced, every
+base decodes and names only stored pages.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from dataclasses import dataclass
 
 from .entries import Create, InvokeStart, Snapshot, decode_entry
 from .errors import CorruptionError
-from .snapshots import HASH_SIZE
+from .pagestore import BASE_REF, is_page_key
+from .snapshots import HASH_SIZE, Manifest
 from .store import Store, _unpack_json
 from .worker_oplog import HEAD_PREFIX, length_mismatch
 
@@ -41,7 +45,8 @@ def _owner(key: bytes) -> str:
 def check_store(store: Store, *, deep: bool = False) -> tuple[list[Problem], dict[str, int]]:
     """All problems found, and counts of what was checked."""
     problems: list[Problem] = []
-    counts = {"workers": 0, "entries": 0, "snapshots": 0, "pages": 0, "components": 0}
+    counts = {"workers": 0, "entries": 0, "snapshots": 0, "pages": 0, "components": 0,
+              "bases": 0, "shared_pages": 0}
     try:
         _check(store, deep, problems, counts)
     except CorruptionError as e:  # a table RocksDB cannot read past: the rest is unknown
@@ -121,6 +126,7 @@ def _check(store: Store, deep: bool, problems: list[Problem], counts: dict[str, 
         if p.get("worker") not in workers:
             problems.append(Problem(f"promise {p.get('id')}", "belongs to no worker"))
 
+    refs: list[tuple[str, Manifest]] = []
     for wid, meta in workers.items():
         log = store.oplog(wid)
         snapshot_entries: set[int] = set()
@@ -172,15 +178,70 @@ def _check(store: Store, deep: bool, problems: list[Problem], counts: dict[str, 
             if index not in snapshot_entries:
                 problems.append(Problem(where, "has no Snapshot entry in the oplog"))
             hashes = m.nonzero()
-            pages_prefix = store.snapshots.space(wid).encode() + b"\0"
+            if m.shared:
+                table, pages_prefix = "cpages", b""
+                own = store.snapshots._own_manifest(wid, index)
+                if own is not None:
+                    refs.append((where, own))
+            else:
+                table, pages_prefix = "pages", store.snapshots.space(wid).encode() + b"\0"
             counts["pages"] += len(hashes)
             for h in sorted(hashes):
-                if b.get("pages", pages_prefix + h) is None:
+                if b.get(table, pages_prefix + h) is None:
                     problems.append(Problem(where, f"names missing page {h.hex()}"))
                 elif deep:
                     try:
-                        store.snapshots.load_pages(wid, [h])
+                        if m.shared:
+                            list(store.snapshots.pages_for(wid, m)({h}))
+                        else:
+                            store.snapshots.load_pages(wid, [h])
                     except CorruptionError as e:
                         problems.append(Problem(where, f"page {h.hex()}: {e.detail}"))
             if len(m.pages) % HASH_SIZE:
                 problems.append(Problem(where, "page list is not whole"))
+    _check_shared(store, deep, refs, problems, counts)
+
+
+def _check_shared(store: Store, deep: bool, refs: list[tuple[str, Manifest]],
+                  problems: list[Problem], counts: dict[str, int]) -> None:
+    """Recount the shared store's references from the manifests that hold them."""
+    b, pages = store.backend, store.snapshots.pages
+    expected: dict[bytes, int] = {}
+    for k, blob in b.scan("bases", b""):
+        bid = k.decode(errors="replace")
+        counts["bases"] += 1
+        try:
+            base = Manifest.decode(blob, key=f"base {bid}")
+        except CorruptionError as e:
+            problems.append(Problem(f"snapshot base {bid}", e.detail))
+            continue
+        for h in sorted(base.nonzero()):
+            expected[h] = expected.get(h, 0) + 1
+            if b.get("cpages", h) is None:
+                problems.append(Problem(f"snapshot base {bid}", f"names missing page {h.hex()}"))
+    for where, m in refs:
+        try:
+            held = pages.refs(m)
+        except CorruptionError:
+            problems.append(Problem(where, f"names missing base {m.base}"))
+            continue
+        for k in held:
+            expected[k] = expected.get(k, 0) + 1
+    actual = {k: struct.unpack(">Q", v)[0] for k, v in b.scan("pagerefs", b"")}
+    for k in sorted(set(expected) | set(actual)):
+        want, have = expected.get(k, 0), actual.get(k, 0)
+        if want != have:
+            what = (f"page {k.hex()}" if is_page_key(k)
+                    else f"base {k[len(BASE_REF):].decode(errors='replace')}")
+            problems.append(Problem(f"reference count of {what}",
+                                    f"is {have}, but {want} manifest(s) reference it"))
+    dctx = store.snapshots._dctx
+    for k, z in b.scan("cpages", b""):
+        counts["shared_pages"] += 1
+        if k not in expected:
+            problems.append(Problem(f"stored page {k.hex()}", "no manifest references it"))
+        elif deep:
+            try:
+                store.snapshots._verified("shared store", k, z, dctx)
+            except CorruptionError as e:
+                problems.append(Problem(f"stored page {k.hex()}", e.detail))

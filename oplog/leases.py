@@ -113,6 +113,10 @@ class FencedBackend:
     def get(self, table: str, key: bytes) -> bytes | None:
         return self.inner.get(table, key)
 
+    def get_many(self, table: str, keys: Sequence[bytes], *,
+                 bulk: bool = False) -> list[bytes | None]:
+        return self.inner.get_many(table, keys, bulk=bulk)
+
     def scan(self, table: str, start: bytes, end: bytes | None = None, *,
              reverse: bool = False, bulk: bool = False) -> Iterator[tuple[bytes, bytes]]:
         return self.inner.scan(table, start, end, reverse=reverse, bulk=bulk)

@@ -2,8 +2,16 @@
 
 Layout (backend tables)::
 
-    pages      worker id \\0 xxh3-128(page)      -> zstd(page)
     snapshots  worker id \\0 u64be(oplog index)  -> manifest blob
+    cpages, pagerefs, bases                      -> the shared page store (pagestore.py)
+    pages      worker id \\0 xxh3-128(page)      -> zstd(page), format 1 manifests only
+
+Manifests of format 2 (written since the shared page store) keep their pages in
+the shared, reference-counted store of pagestore.py, where every worker's pages
+are stored once per store. Format 1 manifests, written by earlier versions, keep
+theirs per *page space* as described below; both are read, pruned and checked,
+so an existing store needs no upgrade step: its format 1 snapshots age out
+through retention (the last 3 are kept) and take their pages with them.
 
 A manifest lists *every* page of memory at one oplog index, as 16-byte content
 hashes (all-zero bytes for a zero page, which is never stored), plus the
@@ -27,8 +35,8 @@ from __future__ import annotations
 import struct
 import threading
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import xxhash
@@ -37,10 +45,13 @@ import zstandard
 from . import codec
 from .backends.base import Backend, Op
 from .errors import CorruptionError
+from .pagestore import SharedPages
 
 HASH_SIZE = 16
 ZERO_HASH = bytes(HASH_SIZE)
-MANIFEST_VERSION = 1
+#: 2: pages in the shared store, optionally relative to a base. 1: per page space.
+MANIFEST_VERSION = 2
+_VERSIONS = (1, 2)
 _U64 = struct.Struct(">Q")
 _BLOB_HEAD = struct.Struct("<BI")  # version, crc32 of the compressed body
 #: First byte of a fork's link to its parent's manifest (never a manifest version).
@@ -60,6 +71,7 @@ def _well_typed(m: Manifest) -> bool:
     """A decoded manifest's fields have their declared types (a forged one may not)."""
     return (all(type(x) is int for x in (m.index, m.page_size, m.memory_size, m.created_ns))
             and m.page_size > 0 and type(m.component_hash) is str and type(m.pages) is bytes
+            and type(m.base) is str
             and type(m.host) is bytes and _pairs(m.globals, str, str, (int, float))
             and _pairs(m.tables, str, int) and _pairs(m.stats, str, int))
 
@@ -89,6 +101,10 @@ class Manifest:
     stats: tuple[tuple[str, int], ...] = field(default=())
     #: The host's own state for this worker (opaque here), e.g. a retry policy.
     host: bytes = b""
+    #: The base (a fresh instance's memory) the manifest is relative to, or "".
+    base: str = ""
+    #: Pages in the shared store (format 2); False: in the worker's page space (1).
+    shared: bool = True
 
     @property
     def page_count(self) -> int:
@@ -113,12 +129,18 @@ class Manifest:
         return cached
 
     def encode(self) -> bytes:
-        body = codec.encode([self.index, self.component_hash, self.page_size, self.memory_size,
-                             self.pages, [list(g) for g in self.globals],
-                             [list(t) for t in self.tables], self.created_ns,
-                             [list(s) for s in self.stats], self.host])
+        fields = [self.index, self.component_hash, self.page_size, self.memory_size,
+                  self.pages, [list(g) for g in self.globals],
+                  [list(t) for t in self.tables], self.created_ns,
+                  [list(s) for s in self.stats], self.host]
+        if self.shared:
+            fields.append(self.base)
+        elif self.base:
+            raise ValueError("a format 1 manifest has no base")
+        body = codec.encode(fields)
         packed = zstandard.ZstdCompressor(level=3).compress(body)
-        return _BLOB_HEAD.pack(MANIFEST_VERSION, zlib.crc32(packed)) + packed
+        version = MANIFEST_VERSION if self.shared else 1
+        return _BLOB_HEAD.pack(version, zlib.crc32(packed)) + packed
 
     @classmethod
     def decode(cls, blob: bytes, *, key: str) -> Manifest:
@@ -129,7 +151,7 @@ class Manifest:
             raise bad("truncated")
         version, crc = _BLOB_HEAD.unpack_from(blob)
         packed = blob[_BLOB_HEAD.size:]
-        if version != MANIFEST_VERSION:
+        if version not in _VERSIONS:
             raise bad(f"unknown manifest version {version}")
         if zlib.crc32(packed) != crc:
             raise bad("checksum mismatch")
@@ -140,8 +162,11 @@ class Manifest:
                 raise bad(f"body of {size} bytes exceeds {_MAX_BODY}")
             v = codec.decode(zstandard.ZstdDecompressor().decompress(
                 packed, max_output_size=_MAX_BODY))
+            if len(v) != (11 if version == 2 else 10):
+                raise bad(f"{len(v)} fields for format {version}")
             m = cls(v[0], v[1], v[2], v[3], v[4], tuple(tuple(g) for g in v[5]),
-                    tuple(tuple(t) for t in v[6]), v[7], tuple(tuple(s) for s in v[8]), v[9])
+                    tuple(tuple(t) for t in v[6]), v[7], tuple(tuple(s) for s in v[8]), v[9],
+                    v[10] if version == 2 else "", version == 2)
         except (codec.DecodeError, zstandard.ZstdError, IndexError, TypeError) as e:
             raise bad(f"undecodable: {e}") from None
         if not _well_typed(m):
@@ -170,6 +195,12 @@ class SnapshotStore:
         #: Pages a snapshot being captured relies on without writing them (shared spaces):
         #: another member's pruning must keep them until that snapshot is written.
         self._vouched: dict[str, set[bytes]] = {}
+        #: The shared, reference-counted page store (format 2 manifests).
+        self.pages = SharedPages(backend, lambda: self._cctx,
+                                 lambda blob, key: Manifest.decode(blob, key=key))
+        #: Write format 2 manifests into the shared store; False writes format 1, as
+        #: golemish did before it (kept to test that such stores stay readable).
+        self.shared = True
 
     @property
     def _cctx(self) -> zstandard.ZstdCompressor:
@@ -262,6 +293,8 @@ class SnapshotStore:
 
     # -- writing -------------------------------------------------------------
     def has_page(self, worker_id: str, h: bytes) -> bool:
+        if self.shared:
+            return self.pages.has(h)
         space, shared = self._space(worker_id)
         if not shared:
             return self._b.get("pages", self._prefix(space) + h) is not None
@@ -273,17 +306,24 @@ class SnapshotStore:
 
     def page_ops(self, worker_id: str, pages: dict[bytes, bytes]) -> tuple[list[Op], int]:
         """Batch ops storing compressed pages; returns (ops, compressed bytes)."""
-        prefix = self._pages_prefix(worker_id)
+        table, prefix = ("cpages", b"") if self.shared else ("pages",
+                                                              self._pages_prefix(worker_id))
         ops: list[Op] = []
         size = 0
         cctx = self._cctx
         for h, data in pages.items():
             z = cctx.compress(data)
             size += len(z)
-            ops.append(("pages", prefix + h, z))
+            ops.append((table, prefix + h, z))
         return ops, size
 
+    def as_written(self, manifest: Manifest) -> Manifest:
+        """The manifest in the format this store writes."""
+        return manifest if self.shared or not manifest.shared else \
+            replace(manifest, shared=False, base="")
+
     def manifest_op(self, worker_id: str, manifest: Manifest) -> Op:
+        manifest = self.as_written(manifest)
         key, blob = self._snap_key(worker_id, manifest.index), manifest.encode()
         self._remember(key, blob, manifest)
         return ("snapshots", key, blob)
@@ -379,44 +419,121 @@ class SnapshotStore:
         pages, so reading them all in key order beats a point read per page. Raises
         CorruptionError for a damaged page, and at the end for any that were missing.
         """
+        dctx = self._dctx
+        for h, z in self.stream_frames(worker_id, wanted):
+            yield h, self._verified(worker_id, h, z, dctx)
+
+    def stream_frames(self, worker_id: str, wanted: Iterable[bytes]
+                      ) -> Iterator[tuple[bytes, bytes]]:
+        """stream_pages before decompression: (hash, stored zstd frame, unverified)."""
         prefix = self._pages_prefix(worker_id)
         left = set(wanted)
-        dctx = self._dctx
         for key, z in self._b.scan("pages", prefix, prefix[:-1] + b"\1", bulk=True):
             h = key[len(prefix):]
             if h not in left:
                 continue
-            data = self._verified(worker_id, h, z, dctx)
             left.discard(h)
-            yield h, data
+            yield h, z
         if left:
             h = min(left)
             raise CorruptionError("snapshot page", f"{worker_id}:{h.hex()}",
                                   f"missing ({len(left)} page(s) in all)")
 
+    def pages_for(self, worker_id: str, manifest: Manifest) -> PageReader:
+        """The page reader a restore of ``manifest`` uses (see runtime restore)."""
+        if not manifest.shared:
+            return PageReader(worker_id, lambda wanted: self.stream_frames(worker_id, wanted),
+                              self._dctx)
+        return PageReader(worker_id, self.pages.frames,
+                          self._dctx)
+
     def page_sizes(self, worker_id: str) -> tuple[int, int]:
-        """(number of stored pages, compressed bytes) in the worker's page space."""
+        """(pages, compressed bytes) stored for the worker: those of its page space
+        (format 1) and, in the shared store, those its manifests hold a reference
+        on (outside its base; other workers may reference them too)."""
         p = self._pages_prefix(worker_id)
         n = size = 0
         for _, v in self._b.scan("pages", p, p[:-1] + b"\1"):
             n += 1
             size += len(v)
+        own: set[bytes] = set()
+        for i in self.indexes(worker_id):
+            m = self._own_manifest(worker_id, i)
+            if m is not None and m.shared:
+                try:
+                    own |= {k for k in self.pages.refs(m) if len(k) == HASH_SIZE}
+                except CorruptionError:
+                    pass
+        for h in own:
+            z = self._b.get("cpages", h)
+            if z is not None:
+                n += 1
+                size += len(z)
         return n, size
 
     # -- retention -------------------------------------------------------------
-    def prune_ops(self, worker_id: str, keep: int, pending: Manifest | None = None) -> list[Op]:
+    def snapshot_ops(self, worker_id: str, manifest: Manifest, page_ops: list[Op], keep: int,
+                     fetch: Callable[[bytes], bytes] | None = None) -> list[Op]:
+        """Ops writing one snapshot's pages and manifest and pruning to ``keep``.
+
+        Call holding :meth:`space_lock` and ``pages.lock``; write the ops before
+        releasing them (the reference counts are read here). ``fetch(h)`` gives the
+        bytes of a page of the manifest that another batch deleted after capture.
+        """
+        manifest = self.as_written(manifest)
+        provided = {k: v for t, k, v in page_ops if t == "cpages" and v is not None}
+        ops = [op for op in page_ops if op[0] != "cpages"]
+        ops.append(self.manifest_op(worker_id, manifest))
+        return ops + self.prune_ops(worker_id, keep, pending=manifest, provided=provided,
+                                    fetch=fetch)
+
+    def prune_ops(self, worker_id: str, keep: int, pending: Manifest | None = None,
+                  provided: dict[bytes, bytes] | None = None,
+                  fetch: Callable[[bytes], bytes] | None = None) -> list[Op]:
         """Ops deleting all but the newest ``keep`` snapshots and their orphaned pages.
 
-        ``pending`` is a manifest being written in the same batch; it counts as kept.
+        ``pending`` is a manifest being written in the same batch; it counts as kept,
+        and its references (format 2) are added here, so that a page that moves from
+        a pruned manifest to the new one is never deleted and written again.
         """
         indexes = self.indexes(worker_id)
         if pending is not None:
             indexes = [pending.index] + [i for i in indexes if i != pending.index]
         doomed = indexes[keep:]
-        if not doomed:
-            return []
+        delta: dict[bytes, int] = {}
+        if pending is not None and pending.shared:
+            for k in self.pages.refs(pending):
+                delta[k] = 1
+        ops: list[Op] = []
+        if doomed:
+            ops = self._prune_doomed(worker_id, indexes[:keep], doomed, pending, delta)
+        return ops + self.pages.delta_ops(delta, provided or {}, fetch)
+
+    def _own_manifest(self, worker_id: str, index: int) -> Manifest | None:
+        """The worker's own manifest at ``index``: None for a fork's link (the parent
+        holds the references) and for a damaged one (reported by store check)."""
+        blob = self._b.get("snapshots", self._snap_key(worker_id, index))
+        if blob is None or blob[:1] == _LINK:
+            return None
+        try:
+            return self.manifest(worker_id, index)
+        except CorruptionError:
+            return None
+
+    def _release(self, m: Manifest | None, delta: dict[bytes, int]) -> None:
+        """Count the references a format 2 manifest being deleted gives up."""
+        if m is not None and m.shared:
+            try:
+                refs = self.pages.refs(m)
+            except CorruptionError:
+                return  # its base is gone: store check reports both
+            for k in refs:
+                delta[k] = delta.get(k, 0) - 1
+
+    def _prune_doomed(self, worker_id: str, kept_indexes: list[int], doomed: list[int],
+                      pending: Manifest | None, delta: dict[bytes, int]) -> list[Op]:
         kept: list[frozenset[bytes]] = [pending.nonzero()] if pending is not None else []
-        for i in indexes[:keep]:
+        for i in kept_indexes:
             if pending is None or i != pending.index:
                 try:
                     kept.append(self.manifest(worker_id, i).nonzero())
@@ -425,33 +542,65 @@ class SnapshotStore:
         ops: list[Op] = []
         orphans: set[bytes] = set()
         for i in doomed:
+            unlink = self._unlink_ops(worker_id, i)
+            if not unlink:  # copied to a fork instead: the references move with it
+                self._release(self._own_manifest(worker_id, i), delta)
             try:
-                # Subtract the kept sets one by one instead of building their union:
-                # after the first, only the few pages that changed are left to check.
-                cand = self.manifest(worker_id, i).nonzero()
-                for k in kept:
-                    cand = cand - k
-                orphans |= cand
+                m = self.manifest(worker_id, i)
+                if not m.shared:
+                    # Subtract the kept sets one by one instead of building their union:
+                    # after the first, only the few pages that changed are left to check.
+                    cand = m.nonzero()
+                    for k in kept:
+                        cand = cand - k
+                    orphans |= cand
             except CorruptionError:
                 pass  # a damaged manifest: its pages are found by delete_all later
             ops.append(("snapshots", self._snap_key(worker_id, i), None))
-            ops.extend(self._unlink_ops(worker_id, i))
+            ops.extend(unlink)
         if orphans and self._space(worker_id)[1]:
             orphans -= self._others_keep(worker_id)
         prefix = self._pages_prefix(worker_id)
         ops.extend(("pages", prefix + h, None) for h in orphans)
         return ops
 
+    def fork_ops(self, parent: str, child: str, indexes: Iterable[int]) -> list[Op]:
+        """Ops giving ``child`` the parent's manifests at ``indexes`` (a fork).
+
+        A format 2 manifest is copied (its pages gain a reference each: a few bytes
+        per page, nothing that grows with memory); a format 1 one is linked, and the
+        child joins the parent's page space. Call holding ``pages.lock``.
+        """
+        ops: list[Op] = []
+        delta: dict[bytes, int] = {}
+        for i in indexes:
+            blob = self.manifest_blob(parent, i)
+            if blob is None:
+                continue
+            if blob[:1] == bytes([MANIFEST_VERSION]):
+                ops.append(("snapshots", self._snap_key(child, i), blob))
+                for k in self.pages.refs(self.manifest(parent, i)):
+                    delta[k] = delta.get(k, 0) + 1
+            else:
+                ops.append(self.link_op(parent, child, i))
+        return ops + self.share_ops(parent, child) + self.pages.delta_ops(delta, {})
+
     def delete_all_ops(self, worker_id: str) -> list[Op]:
         """Ops deleting the worker's manifests and the pages no one else needs.
 
-        In a shared space, call it holding :meth:`space_lock`, and :meth:`forget` the
+        Call it holding :meth:`space_lock` and ``pages.lock``, and :meth:`forget` the
         worker once the ops are written.
         """
         p, end = self._prefix(worker_id), worker_id.encode() + b"\1"
         ops: list[Op] = [("snapshots", k, None) for k, _ in self._b.scan("snapshots", p, end)]
+        delta: dict[bytes, int] = {}
         for k, _ in self._b.scan("snapshots", p, end):
-            ops.extend(self._unlink_ops(worker_id, _U64.unpack_from(k, len(p))[0]))
+            index = _U64.unpack_from(k, len(p))[0]
+            unlink = self._unlink_ops(worker_id, index)
+            if not unlink:
+                self._release(self._own_manifest(worker_id, index), delta)
+            ops.extend(unlink)
+        ops += self.pages.delta_ops(delta, {})
         space, shared = self._space(worker_id)
         pp = self._prefix(space)
         pages = self._b.scan("pages", pp, space.encode() + b"\1")
@@ -469,3 +618,23 @@ def changed_pages(old: Manifest | None, new_pages: Sequence[bytes]) -> int:
     if old is None:
         return len(new_pages)
     return sum(1 for i, h in enumerate(new_pages) if i >= old.page_count or old.page(i) != h)
+
+
+class PageReader:
+    """The pages a restore wants: ``reader(wanted)`` yields (hash, verified page) in
+    any order; ``frames(wanted)`` yields (hash, stored zstd frame) for a caller that
+    decompresses and checks each page itself, and reports a bad one with ``damaged``."""
+
+    def __init__(self, worker_id: str,
+                 frames: Callable[[Sequence[bytes]], Iterator[tuple[bytes, bytes]]],
+                 dctx: zstandard.ZstdDecompressor) -> None:
+        self.worker_id = worker_id
+        self.frames = frames
+        self._dctx = dctx
+
+    def __call__(self, wanted: Sequence[bytes]) -> Iterator[tuple[bytes, bytes]]:
+        for h, z in self.frames(wanted):
+            yield h, SnapshotStore._verified(self.worker_id, h, z, self._dctx)
+
+    def damaged(self, h: bytes, why: str) -> CorruptionError:
+        return CorruptionError("snapshot page", f"{self.worker_id}:{h.hex()}", why)

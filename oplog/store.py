@@ -31,7 +31,7 @@ import json
 import struct
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .backends.base import Backend, Op
@@ -123,11 +123,14 @@ class Store:
     def _component_key(name: str, version: int) -> bytes:
         return name.encode() + b"\0" + _U32.pack(version)
 
-    def add_component(self, meta: dict[str, Any], wasm: bytes) -> None:
-        """Store one component version with its bytes, atomically."""
+    def add_component(self, meta: dict[str, Any], wasm: bytes,
+                      blobs: dict[str, bytes] | None = None) -> None:
+        """Store one component version with its bytes (and the files it carries, by
+        sha256, in the same content-addressed table), atomically."""
         key = self._component_key(meta["name"], meta["version"])
         self.backend.write([
             ("wasm", meta["hash"].encode(), wasm),
+            *(("wasm", d.encode(), b) for d, b in (blobs or {}).items()),
             ("components", key, _pack_json(meta)),
         ])
 
@@ -168,9 +171,21 @@ class Store:
             raise StoreError(f"component {name} has no version {version}")
         ops: list[Op] = [("components", self._component_key(name, version), _pack_json(
             {"name": name, "version": version, "hash": meta["hash"], "deleted": True}))]
-        if not any(m["hash"] == meta["hash"] for m in self.list_components()
-                   if (m["name"], m["version"]) != (name, version)):
+        others = [m for m in self.list_components()
+                  if (m["name"], m["version"]) != (name, version)]
+        used = {f[1] for m in others for f in m.get("files", [])} | {m["hash"] for m in others}
+        ops += [("wasm", d.encode(), None) for d in {f[1] for f in meta.get("files", [])}
+                if d not in used]
+        if not any(m["hash"] == meta["hash"] for m in others):
             ops.append(("wasm", meta["hash"].encode(), None))
+            with self.snapshots.pages.lock:
+                # Its bases (one per page size), unless a worker's snapshot still names
+                # one: an updated worker's older snapshots may.
+                prefix = meta["hash"].encode() + b":"
+                for k, _ in self.backend.scan("bases", prefix, meta["hash"].encode() + b";"):
+                    ops += self.snapshots.pages.drop_base_ops(k.decode())
+                self.backend.write(ops)
+            return
         self.backend.write(ops)
 
     def get_wasm(self, digest: str) -> bytes:
@@ -240,7 +255,7 @@ class Store:
         ops.extend(("idempotency", k, None)
                    for k, _ in self.backend.scan("idempotency", p, worker_id.encode() + b"\1"))
         ops.append(("workers", worker_id.encode(), None))
-        with self.snapshots.space_lock(worker_id):
+        with self.snapshots.space_lock(worker_id), self.snapshots.pages.lock:
             self.backend.write(ops + self.snapshots.delete_all_ops(worker_id))
         self.snapshots.forget(worker_id)
 
@@ -286,13 +301,12 @@ class Store:
         ops += [("idempotency", c + k[len(p):], v)
                 for k, v in self.backend.scan("idempotency", p, parent.encode() + b"\1")
                 if _U64.unpack(v)[0] <= at]
-        ops += [self.snapshots.link_op(parent, child, i) for i in snapshot_indexes
-                if self.backend.get("snapshots", p + _U64.pack(i)) is not None]
-        ops += self.snapshots.share_ops(parent, child)
         ops.append(("workers", child.encode(), _pack_json(meta)))
         ops.append(log.head_op(at))
-        with self.snapshots.space_lock(parent):
-            self.backend.write(ops)
+        with self.snapshots.space_lock(parent), self.snapshots.pages.lock:
+            own = [i for i in snapshot_indexes
+                   if self.backend.get("snapshots", p + _U64.pack(i)) is not None]
+            self.backend.write(ops + self.snapshots.fork_ops(parent, child, own))
         self.snapshots.forget(parent, child)
         log.committed(at)
         return log
@@ -326,21 +340,24 @@ class Store:
         return [_unpack_json(v, "promise", k.decode()) for k, v in self.backend.scan("promises", b"")]
 
     def write_snapshot(self, log: WorkerOplog, entry: Snapshot, manifest: Manifest,
-                       page_ops: list[Op], keep: int, *, archive: bool = False) -> int:
+                       page_ops: list[Op], keep: int, *, archive: bool = False,
+                       fetch: Callable[[bytes], bytes] | None = None) -> int:
         """Pages, manifest, Snapshot entry and pruning of old snapshots in one batch.
 
-        ``manifest.index`` must be the index the entry gets. Returns that index. With
+        ``manifest.index`` must be the index the entry gets; ``fetch(h)`` reads a page
+        of it from memory if the page store lost it since capture (another worker's
+        pruning). Returns that index. With
         ``archive``, whole chunks of entries older than the oldest kept snapshot then
         move to the archive (a second batch: a crash between the two loses nothing).
         """
         index, entry_op = log.append_ops(entry)
         if manifest.index != index:
             raise StoreError(f"manifest for index {manifest.index} written at {index}")
-        with self.snapshots.space_lock(log.worker_id):  # forks share pages: see snapshots
+        # Forks share pages, and workers share the page store: see snapshots, pagestore.
+        with self.snapshots.space_lock(log.worker_id), self.snapshots.pages.lock:
             # The entries waiting in the log go first: the snapshot stands on them.
-            self._commit(log, index, [
-                *page_ops, self.snapshots.manifest_op(log.worker_id, manifest), entry_op,
-                *self.snapshots.prune_ops(log.worker_id, keep, pending=manifest)])
+            self._commit(log, index, [entry_op, *self.snapshots.snapshot_ops(
+                log.worker_id, manifest, page_ops, keep, fetch)])
             self.snapshots.settled(log.worker_id)
         if archive:
             kept = self.snapshots.indexes(log.worker_id)

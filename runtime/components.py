@@ -21,6 +21,7 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ import wasmtime
 from golemish.oplog import Store, content_hash
 
 from . import wasm_check
+from .component_files import pack_files
 from .engine import Engine, FuncSig
 from .errors import ComponentError, InvalidModuleError, MissingImportsError, NotFoundError
 from .host import api as host_api
@@ -143,14 +145,18 @@ class DeployResult:
 
 def deploy(store: Store, engine: Engine, wasm: bytes, name: str,
            wit: str | None = None, wit_source: str | None = None,
-           stackful: bool = False) -> DeployResult:
+           stackful: bool = False,
+           files: Sequence[tuple[str, bytes, bool]] = ()) -> DeployResult:
     """Deploy a module (with its WIT world, given or embedded) as a new version of ``name``.
 
     ``stackful`` runs Binaryen's asyncify on it first, so that its invocations can be
     snapshotted mid-call (a module already asyncified by its build is detected as
-    is). Identical bytes and WIT deployed again are a no-op.
+    is). ``files`` are (guest path, bytes, read-only) put into each worker's
+    filesystem (component_files.py). Identical bytes, WIT and files deployed again
+    are a no-op.
     """
     check_name(name)
+    listed, blobs = pack_files(files)
     refuse_unsupported(wasm)
     wit = typed.wit_of(wasm, wit)  # a custom section could be lost in the transform
     if stackful:
@@ -160,7 +166,8 @@ def deploy(store: Store, engine: Engine, wasm: bytes, name: str,
     digest = content_hash(wasm)
     versions = store.component_versions(name, deleted=True)  # numbers are never reused
     for meta in versions:
-        if meta["hash"] == digest and meta.get("wit") == wit and not meta.get("deleted"):
+        if meta["hash"] == digest and meta.get("wit") == wit and not meta.get("deleted") \
+                and meta.get("files") == (listed or None):
             return DeployResult(meta, created=False)
     module = compile_instrumented(engine, wasm)
     missing = missing_imports(engine, module)
@@ -185,8 +192,10 @@ def deploy(store: Store, engine: Engine, wasm: bytes, name: str,
     }
     if wit is not None:
         meta["wit"] = wit
+    if listed:
+        meta["files"] = listed
     store.put_compiled(_compiled_key(engine, digest), engine.serialize(module))
-    store.add_component(meta, wasm)
+    store.add_component(meta, wasm, blobs)
     return DeployResult(meta, created=True)
 
 

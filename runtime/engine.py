@@ -281,9 +281,15 @@ class Instance:
                 self._store.ptr(), self._callback, None, _NO_FINALIZER)
             self._store.set_epoch_deadline(SLICE_TICKS)
         linker = wasmtime.Linker(engine._engine)
+        # Types belong to one engine; built once each: a Python worker defines ~60 host
+        # functions per instantiation, and building their types took ~20 ms of it.
+        types = engine.__dict__.setdefault("_functypes", {})
         for h in host:
             fn = _marked(engine, h.func) if engine.interruptible else h.func
-            linker.define_func(h.module, h.name, h.sig.functype(), fn)
+            ft = types.get(h.sig)
+            if ft is None:
+                ft = types[h.sig] = h.sig.functype()
+            linker.define_func(h.module, h.name, ft, fn)
         in_host, engine._in_host = engine._in_host, 0
         engine._running += 1
         try:

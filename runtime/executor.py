@@ -23,6 +23,7 @@ from golemish.oplog.backends.group_commit import GroupConfig
 from golemish.oplog.store import store_path
 
 from . import components
+from .bases import Bases
 from .clock import SYSTEM, Clock
 from .components import DeployResult, ModuleCache
 from .crash import CrashPoints
@@ -136,6 +137,8 @@ class Runtime:
                                        readonly=self.config.readonly,
                                        group=self.config.group_commit)
         self.engine = Engine()
+        #: Fresh-instance images per component (shared page store, restore of diffs).
+        self.bases = Bases(self.store)
         if self.config.catch_signals:
             self.engine.catch_signals()
         path = store_path(self.config.home)
@@ -185,13 +188,14 @@ class Runtime:
     # -- components -----------------------------------------------------------
     def deploy(self, wasm: bytes, name: str, wit: str | None = None,
                wit_source: str | None = None, stackful: bool = False,
-               http_allow: Sequence[str] = ()) -> DeployResult:
+               http_allow: Sequence[str] = (),
+               files: Sequence[tuple[str, bytes, bool]] = ()) -> DeployResult:
         """Deploy a new component version. ``http_allow`` entries are added to that
         version's HTTP allow-list (also when the bytes were deployed before)."""
         rules = http.normalize_rules(http_allow)  # refuse a bad entry before deploying
         components.check_size(len(wasm), self.config.max_component_bytes)
         res = components.deploy(self.store, self.engine, bytes(wasm), name, wit, wit_source,
-                                stackful)
+                                stackful, files)
         if rules:
             meta = self.configure_component(name, res.meta["version"], allow_http=rules)
             res = DeployResult(meta, res.created)

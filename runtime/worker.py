@@ -10,12 +10,13 @@ the narrow WorkerServices port below, not the whole Runtime.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from golemish.oplog import Create, Entry, InvokeStart, Manifest, Snapshot, TypedValue
 
 from . import invocation, worker_recovery, worker_snapshots
+from .component_files import component_wasi
 from .errors import DivergenceError, NotFoundError, WorkerFailedError
 from .host.api import GolemishHost, Services
 from .host.wasi import WasiHost
@@ -30,6 +31,7 @@ from .worker_recovery import RecoveryReport
 if TYPE_CHECKING:
     from golemish.oplog import Store
 
+    from .bases import Bases
     from .clock import Clock
     from .components import ModuleCache
     from .crash import CrashPoints
@@ -42,14 +44,15 @@ __all__ = ["InvocationResult", "RecoveryReport", "Worker", "WorkerServices"]
 class WorkerServices(Services, Protocol):
     """What a worker needs of its runtime (the Runtime is one).
 
-    The store, the engine and its compiled modules, the settings, the source of
-    time and the crash points, plus what the host API needs (Services: the
-    allow-list, promises, calls to other workers).
+    The store, the engine and its compiled modules, the components' fresh-instance
+    bases, the settings, the source of time and the crash points, plus what the
+    host API needs (Services: the allow-list, promises, calls to other workers).
     """
 
     store: Store
     engine: Engine
     modules: ModuleCache
+    bases: Bases
     config: RuntimeConfig
     clock: Clock
     crash: CrashPoints
@@ -99,14 +102,21 @@ class Worker:
             self.memory_limit, self.time_limit = int(meta["limits"][0]), float(meta["limits"][1])
 
     # -- instance lifecycle ---------------------------------------------------
-    def _instantiate(self, create: Create, *, initialize: bool = True) -> Instance:
+    def _instantiate(self, create: Create, *, initialize: bool = True,
+                     fresh: Callable[[Instance], None] | None = None) -> Instance:
+        """A new instance; ``fresh(inst)`` runs before anything in it has (bases)."""
         python = self.component.get("kind") == "python"
         if python:
             from .python import worker as pyw
             host, pyhost = pyw.hosts(self.journal, create, self.rt.clock,
                                      self.component.get("stdlib"))
+        elif self.component.get("files"):
+            host = component_wasi(self.rt.store, self.component, self.journal, create,
+                                  self.rt.clock)
         else:
             host = WasiHost(self.journal, create.args, create.env, self.rt.clock)
+        #: The WASI host (a FileWasi when the worker has a filesystem: snapshots carry it).
+        self.wasi: WasiHost = host
         self.host_api = GolemishHost(self.id, self.journal, self.rt, self.rt.clock)
         funcs = host.functions() + self.host_api.functions()
         if python:
@@ -115,6 +125,12 @@ class Worker:
             funcs = self.midcall.wrap(funcs)
         inst = self.rt.engine.instantiate(self.module, funcs,
                                           memory_limit=self.created_limits[0])
+        if fresh is not None:
+            try:
+                fresh(inst)
+            except BaseException:
+                inst.close()
+                raise
         host.bind(inst)
         self.host_api.bind(inst)
         if python:
@@ -167,7 +183,7 @@ class Worker:
     def create(self, create: Create) -> None:
         """First start: the Create entry is already stored; run initialisation live."""
         self.journal.go_live()
-        self.instance = self._instantiate(create)
+        self.instance = self._instantiate(create, fresh=self._track_fresh)
         self._track(None)
 
     def limits_of(self, entry: InvokeStart) -> tuple[int, float]:
@@ -222,6 +238,10 @@ class Worker:
     def _track(self, base: Manifest | None) -> None:
         """Start dirty tracking of the live instance (a pure replay tracks nothing)."""
         worker_snapshots.track(self, base)
+
+    def _track_fresh(self, inst: Instance) -> None:
+        """Start dirty tracking on a fresh instance, relative to its component's base."""
+        worker_snapshots.track_fresh(self, inst)
 
     def status(self) -> str:
         if self.meta.get("status") in ("failed", "suspended"):

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from golemish.oplog import (
-    CorruptionError, Create, InvokeEnd, InvokeStart, Manifest, Snapshot, WorkerOplog,
+    CorruptionError, Create, InvokeEnd, InvokeStart, Manifest, Snapshot, WorkerOplog, codec,
 )
 
 from . import invocation
 from .errors import DivergenceError, Interrupted, InvocationFailed, WorkerSuspendedError
 from .history import read_history
+from .host.wasi_files import FileWasi
 from .journal import Cursor, describe
 from .recovery import (
     RecoveryPlan, plan_recovery, recovery_base, snapshot_candidates, usable_snapshots,
@@ -41,6 +42,8 @@ class RecoveryReport:
     #: Oplog index of the snapshot restored (0: full replay from Create).
     snapshot_index: int = 0
     restore_seconds: float = 0.0
+    #: Pages the restore wrote: those that differ from a fresh instance (its base).
+    restored_pages: int = 0
     #: Snapshots that could not be used, and why (newest first).
     fallbacks: list[str] = field(default_factory=list)
     entries: int = 0
@@ -113,16 +116,24 @@ def restore_latest(w: Worker, create: Create, report: RecoveryReport) -> Manifes
             manifest = snaps.manifest(w.id, index)
             if manifest.component_hash != w.component["hash"]:
                 raise SnapshotError("it was taken of another component version")
-            retry, stack, midcall = host_parts(manifest)
+            retry, stack, midcall, files = host_parts(manifest)
             if midcall is not None:
                 plan_midcall(w, midcall)  # usable only if that invocation did not fail
             inst = w._instantiate(create, initialize=False)
             # The memory may have grown under a later, higher cap; each invocation
             # sets its own cap again before it runs.
             inst.set_memory_limit(max(inst.memory_limit, manifest.memory_size))
-            restore(inst, manifest, w.layout,
-                    lambda wanted: snaps.stream_pages(w.id, wanted))
+            fresh = w.rt.bases.verified(manifest.base, inst) if manifest.base else None
+            report.restored_pages = restore(inst, manifest, w.layout,
+                                            snaps.pages_for(w.id, manifest), fresh)
             w.host_api.restore_state(retry)
+            if files is not None:
+                if not isinstance(w.wasi, FileWasi):
+                    raise SnapshotError("it has files, this component has no filesystem")
+                try:
+                    w.wasi.fs.restore(files)
+                except (ValueError, TypeError, codec.DecodeError) as e:
+                    raise SnapshotError(f"its filesystem state is unreadable: {e}") from None
             if w.midcall is not None and stack is not None:
                 w.midcall.attach(inst, ptr=stack[0], size=stack[1])
         except (CorruptionError, SnapshotError, InvocationFailed) as e:
@@ -190,7 +201,7 @@ def recover(w: Worker) -> RecoveryReport:
     w.journal.replay_from(cursor)
     if base is None and loaded is None:
         cursor.next()  # the Create entry
-        w.instance = w._instantiate(create)
+        w.instance = w._instantiate(create, fresh=w._track_fresh)
     w._track(base)
     t_tail = time.perf_counter()
     if midcall is not None:

@@ -158,7 +158,8 @@ def kind_of(path: Path, home: Path) -> str | None:
     if len(rel.parts) > 1 or name in ("LOCK", "LOG", "golemish.lock") or name.startswith("LOG."):
         return None
     if name.endswith(".sst"):
-        return "pages" if sst_table(path) == "pages" else "sst"
+        # snapshot pages: the shared store (cpages), or per worker (format 1)
+        return "pages" if sst_table(path) in ("pages", "cpages") else "sst"
     if name.endswith(".log"):
         return "wal"
     for prefix, kind in (("MANIFEST-", "manifest"), ("OPTIONS-", "options")):

@@ -16,7 +16,9 @@ from ..stats import CommitStats
 
 #: Every table golemish uses. Backends create them when a store is first opened.
 TABLES = ("meta", "components", "wasm", "compiled", "workers", "oplog", "archive", "pages",
-          "snapshots", "idempotency", "promises", "pagespaces")
+          "snapshots", "idempotency", "promises", "pagespaces",
+          # the shared page store (oplog/pagestore.py)
+          "cpages", "pagerefs", "bases")
 
 #: One write in an atomic batch: (table, key, value), value None deletes the key.
 Op = tuple[str, bytes, "bytes | None"]
@@ -32,6 +34,14 @@ class Backend(Protocol):
 
     def get(self, table: str, key: bytes) -> bytes | None:
         """The value under ``key``, or None."""
+        ...
+
+    def get_many(self, table: str, keys: Sequence[bytes], *,
+                 bulk: bool = False) -> list[bytes | None]:
+        """The values under ``keys``, in order (None for a missing one), in one call.
+
+        ``bulk`` as for scan: data the caller verifies itself (snapshot pages).
+        """
         ...
 
     def put(self, table: str, key: bytes, value: bytes) -> None:

@@ -42,6 +42,11 @@ class MemoryBackend:
     def get(self, table: str, key: bytes) -> bytes | None:
         return self._table(table).get(key)
 
+    def get_many(self, table: str, keys: Sequence[bytes], *,
+                 bulk: bool = False) -> list[bytes | None]:
+        data = self._table(table)
+        return [data.get(k) for k in keys]
+
     def _set(self, table: str, key: bytes, value: bytes | None) -> None:
         data = self._table(table)
         if value is None:

@@ -17,6 +17,7 @@ from click.core import ParameterSource
 from golemish.oplog import GolemishError
 
 from .. import versions
+from ..component_files import parse_file_spec
 from ..components import DEFAULT_MAX_BYTES, DeployResult, read_module
 from ..crash import POINTS as CRASH_POINTS
 from ..errors import ArgumentError
@@ -93,6 +94,9 @@ def main(click_ctx: click.Context, home: str, store_url: str | None, as_json: bo
               help="Let this version's workers reach HOST (any port, or only PORT) over "
                    "HTTP; '*' allows every host. Guests reach nothing by default, "
                    "loopback included.")
+@click.option("--file", "files", multiple=True, metavar="SRC:DEST[:ro]",
+              help="Put file SRC at guest path DEST in every worker: read-only (:ro) "
+                   "anywhere, writable only in /data, the worker's durable directory.")
 @click.option("--update-workers", type=click.Choice(["none", "auto"]), default="none",
               show_default=True,
               help="auto: move every idle worker of the component to the new version "
@@ -100,7 +104,7 @@ def main(click_ctx: click.Context, home: str, store_url: str | None, as_json: bo
 @run
 def deploy(ctx: Ctx, path: Path, name: str | None, entry: str | None, wit_path: Path | None,
            stackful: bool, allow_http: tuple[str, ...], max_size: float,
-           update_workers: str) -> None:
+           files: tuple[str, ...], update_workers: str) -> None:
     """Deploy a WASI preview 1 module, or a Python module (FILE.py, or a DIRECTORY with a
     package and an entry module), as a new component version."""
     ctx.max_component_bytes = int(max_size * (1 << 20))
@@ -110,14 +114,16 @@ def deploy(ctx: Ctx, path: Path, name: str | None, entry: str | None, wit_path: 
     try:
         wasm = b"" if python else read_module(path, ctx.max_component_bytes)
         wit = wit_path.read_text() if wit_path else None
+        specs = [parse_file_spec(f) for f in files]
+        carried = [(dest, src.read_bytes(), ro) for src, dest, ro in specs]
     except (OSError, UnicodeDecodeError) as e:
         raise ArgumentError(f"cannot read {e.filename if isinstance(e, OSError) else wit_path}: "
                             f"{getattr(e, 'strerror', e)}") from None
     name = name or path.resolve().name.removesuffix(".wasm")
     with ctx.runtime(create=True) as rt:
         if python:
-            if wit_path or stackful:
-                raise ArgumentError("--wit and --stackful are for wasm modules; a Python "
+            if wit_path or stackful or files:
+                raise ArgumentError("--wit, --stackful and --file are for wasm modules; a Python "
                                     "module's WIT comes from its type hints")
             res = rt.deploy_python(path, name.removesuffix(".py"),
                                    progress=lambda msg: click.echo(msg, err=True), entry=entry)
@@ -126,7 +132,7 @@ def deploy(ctx: Ctx, path: Path, name: str | None, entry: str | None, wit_path: 
                     res.meta["name"], res.meta["version"], allow_http=allow_http), res.created)
         else:
             res = rt.deploy(wasm, name, wit, str(wit_path) if wit_path else None, stackful,
-                            http_allow=allow_http)
+                            http_allow=allow_http, files=carried)
         updated = (versions.update_idle(rt, name, res.meta["version"])
                    if update_workers == "auto" else [])
     m = res.meta

@@ -40,7 +40,8 @@ def attach(inst: Instance, host: PythonHost, wasi: PythonWasi, component: dict[s
     """
     host.bind(inst)
     inst.python_host = host  # type: ignore[attr-defined]
-    host.open_files = wasi.open_files
+    # The descriptor table is in snapshots (host/vfs.py): files may stay open between calls.
+    host.open_files = lambda: 0
     if initialize_module:
         want = component.get("guest_lib")
         if want is not None and want != guest_lib_digest():

@@ -89,6 +89,9 @@ class ReplayWorker(Worker):
     def _track(self, base: Any) -> None:
         pass  # nothing will be snapshotted
 
+    def _track_fresh(self, inst: Any) -> None:
+        pass  # nor is a base stored
+
     def _set_meta(self, **changes: Any) -> None:
         pass  # pure: the worker's record in the store is not this replay's business
 

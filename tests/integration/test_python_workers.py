@@ -128,15 +128,16 @@ def test_exception_fails_the_call_and_keeps_previous_state(make_runtime, agent: 
     assert rt.invoke("agent/a", "add", ["0"]).json == 5  # the +7 before the raise is gone
 
 
-def test_files_stdlib_zip_read_only_and_no_file_kept_open(make_runtime, agent: Path) -> None:
+def test_files_stdlib_zip_read_only_and_a_file_kept_open(make_runtime, agent: Path) -> None:
     from golemish.runtime.python.component import stdlib_zip
     rt = make_runtime()
     rt.deploy_python(agent)
     rt.invoke("agent/f", "add", ["1"])
     assert rt.invoke("agent/f", "read_zip", []).json == 4 + stdlib_zip().stat().st_size
-    with pytest.raises(InvocationFailed, match="left a file open"):
-        rt.invoke("agent/f", "hold_file", [])
-    assert rt.invoke("agent/f", "add", ["1"]).json == 2  # the worker goes on from before
+    # A descriptor may stay open between calls: the descriptor table is in snapshots.
+    assert rt.invoke("agent/f", "hold_file", []).json == 4
+    rt.snapshot("agent/f")
+    assert rt.invoke("agent/f", "add", ["1"]).json == 2
 
 
 @pytest.mark.chaos

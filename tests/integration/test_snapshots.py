@@ -98,7 +98,7 @@ def test_a_corrupt_page_falls_back_to_the_previous_snapshot(tmp_path, guests):
         snaps = rt.store.snapshots
         only_new = (snaps.manifest("kv/a", newest).nonzero()
                     - snaps.manifest("kv/a", older).nonzero())
-        _corrupt(rt, "pages", b"kv/a\0" + sorted(only_new)[0])
+        _corrupt(rt, "cpages", sorted(only_new)[0])
     with kv_runtime(home) as rt:
         report = rt.resume("kv/a")
         assert report.mode == "snapshot" and report.snapshot_index == older
@@ -162,13 +162,16 @@ def test_retention_keeps_the_last_k_and_collects_their_orphaned_pages(tmp_path, 
         kept = snaps.indexes("kv/a")
         assert len(kept) == 2
         referenced = set().union(*(snaps.manifest("kv/a", i).nonzero() for i in kept))
-        stored = {k[len(b"kv/a\0"):] for k, _ in rt.store.backend.scan("pages", b"kv/a\0",
-                                                                       b"kv/a\1")}
-        assert stored == referenced
+        base = snaps.pages.base(snaps.manifest("kv/a", kept[0]).base)
+        assert base is not None  # the fresh instance's image, stored once per component
+        stored = {k for k, _ in rt.store.backend.scan("cpages", b"")}
+        assert stored == referenced | base.nonzero()
         # Snapshot entries stay in the oplog as history.
         assert sum(isinstance(e, Snapshot) for _, e in rt.oplog("kv/a")) == 6
         rt.delete_worker("kv/a")
-        assert list(rt.store.backend.scan("pages", b"kv/a\0", b"kv/a\1")) == []
+        # Only the component's base is left; no per-worker pages at all.
+        assert {k for k, _ in rt.store.backend.scan("cpages", b"")} == base.nonzero()
+        assert list(rt.store.backend.scan("pages", b"")) == []
         assert rt.store.snapshots.indexes("kv/a") == []
 
 

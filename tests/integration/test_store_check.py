@@ -47,7 +47,7 @@ def test_each_kind_of_damage_is_reported_with_its_place(populated, home):
         snaps = st.snapshots.indexes("kv/a")
         page = sorted(st.snapshots.manifest("kv/a", snaps[0]).nonzero())[0]
         st.backend.put("oplog", b"ghost/x\0" + idx, b"x")
-    damage(home, "pages", b"kv/a\0" + page, "delete")
+    damage(home, "cpages", page, "delete")
     damage(home, "snapshots", b"kv/a\0" + snaps[-1].to_bytes(8, "big"))
     rc, out = check(populated)
     assert rc == 1 and not out["ok"]

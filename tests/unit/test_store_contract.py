@@ -10,6 +10,7 @@ The Backend contract (see ``golemish/oplog/backends/base.py``):
   Empty keys and empty values are ordinary keys and values.
 * ``write(ops)`` applies puts and deletes (value None) as one unit, in order, so a later
   op on the same key wins. A batch that cannot be applied changes nothing.
+* ``get_many(table, keys)`` is ``[get(table, k) for k in keys]`` in one call.
 * ``scan(table, start, end)`` yields ``start <= key < end`` in unsigned byte order
   (``end=None``: no upper bound); ``reverse=True`` yields the same set descending.
   Scans are lazy: nothing is read, and nothing is checked, until the first item is asked for.
@@ -122,6 +123,14 @@ def test_put_then_get(backend):
     assert backend.get("meta", b"k") == b"v1"
     backend.put("meta", b"k", b"v2")
     assert backend.get("meta", b"k") == b"v2"
+
+
+def test_get_many_reads_keys_in_order_with_none_for_missing(backend):
+    backend.write([("cpages", b"a", b"1"), ("cpages", b"c", b"3"), ("cpages", b"", b"")])
+    for bulk in (False, True):
+        assert backend.get_many("cpages", [b"c", b"b", b"a", b"", b"c"], bulk=bulk) == \
+            [b"3", None, b"1", b"", b"3"]
+    assert backend.get_many("cpages", []) == []
 
 
 def test_empty_key_and_value_are_ordinary(backend):
@@ -286,6 +295,8 @@ def test_use_after_close_raises(backend):
     backend.close()
     with pytest.raises(StoreClosedError):
         backend.get("meta", b"k")
+    with pytest.raises(StoreClosedError):
+        backend.get_many("meta", [b"k"])
     with pytest.raises(StoreClosedError):
         backend.put("meta", b"k", b"v")
     with pytest.raises(StoreClosedError):
