@@ -11,6 +11,7 @@ Key layout (tables are the backend's)::
     oplog       worker id \\0 u64be(index)    -> encoded entry (see entries)
     idempotency worker id \0 key             -> u64be(index of the InvokeStart)
     promises    promise id                   -> checked JSON (worker, state, payload)
+    invocations enqueued and scheduled invocations (see invocations.py)
     meta        b"format"                    -> store format version
     meta        b"head\\0" worker id         -> u64be(last oplog index), the recorded length
 
@@ -34,6 +35,7 @@ from typing import Any
 from .backends.base import Backend, Op
 from .entries import Entry, Snapshot
 from .errors import CorruptionError, StoreError
+from .invocations import InvocationQueue
 from .snapshots import Manifest, SnapshotStore
 from .worker_oplog import WorkerOplog
 
@@ -75,6 +77,7 @@ class Store:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.snapshots = SnapshotStore(backend)
+        self.invocations = InvocationQueue(backend)
         readonly = getattr(backend, "readonly", False)
         fmt = backend.get("meta", b"format")
         if fmt is None and not readonly:
@@ -342,24 +345,32 @@ def store_path(url: str) -> str | None:
 
 
 def open_store(url: str, *, sync: bool = False, create: bool = False,
-               readonly: bool = False) -> Store:
+               readonly: bool = False, observer: Any = None) -> Store:
     """Open a store by URL: ``memory://``, ``rocksdb:///path`` or a plain path (RocksDB).
 
     Only an existing store is opened (NoStoreError otherwise) unless ``create``:
     `golemish deploy` and `golemish store init` create, nothing else does.
     ``readonly`` opens it for reading, also while another process writes to it.
-    ``memory://`` is always a new, empty store.
+    ``memory://`` is always a new, empty store. An ``observer`` hears of every commit
+    (see observe.py).
     """
     if url.startswith("memory://"):
         from .backends.memory import MemoryBackend
-        return Store(MemoryBackend())
+        return Store(_observed(MemoryBackend(), observer, sync))
     path = store_path(url)
     if path is None:
         raise StoreError(f"unknown store URL scheme in {url!r} (use memory:// or rocksdb://)")
     from .backends.rocksdb import RocksBackend
     backend = RocksBackend(path, sync=sync, create=create, readonly=readonly)
     try:
-        return Store(backend)
+        return Store(_observed(backend, observer, sync))
     except BaseException:
         backend.close()
         raise
+
+
+def _observed(backend: Any, observer: Any, sync: bool) -> Any:
+    if observer is None:
+        return backend
+    from .observe import ObservedBackend
+    return ObservedBackend(backend, observer, sync)

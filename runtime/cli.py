@@ -8,6 +8,7 @@ The worker, promise and store groups live in ``cli_manage``.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from .cli_common import (
 from . import versions
 from .cli_manage import promise, store, worker
 from .cli_client import find_server, remote_invoke
+from .cli_schedule import due_seconds, schedule
 from .cli_serve import serve
 from .cli_testing import test_replay, worker_export
 from .components import DEFAULT_MAX_BYTES, DeployResult, read_module
@@ -156,10 +158,16 @@ def deploy(ctx: Ctx, path: Path, name: str | None, wit_path: Path | None,
 @click.option("--crash-at", metavar="POINT:N",
               help="Kill this process with SIGKILL the N-th time it reaches POINT, to try "
                    "recovery (points below; also GOLEMISH_CRASH_AT).")
+@click.option("--at", "at", metavar="TIME",
+              help="Do not wait: store the invocation to run at TIME (ISO 8601, local time "
+                   "without an offset, or unix seconds); `golemish serve` runs it.")
+@click.option("--in", "delay", metavar="DELAY",
+              help="Like --at, DELAY from now: 30s, 10m, 1h30m, 500ms.")
 @run
 def invoke(ctx: Ctx, worker: str, function: str, args: tuple[str, ...],
            idempotency_key: str | None, env: tuple[str, ...], memory_limit: int,
-           time_limit: float, ephemeral: bool, crash_at: str | None) -> None:
+           time_limit: float, ephemeral: bool, crash_at: str | None, at: str | None,
+           delay: str | None) -> None:
     """Invoke FUNCTION on WORKER (COMPONENT/NAME), creating the worker on first use.
 
     Numbers for core exports; WAVE values for a component with a WIT interface,
@@ -176,6 +184,12 @@ def invoke(ctx: Ctx, worker: str, function: str, args: tuple[str, ...],
     write = lambda s, d: writer(s, d, ctx.json)  # noqa: E731
     limits = _limits_given(memory_limit, time_limit)
     client = find_server(ctx.home, ctx.server)
+    if at is not None or delay is not None:
+        refused = [*(f"--{k.replace('_', '-')}" for k in limits),
+                   *(["--ephemeral"] if ephemeral else []), *(["--crash-at"] if crash_at else [])]
+        schedule(ctx, client, worker, function, list(args), idempotency_key, pairs,
+                 due_seconds(at, delay, time.time()), refused)
+        return
     if client is not None:
         res = remote_invoke(client, worker, function, list(args), idempotency_key, pairs,
                             ephemeral, crash_at, limits, write)

@@ -38,6 +38,7 @@ from .snapshots import Layout, MemoryImage, SnapshotError, restore
 from . import wave
 from .values import format_results, format_value, same_values, typed
 from .wave_json import to_json
+from .observe import recovery_mode
 from .wasi import WasiHost
 
 if TYPE_CHECKING:
@@ -255,6 +256,7 @@ class Worker:
             if isinstance(e, Interrupted) and e.function is None:
                 e.recovering = self.id  # a signal during replay: nothing was recorded
             raise
+        self.rt.observer.recovered(recovery_mode(report.mode), report.seconds)
         self.maybe_snapshot()
         return report
 
@@ -611,6 +613,7 @@ class Worker:
         # The policy budgets the whole cost, write and pruning included (duration_ns
         # in the entry can only cover what happened before it was written).
         self.policy_state.snapshotted((time.perf_counter_ns() - t0) / 1e9)
+        self.rt.observer.snapshotted(stored, (time.perf_counter_ns() - t0) / 1e9)
         return entry
 
     def maybe_snapshot(self) -> Snapshot | None:

@@ -77,7 +77,10 @@ def output() -> Output:
 
 
 def golemish_cmd() -> list[str]:
-    exe = shutil.which("golemish")
+    # The one beside this interpreter first: a `golemish` found on PATH may belong to
+    # another installation (another worktree's checkout).
+    beside = Path(sys.executable).parent / "golemish"
+    exe = str(beside) if beside.exists() else shutil.which("golemish")
     return [exe] if exe else [sys.executable, "-m", "golemish.runtime.cli"]
 
 
