@@ -21,7 +21,10 @@ class ObservedBackend:
         self._inner, self._observer, self._synced = backend, observer, synced
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+        value = getattr(self._inner, name)
+        if callable(value):  # bound once: later calls skip __getattr__
+            setattr(self, name, value)
+        return value
 
     def put(self, table: str, key: bytes, value: bytes) -> None:
         t0 = time.perf_counter()

@@ -193,7 +193,8 @@ class Api:
                                                 f"\"wit\": optional text}}: {e}") from None
             wit, stackful = body.get("wit"), bool(body.get("stackful", stackful))
             allow_http = body.get("allow_http", [])
-            if not (wit is None or isinstance(wit, str)) or not isinstance(allow_http, list):
+            if not (wit is None or isinstance(wit, str)) or not isinstance(allow_http, list) \
+                    or not all(isinstance(h, str) for h in allow_http):
                 raise ApiError(400, "bad-argument", "\"wit\" should be text and "
                                                     "\"allow_http\" a list of hosts")
         else:

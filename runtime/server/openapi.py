@@ -134,9 +134,12 @@ def _op(op_id: str, tag: str, summary: str, ok: dict[str, Any], *,
     return op
 
 
-def _path(name: str, description: str = "") -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "description": description,
-            "schema": {"type": "string", "minLength": 1}}
+def _path(name: str, description: str = "", example: str | None = None) -> dict[str, Any]:
+    p = {"name": name, "in": "path", "required": True, "description": description,
+         "schema": {"type": "string", "minLength": 1}}
+    if example is not None:
+        p["example"] = example
+    return p
 
 
 def _query(name: str, schema: dict[str, Any], description: str = "", *,
@@ -149,7 +152,7 @@ def _body(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
     return {"required": required, "content": {"application/json": {"schema": schema}}}
 
 
-_W = [_path("component"), _path("name", "the worker's name")]
+_W = [_path("component", example="counter"), _path("name", "the worker's name", "a")]
 _KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
         "schema": {"type": "string"},
         "description": "run at most once per key on this worker"}
@@ -209,7 +212,7 @@ def _document() -> dict[str, Any]:
                            errors=("400",)),
                 "post": _op("createWorker", "workers", "Create a worker without invoking it",
                             {"201": _json(_ref("Worker"))}, body=_body(_ref("WorkerCreate")),
-                            errors=("400", "404", "409", "413"))},
+                            errors=("400", "404", "409", "413", "422"))},
             w: {"get": _op("showWorker", "workers", "Show a worker", {"200": _json(_ref("Worker"))},
                            params=_W),
                 "delete": _op("deleteWorker", "workers", "Delete a worker and its oplog",

@@ -283,3 +283,24 @@ def test_bad_input_on_the_new_routes_gets_4xx_json(server):
         err = r.json()["error"]
         assert err["code"] == code and err["message"] and "\n" not in err["message"], \
             (method, path, err)
+
+
+def test_an_enqueued_invocation_that_sleeps_finishes_when_it_wakes(store, guests):
+    s = Server(store)
+    try:
+        s.http.post("/components", params={"name": "agent"},
+                    content=guests["agent"].read_bytes())
+        first = _enqueue(s, "agent/n", "nap", "3000").json()  # longer than suspend_after_s
+        second = _enqueue(s, "agent/n", "nap", "1").json()
+        _wait_for(lambda: s.http.get(f"/invocations/{first['id']}").json()["state"]
+                  == "suspended")
+        assert s.http.get(f"/invocations/{second['id']}").json()["state"] == "queued"
+        done = _done(s, first["id"])
+        assert done["state"] == "ok" and done["deduplicated"] is True  # its own result
+        assert _done(s, second["id"])["state"] == "ok"
+        assert done["finished_at"] <= s.http.get(
+            f"/invocations/{second['id']}").json()["started_at"]  # in arrival order
+        ends = [e for e in s.http.get("/workers/agent/n/oplog").json() if e["kind"] == "return"]
+        assert len(ends) == 2
+    finally:
+        assert s.stop() == 0
