@@ -76,3 +76,17 @@ def test_times_parse():
     assert parse_at("1796320800") == 1796320800.0
     with pytest.raises(ArgumentError, match="ISO 8601"):
         parse_at("tomorrow")
+
+
+def test_store_check_reports_a_damaged_invocation_record():
+    from golemish.oplog.check import check_store
+    store = open_store("memory://")
+    rec, _ = store.invocations.enqueue(_rec("c/a", 5))
+    assert check_store(store)[0] == []
+    key = b"r\0" + rec["id"].encode()
+    raw = bytearray(store.backend.get("invocations", key))
+    raw[-2] ^= 0xFF
+    store.backend.put("invocations", key, bytes(raw))
+    problems = [str(p) for p in check_store(store)[0]]
+    assert len(problems) == 1 and problems[0].startswith(f"invocation {rec['id']}: ")
+    assert "checksum" in problems[0]
