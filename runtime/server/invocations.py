@@ -11,7 +11,6 @@ that key, so it also deduplicates against direct invocations with the same key.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +36,7 @@ def public(rec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _due_ns(body: dict[str, Any]) -> int | None:
+def _due_ns(body: dict[str, Any], now_s: float) -> int | None:
     at, delay = body.get("at"), body.get("delay_s")
     if at is not None and delay is not None:
         raise ArgumentError("give \"at\" or \"delay_s\", not both")
@@ -45,14 +44,14 @@ def _due_ns(body: dict[str, Any]) -> int | None:
         if isinstance(delay, bool) or not isinstance(delay, (int, float)) \
                 or not 0 <= delay <= invocations.MAX_DELAY_S:
             raise ArgumentError("\"delay_s\" should be a number of seconds, 0 to a year")
-        return invocations.check_due(time.time() + delay)
+        return invocations.check_due(now_s + delay, now_s)
     if at is None:
         return None
     if isinstance(at, str):
-        return invocations.check_due(invocations.parse_at(at))
+        return invocations.check_due(invocations.parse_at(at), now_s)
     if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at):
         raise ArgumentError("\"at\" should be an ISO 8601 time or unix seconds")
-    return invocations.check_due(float(at))
+    return invocations.check_due(float(at), now_s)
 
 
 def routes(api: Api, poke: Callable[[], None]) -> list[tuple[str, Any, list[str]]]:
@@ -62,7 +61,7 @@ def routes(api: Api, poke: Callable[[], None]) -> list[tuple[str, Any, list[str]
         wid = api._worker_id(request)
         body = await api._json(request)
         function, args, env = api.call_fields(body)
-        due = _due_ns(body)
+        due = _due_ns(body, api.rt.clock.time_ns() / 1e9)
         rec, created = await api._blocking(
             invocations.enqueue, api.rt, wid, function, args, env=env, due_ns=due,
             idempotency_key=request.headers.get("idempotency-key"))
