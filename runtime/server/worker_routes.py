@@ -17,7 +17,8 @@ from starlette.responses import JSONResponse, Response
 
 from golemish.oplog import GolemishError
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, ComponentError
+from ..executor import parse_worker_id
 from ..policy import SnapshotPolicy
 
 if TYPE_CHECKING:
@@ -60,6 +61,10 @@ def routes(api: Api) -> list[tuple[str, Any, list[str]]]:
         if not isinstance(comp, str) or not isinstance(name, str):
             raise ArgumentError("body needs \"component\" and \"name\": strings")
         wid = f"{comp}/{name}"
+        try:
+            parse_worker_id(wid)
+        except ComponentError as e:  # a bad name is the caller's mistake, as elsewhere
+            raise ArgumentError(str(e)) from None
         args = _strings(body, "args")
         env = body.get("env", {})
         if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):

@@ -263,6 +263,7 @@ BAD_INPUT = [
     ("POST", "/workers", {"component": "counter", "name": "b", "args": "x"}, 400,
      "bad-argument"),
     ("POST", "/workers", [1, 2], 400, "bad-json"),
+    ("POST", "/workers", {"component": "counter", "name": "a b"}, 400, "bad-argument"),
     ("POST", f"{W}/snapshot", {"full": "yes"}, 400, "bad-argument"),
     ("POST", "/workers/counter/none/snapshot", None, 404, "not-found"),
     ("GET", "/workers/counter/none/config", None, 404, "not-found"),
