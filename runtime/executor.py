@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,12 +29,13 @@ from .components import DeployResult, ModuleCache
 from .crash import CrashPoints
 from .engine import Engine, FuncSig
 from .errors import (
-    ArgumentError, ClosedError, ComponentError, GolemishError, NotFoundError, PromiseError,
-    Suspended,
+    ArgumentError, ClosedError, ComponentError, ExistsError, GolemishError, NotFoundError,
+    PromiseError, Suspended,
 )
 from .host import http
 from .journal import Deferred, OutputFn
 from .locks import CallCycle, WorkerLocks
+from .observe import NULL_OBSERVER, Observer
 from .snapshot.capture import SnapshotConfig
 from .snapshot.dirty import UffdTracker
 from .snapshot.policy import SnapshotPolicy
@@ -96,6 +98,9 @@ class RuntimeConfig:
     #: Where durable time comes from (guest clocks, sleeps, wake times, timestamps);
     #: the test kit passes a virtual clock. See runtime/clock.py.
     clock: Clock = SYSTEM
+    #: Told of invocations, recoveries, snapshots and store commits (runtime/observe.py);
+    #: the server's metrics pass one.
+    observer: Observer | None = None
 
     def __post_init__(self) -> None:
         self.http_allow = tuple(http.normalize_rules(self.http_allow))
@@ -131,10 +136,13 @@ class Runtime:
         self.config = config or RuntimeConfig()
         self.crash = self.config.crash or CrashPoints.from_env()
         self.clock: Clock = self.config.clock
+        #: Told of invocations, recoveries, snapshots and commits (server metrics).
+        self.observer: Observer = self.config.observer or NULL_OBSERVER
         self.store: Store = open_store(self.config.home, sync=self.config.sync,
                                        create=self.config.create,
                                        readonly=self.config.readonly,
-                                       group=self.config.group_commit)
+                                       group=self.config.group_commit,
+                                       observer=self.config.observer)
         self.engine = Engine()
         if self.config.catch_signals:
             self.engine.catch_signals()
@@ -249,7 +257,8 @@ class Runtime:
 
     def _get(self, worker_id: str, output: OutputFn | None, *, create: bool,
              env: Sequence[tuple[str, str]] = (), args: Sequence[str] = (),
-             durable: bool = True) -> Worker:
+             durable: bool = True, memory_limit: int | None = None,
+             time_limit: float | None = None) -> Worker:
         """The loaded worker; the caller holds its turn."""
         w = self._cached(worker_id)
         if w is not None:
@@ -265,16 +274,18 @@ class Runtime:
             # (malloc returning NULL), so replay must run under the same one.
             meta = {"id": worker_id, "component": comp, "version": cmeta["version"],
                     "created_at": self.clock.time_ns() / 1e9, "status": "idle",
-                    "memory_limit": self.config.memory_limit,
-                    "time_limit": self.config.time_limit, "durable": durable}
+                    "memory_limit": memory_limit or self.config.memory_limit,
+                    "time_limit": time_limit or self.config.time_limit, "durable": durable}
             entry = Create(comp, cmeta["version"], cmeta["hash"], tuple(args),
                            tuple((k, v) for k, v in env), self.clock.time_ns())
             self.crash.hit("before-oplog-append")
             self.store.create_worker(meta, entry)
             self.crash.hit("after-oplog-append")
             w = Worker(self, meta, output)
+            t0 = time.perf_counter()
             try:
                 w.create(entry)
+                self.observer.recovered("fresh", time.perf_counter() - t0)
             except BaseException:
                 w.discard()
                 self.store.delete_worker(worker_id)
@@ -342,7 +353,36 @@ class Runtime:
         with self._turns.hold(worker_id):
             w = self._get(worker_id, output, create=True, env=env, durable=durable)
             w.set_limits(memory_limit, time_limit)
-            return w.invoke(function, params, idempotency_key)
+            t0, outcome = time.perf_counter(), "error"
+            try:
+                res = w.invoke(function, params, idempotency_key)
+                outcome = "ok"
+                return res
+            except Suspended:
+                outcome = "suspended"
+                raise
+            finally:
+                self.observer.invoked(w.meta["component"], outcome, time.perf_counter() - t0)
+
+    def create_worker(self, worker_id: str, *, args: Sequence[str] = (),
+                      env: Sequence[tuple[str, str]] = (), durable: bool = True,
+                      memory_limit: int | None = None,
+                      time_limit: float | None = None) -> None:
+        """Create a worker of its component's latest version without invoking it; its
+        WASI arguments, environment and limits are fixed in its Create entry."""
+        comp, _ = parse_worker_id(worker_id)
+        self._cached(worker_id)
+        self.component(comp)  # NotFoundError before taking the turn
+        with self._turns.hold(worker_id):
+            if self.store.get_worker(worker_id) is not None:
+                raise ExistsError(f"worker {worker_id} already exists")
+            self._get(worker_id, None, create=True, env=env, args=args, durable=durable,
+                      memory_limit=memory_limit, time_limit=time_limit)
+
+    def resident_count(self) -> int:
+        """Workers loaded in this process now (for metrics)."""
+        with self._guard:
+            return len(self._workers)
 
     def resume(self, worker_id: str, output: OutputFn | None = None) -> RecoveryReport | None:
         """Load a worker, finishing an interrupted invocation if there is one."""

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from .crash import CrashPoints
     from .engine import Engine, FuncSig, Instance
     from .executor import RuntimeConfig
+    from .observe import Observer
 
 __all__ = ["InvocationResult", "RecoveryReport", "Worker", "WorkerServices"]
 
@@ -43,8 +44,8 @@ class WorkerServices(Services, Protocol):
     """What a worker needs of its runtime (the Runtime is one).
 
     The store, the engine and its compiled modules, the settings, the source of
-    time and the crash points, plus what the host API needs (Services: the
-    allow-list, promises, calls to other workers).
+    time, the crash points and the observer, plus what the host API needs
+    (Services: the allow-list, promises, calls to other workers).
     """
 
     store: Store
@@ -53,6 +54,8 @@ class WorkerServices(Services, Protocol):
     config: RuntimeConfig
     clock: Clock
     crash: CrashPoints
+    #: Told of recoveries and snapshots (the server's metrics; runtime/observe.py).
+    observer: Observer
 
 
 class Worker:

@@ -19,6 +19,7 @@ from . import invocation
 from .errors import DivergenceError, Interrupted, InvocationFailed, WorkerSuspendedError
 from .history import read_history
 from .journal import Cursor, describe
+from .observe import recovery_mode
 from .recovery import (
     RecoveryPlan, plan_recovery, recovery_base, snapshot_candidates, usable_snapshots,
     void_ranges,
@@ -92,6 +93,7 @@ def ensure_ready(w: Worker) -> RecoveryReport | None:
         if isinstance(e, Interrupted) and e.function is None:
             e.recovering = w.id  # a signal during replay: nothing was recorded
         raise
+    w.rt.observer.recovered(recovery_mode(report.mode), report.seconds)
     w.maybe_snapshot()
     return report
 

@@ -16,7 +16,7 @@ from ..stats import CommitStats
 
 #: Every table golemish uses. Backends create them when a store is first opened.
 TABLES = ("meta", "components", "wasm", "compiled", "workers", "oplog", "archive", "pages",
-          "snapshots", "idempotency", "promises", "pagespaces")
+          "snapshots", "idempotency", "promises", "pagespaces", "invocations")
 
 #: One write in an atomic batch: (table, key, value), value None deletes the key.
 Op = tuple[str, bytes, "bytes | None"]

@@ -8,6 +8,7 @@ The worker, promise and store groups live in ``cli_manage``.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from .common import (
     Ctx, MainGroup, emit_json, protect_stdio, run, table, typed_json, when, writer,
 )
 from .manage import promise, store, worker
+from .schedule import due_seconds, schedule
 from .serve import serve
 from .testing import test_replay, worker_export
 from .versions import component_delete, worker_fork, worker_revert, worker_update
@@ -167,10 +169,16 @@ def deploy(ctx: Ctx, path: Path, name: str | None, entry: str | None, wit_path: 
 @click.option("--crash-at", metavar="POINT:N",
               help="Kill this process with SIGKILL the N-th time it reaches POINT, to try "
                    "recovery (points below; also GOLEMISH_CRASH_AT).")
+@click.option("--at", "at", metavar="TIME",
+              help="Do not wait: store the invocation to run at TIME (ISO 8601, local time "
+                   "without an offset, or unix seconds); `golemish serve` runs it.")
+@click.option("--in", "delay", metavar="DELAY",
+              help="Like --at, DELAY from now: 30s, 10m, 1h30m, 500ms.")
 @run
 def invoke(ctx: Ctx, worker: str, function: str, args: tuple[str, ...],
            idempotency_key: str | None, env: tuple[str, ...], memory_limit: int,
-           time_limit: float, ephemeral: bool, crash_at: str | None) -> None:
+           time_limit: float, ephemeral: bool, crash_at: str | None, at: str | None,
+           delay: str | None) -> None:
     """Invoke FUNCTION on WORKER (COMPONENT/NAME), creating the worker on first use.
 
     Numbers for core exports; WAVE values for a component with a WIT interface,
@@ -187,6 +195,12 @@ def invoke(ctx: Ctx, worker: str, function: str, args: tuple[str, ...],
     write = lambda s, d: writer(s, d, ctx.json)  # noqa: E731
     limits = _limits_given(memory_limit, time_limit)
     client = find_server(ctx.home, ctx.server)
+    if at is not None or delay is not None:
+        refused = [*(f"--{k.replace('_', '-')}" for k in limits),
+                   *(["--ephemeral"] if ephemeral else []), *(["--crash-at"] if crash_at else [])]
+        schedule(ctx, client, worker, function, list(args), idempotency_key, pairs,
+                 due_seconds(at, delay, time.time()), refused)
+        return
     if client is not None:
         res = remote_invoke(client, worker, function, list(args), idempotency_key, pairs,
                             ephemeral, crash_at, limits, write)

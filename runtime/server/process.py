@@ -115,7 +115,9 @@ def serve(rt_config: RuntimeConfig, cfg: ServerConfig) -> None:
     """Serve until SIGTERM/SIGINT, then drain and close. Blocks."""
     import uvicorn  # the HTTP stack only for the server, not every CLI command
 
-    from .app import build_app
+    from .app import build_app, classify_error
+    from .metrics import Metrics
+    from .scheduler import Scheduler
     _Server = _server_class()
 
     host, port = check_listen(cfg)
@@ -129,7 +131,12 @@ def serve(rt_config: RuntimeConfig, cfg: ServerConfig) -> None:
     except OSError as e:
         sock.close()
         raise ArgumentError(f"cannot listen on {cfg.listen}: {e.strerror}") from None
+    import prometheus_client
+    prometheus_client.disable_created_metrics()  # no *_created series beside each counter
+    metrics = Metrics()
+    rt_config.observer = metrics
     rt = Runtime(rt_config)
+    metrics.attach(rt)
     record = server_file(rt_config.home)
     try:
         sock.listen(1024)
@@ -137,7 +144,9 @@ def serve(rt_config: RuntimeConfig, cfg: ServerConfig) -> None:
         shown = f"[{bound_host}]" if family == socket.AF_INET6 else bound_host
         url = f"http://{shown}:{bound_port}"
         stopping = threading.Event()
-        app = build_app(rt, token=cfg.token, threads=cfg.threads, stopping=stopping)
+        scheduler = Scheduler(rt, classify=classify_error)
+        app = build_app(rt, token=cfg.token, threads=cfg.threads, stopping=stopping,
+                        metrics=metrics, poke=scheduler.poke)
         server = _Server(uvicorn.Config(
             app, log_level="warning", access_log=False, lifespan="off",
             timeout_keep_alive=30))
@@ -150,9 +159,11 @@ def serve(rt_config: RuntimeConfig, cfg: ServerConfig) -> None:
         print(f"golemish: serving {rt.store.location} on {url}", flush=True)
         waker = Waker(rt)
         waker.start()
+        scheduler.start()
         try:
             server.run(sockets=[sock])
         finally:
+            scheduler.stop()
             waker.stop()
     finally:
         try:
