@@ -20,9 +20,10 @@ from .cli_common import (
     Ctx, MainGroup, emit_json, protect_stdio, run, table, typed_json, when, writer,
 )
 from . import versions
+from .cli_logs import worker_logs
 from .cli_manage import promise, store, worker
 from .cli_client import find_server, remote_invoke
-from .cli_serve import serve
+from .cli_serve import serve, server
 from .cli_testing import test_replay, worker_export
 from .components import DEFAULT_MAX_BYTES, DeployResult, read_module
 from .crash import POINTS as CRASH_POINTS
@@ -103,6 +104,35 @@ def deploy(ctx: Ctx, path: Path, name: str | None, wit_path: Path | None,
         raise ArgumentError(f"cannot read {e.filename if isinstance(e, OSError) else wit_path}: "
                             f"{getattr(e, 'strerror', e)}") from None
     name = name or path.name.removesuffix(".wasm")
+    client = find_server(ctx.home, ctx.server)
+    if client is not None:
+        if path.suffix == ".py" or update_workers != "none":
+            raise ArgumentError(f"deploying a Python module and --update-workers work "
+                                f"in-process only, and a server owns this store ({client.url})")
+        created, meta = client.deploy(wasm, name, wit, stackful, list(allow_http))
+        res, updated = DeployResult(meta, created), []
+    else:
+        res, updated = _local_deploy(ctx, path, name, wasm, wit, wit_path, stackful,
+                                     allow_http, update_workers)
+    m = res.meta
+    for wid, outcome in updated if not ctx.json else ():
+        click.echo(f"{wid}: {outcome}", err=True)
+    if ctx.json:
+        emit_json({"created": res.created, **m,
+                   **({"workers": dict(updated)} if update_workers == "auto" else {})})
+    elif res.created:
+        click.echo(f"deployed {m['name']} v{m['version']} ({m['size']:,} bytes, "
+                   f"{m['hash'][:12]}{', stackful' if m.get('stackful') else ''})")
+    else:
+        click.echo(f"{m['name']} v{m['version']} already has these bytes ({m['hash'][:12]}); "
+                   + ("updated its HTTP allow-list" if allow_http else "nothing to do"))
+    if allow_http and not ctx.json:
+        click.echo(f"{m['name']} v{m['version']}: HTTP allow-list: {', '.join(m['http_allow'])}")
+
+
+def _local_deploy(ctx: Ctx, path: Path, name: str, wasm: bytes, wit: str | None,
+                  wit_path: Path | None, stackful: bool, allow_http: tuple[str, ...],
+                  update_workers: str) -> tuple[DeployResult, list[tuple[str, str]]]:
     with ctx.runtime(create=True) as rt:
         if path.suffix == ".py":
             if wit_path or stackful:
@@ -118,20 +148,7 @@ def deploy(ctx: Ctx, path: Path, name: str | None, wit_path: Path | None,
                             http_allow=allow_http)
         updated = (versions.update_idle(rt, name, res.meta["version"])
                    if update_workers == "auto" else [])
-    m = res.meta
-    for wid, outcome in updated if not ctx.json else ():
-        click.echo(f"{wid}: {outcome}", err=True)
-    if ctx.json:
-        emit_json({"created": res.created, **m,
-                   **({"workers": dict(updated)} if update_workers == "auto" else {})})
-    elif res.created:
-        click.echo(f"deployed {m['name']} v{m['version']} ({m['size']:,} bytes, "
-                   f"{m['hash'][:12]}{', stackful' if m.get('stackful') else ''})")
-    else:
-        click.echo(f"{m['name']} v{m['version']} already has these bytes ({m['hash'][:12]}); "
-                   + ("updated its HTTP allow-list" if allow_http else "nothing to do"))
-    if allow_http and not ctx.json:
-        click.echo(f"{m['name']} v{m['version']}: HTTP allow-list: {', '.join(m['http_allow'])}")
+    return res, updated
 
 
 @main.command(context_settings={"ignore_unknown_options": True},
@@ -238,9 +255,14 @@ def component() -> None:
 @run
 def component_list(ctx: Ctx) -> None:
     """List components and their versions."""
-    with ctx.runtime(readonly=True) as rt:
-        comps = rt.list_components()
-        counts = versions.component_usage(rt)
+    client = find_server(ctx.home, ctx.server)
+    if client is not None:
+        from . import cli_remote
+        comps, counts = client.get("/components"), cli_remote.component_usage(client)
+    else:
+        with ctx.runtime(readonly=True) as rt:
+            comps = rt.list_components()
+            counts = versions.component_usage(rt)
     if ctx.json:
         emit_json([{**c, "workers": counts.get((c["name"], c["version"]), 0)} for c in comps])
         return
@@ -256,8 +278,13 @@ def component_list(ctx: Ctx) -> None:
 @run
 def component_show(ctx: Ctx, name: str, version: int | None) -> None:
     """Show a component's imports and exports with their signatures."""
-    with ctx.runtime(readonly=True) as rt:
-        c = rt.component(name, version)
+    client = find_server(ctx.home, ctx.server)
+    if client is not None:
+        from . import cli_remote
+        c = cli_remote.component(client, name, version)
+    else:
+        with ctx.runtime(readonly=True) as rt:
+            c = rt.component(name, version)
     if ctx.json:
         emit_json(c)
         return
@@ -291,9 +318,16 @@ def component_show(ctx: Ctx, name: str, version: int | None) -> None:
 def component_config(ctx: Ctx, name: str, version: int | None, allow_http: tuple[str, ...],
                      deny_http: tuple[str, ...]) -> None:
     """Change a component version's settings: its HTTP allow-list."""
-    with ctx.runtime() as rt:
-        meta = rt.configure_component(name, version, allow_http=allow_http,
-                                      deny_http=deny_http)
+    client = find_server(ctx.home, ctx.server)
+    if client is not None:
+        from urllib.parse import quote
+        meta = client.post(f"/components/{quote(name, safe='')}/config", {
+            "version": version, "allow_http": list(allow_http),
+            "deny_http": list(deny_http)})[1]
+    else:
+        with ctx.runtime() as rt:
+            meta = rt.configure_component(name, version, allow_http=allow_http,
+                                          deny_http=deny_http)
     if ctx.json:
         emit_json(meta)
         return
@@ -307,11 +341,13 @@ for _cmd in (worker_revert, worker_fork, worker_update):
 
 
 main.add_command(worker)
+worker.add_command(worker_logs)
 main.add_command(promise)
 main.add_command(store)
 main.add_command(test_replay)
 main.add_command(python_cli)
 main.add_command(serve)
+main.add_command(server)
 worker.add_command(worker_export)
 
 

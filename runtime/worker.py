@@ -680,6 +680,8 @@ class Worker:
             raise
         self.policy_state.invoked(time.perf_counter() - max(t_run, self.policy_state.last_perf))
         self.maybe_snapshot()
+        if self.instance is not None:
+            self.instance.memory_size()  # refreshes .size, which eviction reads unlocked
         return InvocationResult(function, results, start, time.perf_counter() - t0, recovery,
                                 json=self.last_json)
 

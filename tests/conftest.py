@@ -77,7 +77,10 @@ def output() -> Output:
 
 
 def golemish_cmd() -> list[str]:
-    exe = shutil.which("golemish")
+    # The script beside this interpreter first: a `golemish` found on PATH (a pyenv
+    # shim, say) may run another installation than the one under test.
+    beside = Path(sys.executable).parent / "golemish"
+    exe = str(beside) if beside.exists() else shutil.which("golemish")
     return [exe] if exe else [sys.executable, "-m", "golemish.runtime.cli"]
 
 

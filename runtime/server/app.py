@@ -357,8 +357,11 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
-def build_app(rt: Runtime, *, token: str | None = None, threads: int = 64) -> ASGIApp:
-    """The ASGI application for ``rt``; with ``token`` every call needs it."""
+def build_app(rt: Runtime, *, token: str | None = None, threads: int = 64,
+              state: Any = None) -> ASGIApp:
+    """The ASGI application for ``rt``; with ``token`` every call needs it. ``state``
+    (a manage.ServerState) is what `server status` reports and stops log streams."""
+    from .manage import ServerState, manage_routes
     api = Api(rt, threads=threads)
     w = "/workers/{component}/{name}"
     routes = [
@@ -376,6 +379,7 @@ def build_app(rt: Runtime, *, token: str | None = None, threads: int = 64) -> AS
         Route(w + "/resume", _guarded(api.resume), methods=["POST"]),
         Route("/promises", _guarded(api.promises), methods=["GET"]),
         Route("/promises/{id:path}/complete", _guarded(api.complete_promise), methods=["POST"]),
+        *manage_routes(api, state or ServerState()),
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:

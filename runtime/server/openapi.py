@@ -44,6 +44,13 @@ _INVOKE_BODY = {"required": True, "content": {"application/json": {"schema": {
 
 
 def openapi_document() -> dict[str, Any]:
+    from .manage import OPENAPI_PATHS
+    doc = _document()
+    doc["paths"].update(OPENAPI_PATHS())
+    return doc
+
+
+def _document() -> dict[str, Any]:
     w = "/workers/{component}/{name}"
     return {
         "openapi": "3.0.3",
