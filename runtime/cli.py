@@ -19,7 +19,6 @@ from golemish.oplog import GolemishError
 from .cli_common import (
     Ctx, MainGroup, emit_json, protect_stdio, run, table, typed_json, when, writer,
 )
-from . import versions
 from .cli_logs import worker_logs
 from .cli_manage import promise, store, worker
 from .cli_client import find_server, remote_invoke
@@ -31,8 +30,19 @@ from .cli_versions import component_delete, worker_fork, worker_revert, worker_u
 from .errors import ArgumentError
 from .policy import SnapshotPolicy
 from .python.cli import python as python_cli
-from .values import format_value
 
+
+
+def format_value(v):  # type: ignore[no-untyped-def]
+    """values.format_value, imported when a result is shown (it loads the engine)."""
+    from .values import format_value as fmt
+    return fmt(v)
+
+
+def _versions():  # type: ignore[no-untyped-def]
+    """runtime/versions.py (it loads the whole executor) only when a command needs it."""
+    from . import versions
+    return versions
 
 @click.group(cls=MainGroup)
 @click.version_option(package_name="golemish", message="%(prog)s %(version)s")
@@ -146,7 +156,7 @@ def _local_deploy(ctx: Ctx, path: Path, name: str, wasm: bytes, wit: str | None,
         else:
             res = rt.deploy(wasm, name, wit, str(wit_path) if wit_path else None, stackful,
                             http_allow=allow_http)
-        updated = (versions.update_idle(rt, name, res.meta["version"])
+        updated = (_versions().update_idle(rt, name, res.meta["version"])
                    if update_workers == "auto" else [])
     return res, updated
 
@@ -262,7 +272,7 @@ def component_list(ctx: Ctx) -> None:
     else:
         with ctx.runtime(readonly=True) as rt:
             comps = rt.list_components()
-            counts = versions.component_usage(rt)
+            counts = _versions().component_usage(rt)
     if ctx.json:
         emit_json([{**c, "workers": counts.get((c["name"], c["version"]), 0)} for c in comps])
         return

@@ -11,7 +11,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -19,9 +19,11 @@ from golemish.oplog import GolemishError
 
 from .crash import CrashPoints
 from .errors import Interrupted, Suspended, WorkerSuspendedError
-from .executor import Runtime, RuntimeConfig
 from .policy import SnapshotPolicy
 from .summaries import SUMMARY_WIDTH, clip, full_summary  # noqa: F401 - re-exported
+
+if TYPE_CHECKING:
+    from .executor import Runtime
 
 
 class Ctx:
@@ -43,6 +45,8 @@ class Ctx:
                 readonly: bool = False) -> Runtime:
         """A Runtime on the existing store; ``create`` (deploy only) may make a new one,
         ``readonly`` reads it, also while another process writes to it."""
+        # The executor (wasmtime, the typed modules) only for commands that run in-process.
+        from .executor import Runtime, RuntimeConfig
         crash = CrashPoints(crash_at) if crash_at else CrashPoints.from_env()
         return Runtime(RuntimeConfig(home=self.home, sync=self.sync, crash=crash,
                                      memory_limit=self.memory_limit_mib << 20,

@@ -9,7 +9,6 @@ import click
 
 from golemish.oplog import GolemishError
 
-from . import versions
 from .cli_common import (
     SUMMARY_WIDTH, Ctx, clip, emit_json, full_summary, run, table, when, writer,
 )
@@ -17,8 +16,19 @@ from .cli_client import find_server
 from .cli_versions import history_rows
 from .errors import Suspended, WorkerSuspendedError
 from .policy import SnapshotPolicy
-from .values import format_value
 
+
+
+def format_value(v):  # type: ignore[no-untyped-def]
+    """values.format_value, imported when a result is shown (it loads the engine)."""
+    from .values import format_value as fmt
+    return fmt(v)
+
+
+def _versions():  # type: ignore[no-untyped-def]
+    """runtime/versions.py (it loads the whole executor) only when a command needs it."""
+    from . import versions
+    return versions
 
 @click.group()
 def worker() -> None:
@@ -56,7 +66,7 @@ def worker_show(ctx: Ctx, worker_id: str) -> None:
         with ctx.runtime(readonly=True) as rt:
             info = rt.worker_info(worker_id)
             history = history_rows(rt, worker_id)
-            info["version_history"] = versions.version_history(rt, worker_id)
+            info["version_history"] = _versions().version_history(rt, worker_id)
     if ctx.json:
         emit_json(info)
         return
@@ -107,7 +117,7 @@ def worker_oplog(ctx: Ctx, worker_id: str, start: int, end: int | None, full: bo
     else:
         with ctx.runtime(readonly=True) as rt:
             entries = rt.oplog(worker_id, start, end)
-            void = versions.skipped(rt, worker_id)  # voided by a revert (or a rewind)
+            void = _versions().skipped(rt, worker_id)  # voided by a revert (or a rewind)
         rows = [{"index": i, "name": e.NAME, "entry": e.to_json(),
                  "summary": full_summary(e) if full else clip(e.summary()),
                  "skipped": any(a <= i <= b for a, b in void)} for i, e in entries]

@@ -13,7 +13,6 @@ import click
 from .cli_common import Ctx, emit_json, run
 from .crash import CrashPoints
 from .errors import ArgumentError
-from .executor import RuntimeConfig
 
 #: The detached server's output, in the store directory.
 LOG_FILE = "server.log"
@@ -68,6 +67,7 @@ def serve(ctx: Ctx, listen: str, token: str | None, init: bool, threads: int,
     if detach:
         _detach(ctx)
         return
+    from .executor import RuntimeConfig
     config = RuntimeConfig(home=ctx.home, sync=ctx.sync, crash=CrashPoints.from_env(),
                            recovery=ctx.recovery, snapshot_policy=ctx.policy,
                            oplog_retention=ctx.retention, create=init)

@@ -10,12 +10,17 @@ from typing import Any
 
 import click
 
-from . import versions
 from .cli_client import find_server
 from .cli_common import Ctx, emit_json, run
 from .cli_remote import versions_op
 from .errors import ArgumentError
 
+
+
+def _versions():  # type: ignore[no-untyped-def]
+    """runtime/versions.py (it loads the whole executor) only when a command needs it."""
+    from . import versions
+    return versions
 
 @click.command("revert")
 @click.argument("worker_id", metavar="WORKER")
@@ -35,7 +40,7 @@ def worker_revert(ctx: Ctx, worker_id: str, to_index: int | None,
                                                        "last_invocations": last_invocations})
     else:
         with ctx.runtime() as rt:
-            r = versions.revert(rt, worker_id, to_index=to_index,
+            r = _versions().revert(rt, worker_id, to_index=to_index,
                                 last_invocations=last_invocations)
     if ctx.json:
         emit_json({"worker": r.worker, "to": r.target, "index": r.index, "undone": r.undone,
@@ -62,7 +67,7 @@ def worker_fork(ctx: Ctx, worker_id: str, new_id: str, at: int | None) -> None:
         f = versions_op(client, worker_id, "fork", {"new": new_id, "at": at})
     else:
         with ctx.runtime() as rt:
-            f = versions.fork(rt, worker_id, new_id, at)
+            f = _versions().fork(rt, worker_id, new_id, at)
     if ctx.json:
         emit_json(vars(f))
         return
@@ -87,7 +92,7 @@ def worker_update(ctx: Ctx, worker_id: str, version: int, mode: str) -> None:
         r = versions_op(client, worker_id, "update", {"version": version, "mode": mode})
     else:
         with ctx.runtime() as rt:
-            r = versions.update(rt, worker_id, version, mode)
+            r = _versions().update(rt, worker_id, version, mode)
     if ctx.json:
         emit_json(vars(r))
         return
@@ -107,7 +112,7 @@ def component_delete(ctx: Ctx, name: str, version: int) -> None:
         client.request("DELETE", f"/components/{quote(name, safe='')}/versions/{version}")
     else:
         with ctx.runtime() as rt:
-            versions.delete_component(rt, name, version)
+            _versions().delete_component(rt, name, version)
     if not ctx.json:
         click.echo(f"deleted {name} v{version}")
 
@@ -117,7 +122,7 @@ def history_rows(rt: object, worker_id: str,
     """`worker show`'s version history lines (from ``history`` when given: a server's)."""
     out = []
     if history is None:
-        history = versions.version_history(rt, worker_id)  # type: ignore[arg-type]
+        history = _versions().version_history(rt, worker_id)  # type: ignore[arg-type]
     for h in history:
         gone = "" if h["in_effect"] else " (reverted)"
         if h["kind"] == "create":
