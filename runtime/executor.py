@@ -157,6 +157,10 @@ class Runtime:
         #: Loaded workers; read and changed under ``_guard``, a worker used only by
         #: the thread holding its turn (``_turns``).
         self._workers: dict[str, Worker] = {}
+        #: When each loaded worker's last use began (monotonic), for idle eviction.
+        self._used: dict[str, float] = {}
+        #: Workers dropped from memory by ``evict`` since start (for metrics).
+        self.evicted_total = 0
         self._turns = WorkerLocks()
         self._guard = threading.Lock()
         self._promises = threading.Lock()  # read-check-write of a promise's state
@@ -250,10 +254,49 @@ class Runtime:
     def _put(self, worker_id: str, w: Worker) -> None:
         with self._guard:
             self._workers[worker_id] = w
+            self._used[worker_id] = time.monotonic()
 
     def _drop(self, worker_id: str) -> Worker | None:
         with self._guard:
+            self._used.pop(worker_id, None)
             return self._workers.pop(worker_id, None)
+
+    # -- residency (idle eviction, runtime/eviction.py) ------------------------------
+    def residents(self) -> list[Any]:
+        """What eviction decides on: each loaded worker's idle time, memory, busyness."""
+        from .eviction import Resident
+        now = time.monotonic()
+        with self._guard:
+            loaded = [(wid, w, self._used.get(wid, now)) for wid, w in self._workers.items()]
+        return [Resident(wid, now - used,
+                         w.instance.size if w.instance is not None else 0,
+                         busy=self._turns.busy(wid), evictable=w.durable)
+                for wid, w, used in loaded]
+
+    def evict(self, worker_id: str) -> bool:
+        """Snapshot a loaded, durable worker (unless its newest snapshot is already at
+        the end of its oplog) and drop it from memory; the next use restores it.
+
+        Under the worker's turn, so never in the middle of an invocation. False when
+        it was not loaded (or is ephemeral: dropping it would lose its state).
+        """
+        with self._turns.hold(worker_id):
+            w = self._cached(worker_id)
+            if w is None or not w.durable:
+                return False
+            try:
+                if w.instance is not None and w.image is not None:
+                    latest = self.store.snapshots.indexes(worker_id)[:1]
+                    if latest != [w.oplog.last_index]:
+                        w.snapshot()
+            except GolemishError:
+                pass  # no snapshot: the next use replays the tail from an older one
+            finally:
+                self._drop(worker_id)
+                w.discard()
+            with self._guard:
+                self.evicted_total += 1
+            return True
 
     def _get(self, worker_id: str, output: OutputFn | None, *, create: bool,
              env: Sequence[tuple[str, str]] = (), args: Sequence[str] = (),
@@ -263,6 +306,8 @@ class Runtime:
         w = self._cached(worker_id)
         if w is not None:
             w.journal.output = output
+            with self._guard:
+                self._used[worker_id] = time.monotonic()
             return w
         comp, _ = parse_worker_id(worker_id)
         meta = self.store.get_worker(worker_id)
@@ -294,6 +339,7 @@ class Runtime:
             w = Worker(self, meta, output)
         with self._guard:
             self._workers[worker_id] = w
+            self._used[worker_id] = time.monotonic()
         return w
 
     def _component_for(self, worker_id: str) -> dict[str, Any]:
@@ -378,11 +424,6 @@ class Runtime:
                 raise ExistsError(f"worker {worker_id} already exists")
             self._get(worker_id, None, create=True, env=env, args=args, durable=durable,
                       memory_limit=memory_limit, time_limit=time_limit)
-
-    def resident_count(self) -> int:
-        """Workers loaded in this process now (for metrics)."""
-        with self._guard:
-            return len(self._workers)
 
     def resume(self, worker_id: str, output: OutputFn | None = None) -> RecoveryReport | None:
         """Load a worker, finishing an interrupted invocation if there is one."""
@@ -542,7 +583,8 @@ class Runtime:
         return self.store.list_promises()
 
     def resident(self) -> dict[str, tuple[RecoveryReport | None, int]]:
-        """Workers loaded in this process: id -> (their last recovery, when it ended in ns).
+        """Workers loaded in this process: id -> (their last recovery, when it ended in ns)
+        (the console, metrics, `server status`).
 
         Reads two attributes a worker sets once per recovery, so it needs no turn.
         """
@@ -560,6 +602,7 @@ class Runtime:
         # A loaded worker is only read by the thread holding its turn (an invocation may
         # close its image); while one runs, describe it from the store.
         w = None
+        resident = self._cached(worker_id) is not None
         if not self._turns.busy(worker_id):
             w = self._cached(worker_id)
         w = w or Worker(self, meta, None)
@@ -570,7 +613,7 @@ class Runtime:
                 "oplog_archived": hi - lo,
                 "invocations": invocations, "snapshot_policy": str(w.policy),
                 "memory_limit": w.memory_limit, "time_limit": w.time_limit,
-                **self._snapshot_info(w)}
+                "resident": resident, **self._snapshot_info(w)}
 
     def _snapshot_info(self, w: Worker) -> dict[str, Any]:
         snaps = self.store.snapshots

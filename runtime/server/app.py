@@ -17,7 +17,6 @@ import binascii
 import functools
 import hmac
 import json
-import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -43,6 +42,7 @@ from ..executor import Deferred, parse_worker_id, Runtime
 from . import invocations as invocation_routes, worker_routes
 from .console_api import console_routes, PUBLIC_PATHS
 from .docs import docs_page
+from .manage import manage_routes, ServerState
 from .metrics import CONTENT_TYPE as METRICS_TYPE, Metrics
 from .openapi import openapi_document
 from .oplog_page import oplog_page
@@ -409,15 +409,17 @@ class BearerAuth:
 
 
 def build_app(rt: Runtime, *, token: str | None = None, threads: int = 64,
-              stopping: threading.Event | None = None,
+              state: ServerState | None = None,
               metrics: Metrics | None = None,
               poke: Callable[[], None] = lambda: None) -> ASGIApp:
     """The ASGI application for ``rt``; with ``token`` every call needs it (but the
-    console's static shell). ``stopping`` is set when the server begins to drain: open
-    event streams end then, so that they do not hold the drain up. ``metrics`` is the
-    observer ``rt`` was opened with (a new one only has the scrape-time gauges);
-    ``poke`` wakes the scheduler after an enqueue.
+    console's static shell). ``state`` (a manage.ServerState) is what `server status`
+    reports; its ``stopping`` is set when the server begins to drain: open event
+    streams (live logs, the console's) end then, so that they do not hold the drain
+    up. ``metrics`` is the observer ``rt`` was opened with (a new one only has the
+    scrape-time gauges); ``poke`` wakes the scheduler after an enqueue.
     """
+    state = state or ServerState()
     api = Api(rt, threads=threads)
     if metrics is None:
         metrics = Metrics()
@@ -449,7 +451,8 @@ def build_app(rt: Runtime, *, token: str | None = None, threads: int = 64,
         Route(w + "/resume", _guarded(api.resume), methods=["POST"]),
         Route("/promises", _guarded(api.promises), methods=["GET"]),
         Route("/promises/{id:path}/complete", _guarded(api.complete_promise), methods=["POST"]),
-        *console_routes(api, stopping or threading.Event(), _guarded),
+        *manage_routes(api, state),
+        *console_routes(api, state.stopping, _guarded),
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:

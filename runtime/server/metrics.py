@@ -155,7 +155,7 @@ class StateCollector:
     def collect(self) -> Iterator[Any]:
         store = self.rt.store
         metas = store.list_workers()
-        resident = self.rt.resident_count()
+        resident = len(self.rt.resident())
         workers = GaugeMetricFamily("golemish_workers", "Workers loaded in memory "
                                     "(resident) and only in the store (evicted)",
                                     labels=["state"])

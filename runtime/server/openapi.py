@@ -277,6 +277,7 @@ def _document() -> dict[str, Any]:
                 {"200": _json(_ref("PromiseCompleted"))}, params=[_path("id")],
                 body=_body(_obj([], {"data": _STR}), required=False),
                 errors=("400", "404", "409", "413", "422"))},
+            **manage_paths(),
             **console_paths(),
         },
     }
@@ -284,6 +285,82 @@ def _document() -> dict[str, Any]:
 
 def openapi_document() -> dict[str, Any]:
     return copy.deepcopy(_document())
+
+
+def manage_paths() -> dict[str, Any]:
+    """What the CLI does through a server besides the routes above (server/manage.py,
+    server/logs.py): server status, live logs, the oplog as the CLI prints it,
+    versions (revert, fork, update), component config and deletion."""
+    w = "/workers/{component}/{name}"
+    c = "/components/{name}/versions/{version}"
+    cv = [_path("name"), _path("version", "a version number", "0")]
+    event = _obj(["index", "stream", "text", "b64"], {
+        "index": _INT, "stream": {"type": "string", "enum": ["stdout", "stderr"]},
+        "text": _STR, "b64": {**_STR, "format": "byte"}})
+    http_lists = {"allow_http": {**_STRS, "description": "hosts to add"},
+                  "deny_http": {**_STRS, "description": "hosts to take off"}}
+    return {
+        "/server": {"get": _op("serverStatus", "server", "Server status: pid, uptime, "
+                               "resident workers, eviction settings", {"200": _json(_obj(
+                                   ["pid", "url", "workers_resident"], {
+                                       "url": _STR, "pid": _INT, "home": _STR,
+                                       "started_at": _NUM, "uptime_s": _NUM,
+                                       "workers_resident": _INT, "resident": _STRS,
+                                       "evicted_total": _INT,
+                                       "idle_timeout_s": _nullable(_NUM),
+                                       "max_memory": _nullable(_INT), "stopping": _BOOL}))},
+                               errors=())},
+        w + "/logs": {"get": _op(
+            "logs", "workers", "The worker's output, or with follow a live event stream of it",
+            {"200": {"description": "JSON output events; with follow=true an event stream "
+                                    "(event 'log', id = oplog index)",
+                     "content": {"application/json": {"schema": {"type": "array",
+                                                                  "items": event}},
+                                 "text/event-stream": {"schema": _SSE_EVENT}}}},
+            params=[*_W, _query("from", {"type": "integer", "minimum": 1}, "first index"),
+                    _query("follow", _BOOL, "keep the stream open for new output"),
+                    {"name": "Last-Event-ID", "in": "header", "required": False,
+                     "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                     "description": "resume after this oplog index"}])},
+        w + "/oplog/text": {"get": _op(
+            "oplogText", "workers", "Oplog entries as the CLI prints them",
+            {"200": _json({"type": "array", "items": _obj(
+                ["index", "name", "summary", "skipped"], {
+                    "index": _INT, "name": _STR, "entry": _OBJ, "summary": _STR,
+                    "skipped": _BOOL})})},
+            params=[*_W, _query("start", {"type": "integer", "minimum": 1}, "first index"),
+                    _query("end", {"type": "integer", "minimum": 0}, "last index (0: the end)"),
+                    _query("full", _BOOL, "summaries not cut")])},
+        w + "/revert": {"post": _op(
+            "revert", "versions", "Revert the worker to an earlier state", {"200": _json(_OBJ)},
+            params=_W, body=_body(_obj([], {
+                "to_index": {"type": "integer", "minimum": 1},
+                "last_invocations": {"type": "integer", "minimum": 1}})),
+            errors=_RUN_ERRORS, description="Exactly one of to_index and last_invocations.")},
+        w + "/fork": {"post": _op(
+            "fork", "versions", "Fork the worker (at an oplog index) into a new worker",
+            {"201": _json(_OBJ)}, params=_W, body=_body(_obj(["new"], {
+                "new": {**_STR, "description": "the new worker's id, COMPONENT/NAME"},
+                "at": {"type": "integer", "minimum": 1}})),
+            errors=_RUN_ERRORS)},
+        w + "/update": {"post": _op(
+            "update", "versions", "Move the worker to another component version",
+            {"200": _json(_OBJ)}, params=_W, body=_body(_obj(["version"], {
+                "version": {"type": "integer", "minimum": 0},
+                "mode": {"type": "string", "enum": ["auto", "manual"]}})),
+            errors=_RUN_ERRORS)},
+        "/components/{name}/config": {"post": _op(
+            "configureComponent", "components", "Change a component version's HTTP allow-list",
+            {"200": _json(_ref("Component"))}, params=[_path("name")],
+            body=_body(_obj([], {"version": {"type": "integer", "minimum": 0}, **http_lists}),
+                       required=False),
+            errors=("400", "404", "413"))},
+        c: {"delete": _op(
+            "deleteComponentVersion", "components",
+            "Delete one component version (refused while workers use it)",
+            {"200": _json(_obj(["deleted", "version"], {"deleted": _STR, "version": _INT}))},
+            params=cv, errors=("400", "404", "409"))},
+    }
 
 
 def console_paths() -> dict[str, Any]:

@@ -94,7 +94,8 @@ def routes(api: Api) -> list[tuple[str, Any, list[str]]]:
             if entry is None:
                 raise GolemishError(f"worker {wid} cannot be snapshotted: "
                                     f"{meta.get('snapshots_disabled', 'it is ephemeral')}")
-            return {"worker": wid, "index": rt.store.oplog(wid).last_index, **entry.to_json()}
+            return {"worker": wid, "index": rt.store.oplog(wid).last_index, **entry.to_json(),
+                    "summary": entry.summary()}
         return JSONResponse(api.jsonable(await api._blocking(run)), status_code=201)
 
     async def get_config(request: Request) -> Response:
