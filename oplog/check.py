@@ -125,6 +125,11 @@ def _check(store: Store, deep: bool, problems: list[Problem], counts: dict[str, 
             continue
         if p.get("worker") not in workers:
             problems.append(Problem(f"promise {p.get('id')}", "belongs to no worker"))
+    for k, v in b.scan("invocations", b"r\0", b"r\1"):  # enqueued/scheduled: each verified
+        try:
+            _unpack_json(v, "invocation", k[2:].decode(errors="replace"))
+        except CorruptionError as e:
+            problems.append(Problem(f"invocation {k[2:].decode(errors='replace')}", str(e)))
 
     refs: list[tuple[str, Manifest]] = []
     for wid, meta in workers.items():

@@ -11,6 +11,7 @@ Key layout (tables are the backend's)::
     oplog       worker id \\0 u64be(index)    -> encoded entry (see entries)
     idempotency worker id \0 key             -> u64be(index of the InvokeStart)
     promises    promise id                   -> checked JSON (worker, state, payload)
+    invocations enqueued and scheduled invocations (see invocations.py)
     meta        b"format"                    -> store format version
     meta        b"head\\0" worker id         -> u64be(last oplog index), the recorded length
 
@@ -38,6 +39,7 @@ from .backends.base import Backend, Op
 from .backends.group_commit import GroupConfig
 from .entries import Entry, Snapshot
 from .errors import CorruptionError, StoreError
+from .invocations import InvocationQueue
 from .snapshots import Manifest, SnapshotStore
 from .stats import CommitStats
 from .worker_oplog import WorkerOplog
@@ -82,6 +84,7 @@ class Store:
         #: Commit and fsync counters and observers (see golemish.oplog.stats).
         self.stats: CommitStats = getattr(backend, "stats", None) or CommitStats()
         self.snapshots = SnapshotStore(backend)
+        self.invocations = InvocationQueue(backend)
         readonly = getattr(backend, "readonly", False)
         fmt = backend.get("meta", b"format")
         if fmt is None and not readonly:
@@ -376,7 +379,8 @@ def store_path(url: str) -> str | None:
 
 
 def open_store(url: str, *, sync: bool = False, create: bool = False,
-               readonly: bool = False, group: GroupConfig | None = None) -> Store:
+               readonly: bool = False, group: GroupConfig | None = None,
+               observer: Any = None) -> Store:
     """Open a store by URL: ``memory://``, ``rocksdb:///path``, a plain path (RocksDB) or
     ``postgres://user@host/db`` (PostgreSQL, see backends/postgres.py).
 
@@ -384,11 +388,12 @@ def open_store(url: str, *, sync: bool = False, create: bool = False,
     `golemish deploy` and `golemish store init` create, nothing else does.
     ``readonly`` opens it for reading, also while another process writes to it.
     ``memory://`` is always a new, empty store. ``group`` tunes the group commit
-    of synced writes (see backends/group_commit.py).
+    of synced writes (see backends/group_commit.py). An ``observer`` hears of every
+    commit (see observe.py).
     """
     if url.startswith("memory://"):
         from .backends.memory import MemoryBackend
-        return Store(MemoryBackend())
+        return Store(_observed(MemoryBackend(), observer, sync))
     backend: Backend
     if url.startswith(("postgres://", "postgresql://")):
         # The server's durability settings apply: ``sync`` adds nothing there.
@@ -402,7 +407,14 @@ def open_store(url: str, *, sync: bool = False, create: bool = False,
         from .backends.rocksdb import RocksBackend
         backend = RocksBackend(path, sync=sync, create=create, readonly=readonly, group=group)
     try:
-        return Store(backend)
+        return Store(_observed(backend, observer, sync))
     except BaseException:
         backend.close()
         raise
+
+
+def _observed(backend: Any, observer: Any, sync: bool) -> Any:
+    if observer is None:
+        return backend
+    from .observe import ObservedBackend
+    return ObservedBackend(backend, observer, sync)

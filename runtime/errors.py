@@ -8,6 +8,7 @@
     │   ├── InvalidModuleError         not a valid wasm module
     │   └── MissingImportsError        imports the host does not provide
     ├── NotFoundError                  unknown component, worker or function
+    ├── ExistsError                    creating something that already exists
     ├── ArgumentError                  wrong argument count or types
     ├── InvocationFailed               the guest failed; the worker keeps its prior state
     │   ├── GuestTrap                  wasm trap (unreachable, out of bounds, …)
@@ -52,6 +53,10 @@ class MissingImportsError(ComponentError):
 
 class NotFoundError(GolemishError):
     """An unknown component, worker, function or oplog index."""
+
+
+class ExistsError(GolemishError):
+    """Creating a worker (or other named thing) that already exists."""
 
 
 class ArgumentError(GolemishError):
@@ -185,7 +190,7 @@ class CrashPointError(GolemishError):
 
 __all__ = [
     "GolemishError", "ComponentError", "InvalidModuleError", "MissingImportsError",
-    "NotFoundError", "ArgumentError", "InvocationFailed", "GuestTrap", "TimeLimitExceeded",
+    "NotFoundError", "ExistsError", "ArgumentError", "InvocationFailed", "GuestTrap", "TimeLimitExceeded",
     "MemoryLimitExceeded", "Interrupted", "GuestExit", "DivergenceError", "WorkerFailedError",
     "CrashPointError", "Suspended", "WorkerSuspendedError", "PromiseError",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,12 +30,13 @@ from .components import DeployResult, ModuleCache
 from .crash import CrashPoints
 from .engine import Engine, FuncSig
 from .errors import (
-    ArgumentError, ClosedError, ComponentError, GolemishError, NotFoundError, PromiseError,
-    Suspended,
+    ArgumentError, ClosedError, ComponentError, ExistsError, GolemishError, NotFoundError,
+    PromiseError, Suspended,
 )
 from .host import http
 from .journal import Deferred, OutputFn
 from .locks import CallCycle, WorkerLocks
+from .observe import NULL_OBSERVER, Observer
 from .snapshot.capture import SnapshotConfig
 from .snapshot.dirty import UffdTracker
 from .snapshot.policy import SnapshotPolicy
@@ -97,6 +99,9 @@ class RuntimeConfig:
     #: Where durable time comes from (guest clocks, sleeps, wake times, timestamps);
     #: the test kit passes a virtual clock. See runtime/clock.py.
     clock: Clock = SYSTEM
+    #: Told of invocations, recoveries, snapshots and store commits (runtime/observe.py);
+    #: the server's metrics pass one.
+    observer: Observer | None = None
 
     def __post_init__(self) -> None:
         self.http_allow = tuple(http.normalize_rules(self.http_allow))
@@ -132,10 +137,13 @@ class Runtime:
         self.config = config or RuntimeConfig()
         self.crash = self.config.crash or CrashPoints.from_env()
         self.clock: Clock = self.config.clock
+        #: Told of invocations, recoveries, snapshots and commits (server metrics).
+        self.observer: Observer = self.config.observer or NULL_OBSERVER
         self.store: Store = open_store(self.config.home, sync=self.config.sync,
                                        create=self.config.create,
                                        readonly=self.config.readonly,
-                                       group=self.config.group_commit)
+                                       group=self.config.group_commit,
+                                       observer=self.config.observer)
         self.engine = Engine()
         #: Fresh-instance images per component (shared page store, restore of diffs).
         self.bases = Bases(self.store)
@@ -152,6 +160,10 @@ class Runtime:
         #: Loaded workers; read and changed under ``_guard``, a worker used only by
         #: the thread holding its turn (``_turns``).
         self._workers: dict[str, Worker] = {}
+        #: When each loaded worker's last use began (monotonic), for idle eviction.
+        self._used: dict[str, float] = {}
+        #: Workers dropped from memory by ``evict`` since start (for metrics).
+        self.evicted_total = 0
         self._turns = WorkerLocks()
         self._guard = threading.Lock()
         self._promises = threading.Lock()  # read-check-write of a promise's state
@@ -246,18 +258,60 @@ class Runtime:
     def _put(self, worker_id: str, w: Worker) -> None:
         with self._guard:
             self._workers[worker_id] = w
+            self._used[worker_id] = time.monotonic()
 
     def _drop(self, worker_id: str) -> Worker | None:
         with self._guard:
+            self._used.pop(worker_id, None)
             return self._workers.pop(worker_id, None)
+
+    # -- residency (idle eviction, runtime/eviction.py) ------------------------------
+    def residents(self) -> list[Any]:
+        """What eviction decides on: each loaded worker's idle time, memory, busyness."""
+        from .eviction import Resident
+        now = time.monotonic()
+        with self._guard:
+            loaded = [(wid, w, self._used.get(wid, now)) for wid, w in self._workers.items()]
+        return [Resident(wid, now - used,
+                         w.instance.size if w.instance is not None else 0,
+                         busy=self._turns.busy(wid), evictable=w.durable)
+                for wid, w, used in loaded]
+
+    def evict(self, worker_id: str) -> bool:
+        """Snapshot a loaded, durable worker (unless its newest snapshot is already at
+        the end of its oplog) and drop it from memory; the next use restores it.
+
+        Under the worker's turn, so never in the middle of an invocation. False when
+        it was not loaded (or is ephemeral: dropping it would lose its state).
+        """
+        with self._turns.hold(worker_id):
+            w = self._cached(worker_id)
+            if w is None or not w.durable:
+                return False
+            try:
+                if w.instance is not None and w.image is not None:
+                    latest = self.store.snapshots.indexes(worker_id)[:1]
+                    if latest != [w.oplog.last_index]:
+                        w.snapshot()
+            except GolemishError:
+                pass  # no snapshot: the next use replays the tail from an older one
+            finally:
+                self._drop(worker_id)
+                w.discard()
+            with self._guard:
+                self.evicted_total += 1
+            return True
 
     def _get(self, worker_id: str, output: OutputFn | None, *, create: bool,
              env: Sequence[tuple[str, str]] = (), args: Sequence[str] = (),
-             durable: bool = True) -> Worker:
+             durable: bool = True, memory_limit: int | None = None,
+             time_limit: float | None = None) -> Worker:
         """The loaded worker; the caller holds its turn."""
         w = self._cached(worker_id)
         if w is not None:
             w.journal.output = output
+            with self._guard:
+                self._used[worker_id] = time.monotonic()
             return w
         comp, _ = parse_worker_id(worker_id)
         meta = self.store.get_worker(worker_id)
@@ -269,16 +323,18 @@ class Runtime:
             # (malloc returning NULL), so replay must run under the same one.
             meta = {"id": worker_id, "component": comp, "version": cmeta["version"],
                     "created_at": self.clock.time_ns() / 1e9, "status": "idle",
-                    "memory_limit": self.config.memory_limit,
-                    "time_limit": self.config.time_limit, "durable": durable}
+                    "memory_limit": memory_limit or self.config.memory_limit,
+                    "time_limit": time_limit or self.config.time_limit, "durable": durable}
             entry = Create(comp, cmeta["version"], cmeta["hash"], tuple(args),
                            tuple((k, v) for k, v in env), self.clock.time_ns())
             self.crash.hit("before-oplog-append")
             self.store.create_worker(meta, entry)
             self.crash.hit("after-oplog-append")
             w = Worker(self, meta, output)
+            t0 = time.perf_counter()
             try:
                 w.create(entry)
+                self.observer.recovered("fresh", time.perf_counter() - t0)
             except BaseException:
                 w.discard()
                 self.store.delete_worker(worker_id)
@@ -287,6 +343,7 @@ class Runtime:
             w = Worker(self, meta, output)
         with self._guard:
             self._workers[worker_id] = w
+            self._used[worker_id] = time.monotonic()
         return w
 
     def _component_for(self, worker_id: str) -> dict[str, Any]:
@@ -346,7 +403,31 @@ class Runtime:
         with self._turns.hold(worker_id):
             w = self._get(worker_id, output, create=True, env=env, durable=durable)
             w.set_limits(memory_limit, time_limit)
-            return w.invoke(function, params, idempotency_key)
+            t0, outcome = time.perf_counter(), "error"
+            try:
+                res = w.invoke(function, params, idempotency_key)
+                outcome = "ok"
+                return res
+            except Suspended:
+                outcome = "suspended"
+                raise
+            finally:
+                self.observer.invoked(w.meta["component"], outcome, time.perf_counter() - t0)
+
+    def create_worker(self, worker_id: str, *, args: Sequence[str] = (),
+                      env: Sequence[tuple[str, str]] = (), durable: bool = True,
+                      memory_limit: int | None = None,
+                      time_limit: float | None = None) -> None:
+        """Create a worker of its component's latest version without invoking it; its
+        WASI arguments, environment and limits are fixed in its Create entry."""
+        comp, _ = parse_worker_id(worker_id)
+        self._cached(worker_id)
+        self.component(comp)  # NotFoundError before taking the turn
+        with self._turns.hold(worker_id):
+            if self.store.get_worker(worker_id) is not None:
+                raise ExistsError(f"worker {worker_id} already exists")
+            self._get(worker_id, None, create=True, env=env, args=args, durable=durable,
+                      memory_limit=memory_limit, time_limit=time_limit)
 
     def resume(self, worker_id: str, output: OutputFn | None = None) -> RecoveryReport | None:
         """Load a worker, finishing an interrupted invocation if there is one."""
@@ -506,7 +587,8 @@ class Runtime:
         return self.store.list_promises()
 
     def resident(self) -> dict[str, tuple[RecoveryReport | None, int]]:
-        """Workers loaded in this process: id -> (their last recovery, when it ended in ns).
+        """Workers loaded in this process: id -> (their last recovery, when it ended in ns)
+        (the console, metrics, `server status`).
 
         Reads two attributes a worker sets once per recovery, so it needs no turn.
         """
@@ -524,6 +606,7 @@ class Runtime:
         # A loaded worker is only read by the thread holding its turn (an invocation may
         # close its image); while one runs, describe it from the store.
         w = None
+        resident = self._cached(worker_id) is not None
         if not self._turns.busy(worker_id):
             w = self._cached(worker_id)
         w = w or Worker(self, meta, None)
@@ -534,7 +617,7 @@ class Runtime:
                 "oplog_archived": hi - lo,
                 "invocations": invocations, "snapshot_policy": str(w.policy),
                 "memory_limit": w.memory_limit, "time_limit": w.time_limit,
-                **self._snapshot_info(w)}
+                "resident": resident, **self._snapshot_info(w)}
 
     def _snapshot_info(self, w: Worker) -> dict[str, Any]:
         snaps = self.store.snapshots

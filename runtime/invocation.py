@@ -199,5 +199,7 @@ def invoke(w: Worker, function: str, params: Sequence[TypedValue],
         raise
     w.policy_state.invoked(time.perf_counter() - max(t_run, w.policy_state.last_perf))
     w.maybe_snapshot()
+    if w.instance is not None:
+        w.instance.memory_size()  # refreshes .size, which eviction reads unlocked
     return InvocationResult(function, results, start, time.perf_counter() - t0, recovery,
                             json=w.last_json)

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .crash import CrashPoints
     from .engine import Engine, FuncSig, Instance
     from .executor import RuntimeConfig
+    from .observe import Observer
 
 __all__ = ["InvocationResult", "RecoveryReport", "Worker", "WorkerServices"]
 
@@ -45,8 +46,8 @@ class WorkerServices(Services, Protocol):
     """What a worker needs of its runtime (the Runtime is one).
 
     The store, the engine and its compiled modules, the components' fresh-instance
-    bases, the settings, the source of time and the crash points, plus what the
-    host API needs (Services: the allow-list, promises, calls to other workers).
+    bases, the settings, the source of time, the crash points and the observer, plus
+    what the host API needs (Services: the allow-list, promises, calls to other workers).
     """
 
     store: Store
@@ -56,6 +57,8 @@ class WorkerServices(Services, Protocol):
     config: RuntimeConfig
     clock: Clock
     crash: CrashPoints
+    #: Told of recoveries and snapshots (the server's metrics; runtime/observe.py).
+    observer: Observer
 
 
 class Worker:

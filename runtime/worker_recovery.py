@@ -20,6 +20,7 @@ from .errors import DivergenceError, Interrupted, InvocationFailed, WorkerSuspen
 from .history import read_history
 from .host.wasi_files import FileWasi
 from .journal import Cursor, describe
+from .observe import recovery_mode
 from .recovery import (
     RecoveryPlan, plan_recovery, recovery_base, snapshot_candidates, usable_snapshots,
     void_ranges,
@@ -95,6 +96,7 @@ def ensure_ready(w: Worker) -> RecoveryReport | None:
         if isinstance(e, Interrupted) and e.function is None:
             e.recovering = w.id  # a signal during replay: nothing was recorded
         raise
+    w.rt.observer.recovered(recovery_mode(report.mode), report.seconds)
     w.maybe_snapshot()
     return report
 

@@ -159,6 +159,7 @@ def snapshot(w: Worker, *, full: bool = False, midcall: list[Any] | None = None
     # The policy budgets the whole cost, write and pruning included (duration_ns
     # in the entry can only cover what happened before it was written).
     w.policy_state.snapshotted((time.perf_counter_ns() - t0) / 1e9)
+    w.rt.observer.snapshotted(stored, (time.perf_counter_ns() - t0) / 1e9)
     return entry
 
 

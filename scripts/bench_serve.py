@@ -13,6 +13,9 @@ shared machine falls on both alike:
 Clients are keep-alive HTTP/1.1 connections (http.client, the cheapest client in
 the standard library), one thread each, in this process: on a 2-core machine
 they compete with the server for the CPU, which the table notes.
+- start-up: `golemish --help`, `golemish invoke` in-process and through a server,
+  and `golemish serve` from spawn to its first served invocation (also alone with
+  --startup-only, which writes scripts/results/bench_serve_startup.json).
 Prints a table and writes JSON (scripts/results/bench_serve.json).
 """
 
@@ -189,16 +192,78 @@ def throughput(server: Server, clients: int, seconds: float) -> dict[str, Any]:
             "fsync_ms_mean": d["fsync_seconds"] / d["fsyncs"] * 1e3 if d["fsyncs"] else None}
 
 
+def _timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(argv, check=True, capture_output=True, env=env)
+    return time.perf_counter() - t0
+
+
+def startup(wasm: bytes, runs: int) -> dict[str, Any]:
+    """Start-up, spawn to exit (medians of ``runs``, measured side by side): the bare
+    interpreter, `golemish --help`, `golemish invoke` in-process and through a server,
+    and `golemish serve` from spawn to its first served invocation."""
+    exe = [sys.executable, "-m", "golemish.runtime.cli"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GOLEMISH_")}
+    samples: dict[str, list[float]] = {k: [] for k in (
+        "python -c pass", "golemish --help", "invoke in-process", "invoke via server",
+        "serve to first invocation")}
+    with tempfile.TemporaryDirectory(prefix="golemish-bench-startup-") as tmp:
+        local, served = Path(tmp) / "local", Path(tmp) / "served"
+        for home in (local, served):
+            (Path(tmp) / "c.wasm").write_bytes(wasm)
+            subprocess.run([*exe, "--home", str(home), "deploy", str(Path(tmp) / "c.wasm"),
+                            "--name", "counter"], check=True, capture_output=True, env=env)
+        for _ in range(runs):
+            samples["python -c pass"].append(_timed([sys.executable, "-c", "pass"], env))
+            samples["golemish --help"].append(_timed([*exe, "--help"], env))
+            samples["invoke in-process"].append(_timed(
+                [*exe, "--home", str(local), "invoke", "counter/a", "add", "1"], env))
+            t0 = time.perf_counter()
+            proc = subprocess.Popen([*exe, "--home", str(served), "serve", "--listen",
+                                     "127.0.0.1:0"], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, env=env)
+            url = wait_until_serving(str(served), proc, timeout=60)
+            if url is None:
+                proc.kill()
+                raise SystemExit("server did not start")
+            parts = urlsplit(url)
+            c = Client(parts.hostname or "127.0.0.1", parts.port or 80)
+            try:
+                c.add("counter/first")
+            finally:
+                c.close()
+            samples["serve to first invocation"].append(time.perf_counter() - t0)
+            samples["invoke via server"].append(_timed(
+                [*exe, "--home", str(served), "invoke", "counter/a", "add", "1"], env))
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=60)
+    return {k: {"median_s": statistics.median(v), "runs": len(v)} for k, v in samples.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer samples, shorter runs")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--window-ms", type=float, default=None,
                    help="group commit window of the --sync server (GOLEMISH_COMMIT_WINDOW_MS)")
+    p.add_argument("--startup-only", action="store_true",
+                   help="only the start-up table (writes bench_serve_startup.json)")
     a = p.parse_args(argv)
     n, secs, rounds = (200, 1.5, 1) if a.quick else (1000, 3.0, 2)
     env = {} if a.window_ms is None else {"GOLEMISH_COMMIT_WINDOW_MS": str(a.window_ms)}
     wasm = benchlib.guest_modules(["counter"])["counter"]
+    start = startup(wasm, 3 if a.quick else 7)
+    benchlib.say(f"{'start-up (spawn to exit)':<28} {'median s':>9}")
+    for k, v in start.items():
+        benchlib.say(f"{k:<28} {v['median_s']:>9.3f}")
+    if a.startup_only:
+        out = a.out.with_name("bench_serve_startup.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"machine": benchlib.machine_info(),
+                                   "loadavg": benchlib.loadavg(), "startup": start},
+                                  indent=2) + "\n")
+        benchlib.say(f"wrote {out}")
+        return
     with tempfile.TemporaryDirectory(prefix="golemish-bench-serve-") as tmp:
         servers = [Server(Path(tmp) / "plain", False, env), Server(Path(tmp) / "sync", True, env)]
         try:
@@ -244,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
         "workers": WORKERS, "seconds_per_run": secs, "runs_per_cell": 2 * rounds,
         "commit_window_ms": a.window_ms, "targets": {
             "p50_ms_default": TARGET_P50_MS, "sync_64_clients_per_s": TARGET_SYNC_64_PER_S},
-        "results": rows}, indent=2) + "\n")
+        "results": rows, "startup": start}, indent=2) + "\n")
     benchlib.say(f"wrote {a.out}")
 
 

@@ -16,7 +16,7 @@ from ..stats import CommitStats
 
 #: Every table golemish uses. Backends create them when a store is first opened.
 TABLES = ("meta", "components", "wasm", "compiled", "workers", "oplog", "archive", "pages",
-          "snapshots", "idempotency", "promises", "pagespaces",
+          "snapshots", "idempotency", "promises", "pagespaces", "invocations",
           # the shared page store (oplog/pagestore.py)
           "cpages", "pagerefs", "bases")
 

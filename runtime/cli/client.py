@@ -25,6 +25,14 @@ class ServerUnreachable(GolemishError):
     """The server named by --server, GOLEMISH_SERVER or server.json does not answer."""
 
 
+class ServerError(GolemishError):
+    """The server refused a call: its one-line message, with its stable code."""
+
+    def __init__(self, message: str, code: str, status: int) -> None:
+        super().__init__(message)
+        self.code, self.status = code, status
+
+
 class Client:
     def __init__(self, url: str, token: str | None = None) -> None:
         self.url = url.rstrip("/")
@@ -49,7 +57,7 @@ class Client:
                 err = json.loads(e.read())["error"]
             except (ValueError, KeyError, TypeError):
                 raise GolemishError(f"server {self.url}: HTTP {e.code} {e.reason}") from None
-            raise GolemishError(err["message"]) from None
+            raise ServerError(err["message"], err.get("code", ""), e.code) from None
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
             raise ServerUnreachable(f"server {self.url} does not answer: {reason}") from None
@@ -70,11 +78,69 @@ class Client:
         return self.request("GET", "/workers")[1]
 
     def worker_info(self, worker: str) -> dict[str, Any]:
+        return self.request("GET", self.worker_path(worker))[1]
+
+    def worker_path(self, worker: str, tail: str = "") -> str:
+        """``/workers/C/N`` + tail, after checking the id as the runtime would."""
         comp, sep, name = worker.partition("/")
-        if not sep or not comp or not name:  # the server would say the same
-            from ..executor import parse_worker_id
+        from ..errors import NotFoundError
+        from ..executor import parse_worker_id
+        try:
             parse_worker_id(worker)
-        return self.request("GET", f"/workers/{_seg(comp)}/{_seg(name)}")[1]
+        except GolemishError:  # what the in-process commands say: none has that id
+            raise NotFoundError(f"no worker {worker}") from None
+        return f"/workers/{_seg(comp)}/{_seg(name)}{tail}"
+
+    def get(self, path: str, **query: Any) -> Any:
+        q = {k: str(v).lower() if isinstance(v, bool) else str(v)
+             for k, v in query.items() if v is not None}
+        return self.request("GET", path, query=q or None)[1]
+
+    def post(self, path: str, body: Any = None, **query: Any) -> tuple[int, Any]:
+        q = {k: str(v).lower() if isinstance(v, bool) else str(v)
+             for k, v in query.items() if v is not None}
+        return self.request("POST", path, {} if body is None else body, query=q or None)
+
+    def deploy(self, wasm: bytes, name: str, wit: str | None, stackful: bool,
+               allow_http: list[str]) -> tuple[bool, dict[str, Any]]:
+        import base64
+        _, body = self.request("POST", "/components", {
+            "wasm": base64.b64encode(wasm).decode(), "wit": wit, "stackful": stackful,
+            "allow_http": allow_http}, query={"name": name})
+        created = bool(body.pop("created"))
+        return created, body
+
+    def stream(self, path: str, query: dict[str, str]) -> Any:
+        """Server-sent events from ``path``: yields (event, data) until the stream ends."""
+        url = self.url + path + f"?{urllib.parse.urlencode(query)}"
+        req = urllib.request.Request(url, headers={"Accept": "text/event-stream"})
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            resp = urllib.request.urlopen(req, timeout=3600)
+        except urllib.error.HTTPError as e:
+            try:
+                err = json.loads(e.read())["error"]
+            except (ValueError, KeyError, TypeError):
+                raise GolemishError(f"server {self.url}: HTTP {e.code} {e.reason}") from None
+            raise GolemishError(err["message"]) from None
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise ServerUnreachable(f"server {self.url} does not answer: {reason}") from None
+        with resp:
+            event, data = "message", []
+            for raw in resp:
+                line = raw.decode("utf-8").rstrip("\r\n")
+                if not line:
+                    if data:
+                        yield event, "\n".join(data)
+                    event, data = "message", []
+                elif line.startswith(":"):
+                    continue
+                elif line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].lstrip())
 
 
 def _seg(text: str) -> str:
@@ -87,8 +153,14 @@ def find_server(home: str, server: str | None = None) -> Client | None:
     url = server or os.environ.get("GOLEMISH_SERVER")
     if url:
         return Client(url, token)
-    from ..server.process import read_server_file  # stdlib only: no HTTP stack imported
+    from ..server.process import read_server_file, stale_server_file  # stdlib only
     info = read_server_file(home)
+    if info is None:
+        stale = stale_server_file(home)
+        if stale is not None:
+            import sys
+            print(f"golemish: removed a stale server.json (server pid {stale.get('pid')} is "
+                  "not running); working in-process", file=sys.stderr)
     return Client(info["url"], token) if info else None
 
 

@@ -11,17 +11,18 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from golemish.oplog import EffectBegin, Entry, GolemishError, HostCall, Log, codec
-from golemish.oplog.entries import _STRUCTURED as STRUCTURED_CALLS  # decoded, not hex
+from golemish.oplog import GolemishError
 
 from ..crash import CrashPoints
 from ..errors import Interrupted, Suspended, WorkerSuspendedError
-from ..executor import Runtime, RuntimeConfig
 from ..snapshot.policy import SnapshotPolicy
+
+if TYPE_CHECKING:
+    from ..executor import Runtime
 
 
 class Ctx:
@@ -43,6 +44,8 @@ class Ctx:
                 readonly: bool = False) -> Runtime:
         """A Runtime on the existing store; ``create`` (deploy only) may make a new one,
         ``readonly`` reads it, also while another process writes to it."""
+        # The executor (wasmtime, the typed modules) only for commands that run in-process.
+        from ..executor import Runtime, RuntimeConfig
         crash = CrashPoints(crash_at) if crash_at else CrashPoints.from_env()
         return Runtime(RuntimeConfig(home=self.home, sync=self.sync, crash=crash,
                                      memory_limit=self.memory_limit_mib << 20,
@@ -307,31 +310,6 @@ def writer(stream: int, data: bytes, as_json: bool) -> None:
     out = sys.stderr if (stream == 2 or as_json) else sys.stdout
     out.buffer.write(data)
     out.flush()
-
-
-#: `worker oplog` cuts a summary here (a WAVE argument or a message can be any length).
-SUMMARY_WIDTH = 100
-
-
-def clip(text: str, width: int = SUMMARY_WIDTH) -> str:
-    return text if len(text) <= width else text[:width - 1] + "…"
-
-
-def full_summary(e: Entry) -> str:
-    """An entry's summary with nothing cut: the bytes of output and host calls whole."""
-    if isinstance(e, Log):
-        return f"{'stdout' if e.stream == 1 else 'stderr'} " \
-               f"{e.data.decode('utf-8', 'replace')!r}"
-    if isinstance(e, (HostCall, EffectBegin)):
-        def whole(data: bytes) -> str:
-            try:
-                return repr(codec.decode(data)) if e.name in STRUCTURED_CALLS else data.hex()
-            except codec.DecodeError:
-                return data.hex()
-        if isinstance(e, EffectBegin):
-            return f"{e.name} {whole(e.request)} key={e.idempotency_key}"
-        return f"{e.name} req={whole(e.request) or '-'} resp={whole(e.response) or '-'}"
-    return e.summary()
 
 
 def typed_json(values: Sequence[tuple[str, Any]]) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ The worker, promise and store groups live in ``cli_manage``.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,22 +17,34 @@ from click.core import ParameterSource
 
 from golemish.oplog import GolemishError
 
-from .. import versions
 from ..component_files import parse_file_spec
 from ..components import DEFAULT_MAX_BYTES, DeployResult, read_module
 from ..crash import POINTS as CRASH_POINTS
 from ..errors import ArgumentError
 from ..python.cli import python as python_cli
 from ..snapshot.policy import SnapshotPolicy
-from ..typed.values import format_value
 from .client import find_server, remote_invoke
 from .common import (
     Ctx, MainGroup, emit_json, protect_stdio, run, table, typed_json, when, writer,
 )
+from .logs import worker_logs
 from .manage import promise, store, worker
-from .serve import serve
+from .schedule import due_seconds, schedule
+from .serve import serve, server
 from .testing import test_replay, worker_export
 from .versions import component_delete, worker_fork, worker_revert, worker_update
+
+
+def format_value(v):  # type: ignore[no-untyped-def]
+    """values.format_value, imported when a result is shown (it loads the engine)."""
+    from ..typed.values import format_value as fmt
+    return fmt(v)
+
+
+def _versions():  # type: ignore[no-untyped-def]
+    """runtime/versions.py (it loads the whole executor) only when a command needs it."""
+    from .. import versions
+    return versions
 
 
 @click.group(cls=MainGroup)
@@ -120,21 +133,16 @@ def deploy(ctx: Ctx, path: Path, name: str | None, entry: str | None, wit_path: 
         raise ArgumentError(f"cannot read {e.filename if isinstance(e, OSError) else wit_path}: "
                             f"{getattr(e, 'strerror', e)}") from None
     name = name or path.resolve().name.removesuffix(".wasm")
-    with ctx.runtime(create=True) as rt:
-        if python:
-            if wit_path or stackful or files:
-                raise ArgumentError("--wit, --stackful and --file are for wasm modules; a Python "
-                                    "module's WIT comes from its type hints")
-            res = rt.deploy_python(path, name.removesuffix(".py"),
-                                   progress=lambda msg: click.echo(msg, err=True), entry=entry)
-            if allow_http:
-                res = DeployResult(rt.configure_component(
-                    res.meta["name"], res.meta["version"], allow_http=allow_http), res.created)
-        else:
-            res = rt.deploy(wasm, name, wit, str(wit_path) if wit_path else None, stackful,
-                            http_allow=allow_http, files=carried)
-        updated = (versions.update_idle(rt, name, res.meta["version"])
-                   if update_workers == "auto" else [])
+    client = find_server(ctx.home, ctx.server)
+    if client is not None:
+        if python or files or update_workers != "none":
+            raise ArgumentError(f"deploying a Python module, --file and --update-workers work "
+                                f"in-process only, and a server owns this store ({client.url})")
+        created, meta = client.deploy(wasm, name, wit, stackful, list(allow_http))
+        res, updated = DeployResult(meta, created), []
+    else:
+        res, updated = _local_deploy(ctx, path, name, entry, wasm, wit, wit_path, stackful,
+                                     allow_http, update_workers, carried)
     m = res.meta
     for wid, outcome in updated if not ctx.json else ():
         click.echo(f"{wid}: {outcome}", err=True)
@@ -149,6 +157,29 @@ def deploy(ctx: Ctx, path: Path, name: str | None, entry: str | None, wit_path: 
                    + ("updated its HTTP allow-list" if allow_http else "nothing to do"))
     if allow_http and not ctx.json:
         click.echo(f"{m['name']} v{m['version']}: HTTP allow-list: {', '.join(m['http_allow'])}")
+
+
+def _local_deploy(ctx: Ctx, path: Path, name: str, entry: str | None, wasm: bytes,
+                  wit: str | None, wit_path: Path | None, stackful: bool,
+                  allow_http: tuple[str, ...], update_workers: str,
+                  files: list[tuple[str, bytes, bool]]
+                  ) -> tuple[DeployResult, list[tuple[str, str]]]:
+    with ctx.runtime(create=True) as rt:
+        if path.suffix == ".py" or path.is_dir():
+            if wit_path or stackful or files:
+                raise ArgumentError("--wit, --stackful and --file are for wasm modules; a Python "
+                                    "module's WIT comes from its type hints")
+            res = rt.deploy_python(path, name.removesuffix(".py"),
+                                   progress=lambda msg: click.echo(msg, err=True), entry=entry)
+            if allow_http:
+                res = DeployResult(rt.configure_component(
+                    res.meta["name"], res.meta["version"], allow_http=allow_http), res.created)
+        else:
+            res = rt.deploy(wasm, name, wit, str(wit_path) if wit_path else None, stackful,
+                            http_allow=allow_http, files=files)
+        updated = (_versions().update_idle(rt, name, res.meta["version"])
+                   if update_workers == "auto" else [])
+    return res, updated
 
 
 @main.command(context_settings={"ignore_unknown_options": True},
@@ -173,10 +204,16 @@ def deploy(ctx: Ctx, path: Path, name: str | None, entry: str | None, wit_path: 
 @click.option("--crash-at", metavar="POINT:N",
               help="Kill this process with SIGKILL the N-th time it reaches POINT, to try "
                    "recovery (points below; also GOLEMISH_CRASH_AT).")
+@click.option("--at", "at", metavar="TIME",
+              help="Do not wait: store the invocation to run at TIME (ISO 8601, local time "
+                   "without an offset, or unix seconds); `golemish serve` runs it.")
+@click.option("--in", "delay", metavar="DELAY",
+              help="Like --at, DELAY from now: 30s, 10m, 1h30m, 500ms.")
 @run
 def invoke(ctx: Ctx, worker: str, function: str, args: tuple[str, ...],
            idempotency_key: str | None, env: tuple[str, ...], memory_limit: int,
-           time_limit: float, ephemeral: bool, crash_at: str | None) -> None:
+           time_limit: float, ephemeral: bool, crash_at: str | None, at: str | None,
+           delay: str | None) -> None:
     """Invoke FUNCTION on WORKER (COMPONENT/NAME), creating the worker on first use.
 
     Numbers for core exports; WAVE values for a component with a WIT interface,
@@ -193,6 +230,12 @@ def invoke(ctx: Ctx, worker: str, function: str, args: tuple[str, ...],
     write = lambda s, d: writer(s, d, ctx.json)  # noqa: E731
     limits = _limits_given(memory_limit, time_limit)
     client = find_server(ctx.home, ctx.server)
+    if at is not None or delay is not None:
+        refused = [*(f"--{k.replace('_', '-')}" for k in limits),
+                   *(["--ephemeral"] if ephemeral else []), *(["--crash-at"] if crash_at else [])]
+        schedule(ctx, client, worker, function, list(args), idempotency_key, pairs,
+                 due_seconds(at, delay, time.time()), refused)
+        return
     if client is not None:
         res = remote_invoke(client, worker, function, list(args), idempotency_key, pairs,
                             ephemeral, crash_at, limits, write)
@@ -255,9 +298,14 @@ def component() -> None:
 @run
 def component_list(ctx: Ctx) -> None:
     """List components and their versions."""
-    with ctx.runtime(readonly=True) as rt:
-        comps = rt.list_components()
-        counts = versions.component_usage(rt)
+    client = find_server(ctx.home, ctx.server)
+    if client is not None:
+        from . import remote as cli_remote
+        comps, counts = client.get("/components"), cli_remote.component_usage(client)
+    else:
+        with ctx.runtime(readonly=True) as rt:
+            comps = rt.list_components()
+            counts = _versions().component_usage(rt)
     if ctx.json:
         emit_json([{**c, "workers": counts.get((c["name"], c["version"]), 0)} for c in comps])
         return
@@ -273,8 +321,13 @@ def component_list(ctx: Ctx) -> None:
 @run
 def component_show(ctx: Ctx, name: str, version: int | None) -> None:
     """Show a component's imports and exports with their signatures."""
-    with ctx.runtime(readonly=True) as rt:
-        c = rt.component(name, version)
+    client = find_server(ctx.home, ctx.server)
+    if client is not None:
+        from . import remote as cli_remote
+        c = cli_remote.component(client, name, version)
+    else:
+        with ctx.runtime(readonly=True) as rt:
+            c = rt.component(name, version)
     if ctx.json:
         emit_json(c)
         return
@@ -310,9 +363,16 @@ def component_show(ctx: Ctx, name: str, version: int | None) -> None:
 def component_config(ctx: Ctx, name: str, version: int | None, allow_http: tuple[str, ...],
                      deny_http: tuple[str, ...]) -> None:
     """Change a component version's settings: its HTTP allow-list."""
-    with ctx.runtime() as rt:
-        meta = rt.configure_component(name, version, allow_http=allow_http,
-                                      deny_http=deny_http)
+    client = find_server(ctx.home, ctx.server)
+    if client is not None:
+        from urllib.parse import quote
+        meta = client.post(f"/components/{quote(name, safe='')}/config", {
+            "version": version, "allow_http": list(allow_http),
+            "deny_http": list(deny_http)})[1]
+    else:
+        with ctx.runtime() as rt:
+            meta = rt.configure_component(name, version, allow_http=allow_http,
+                                          deny_http=deny_http)
     if ctx.json:
         emit_json(meta)
         return
@@ -326,11 +386,13 @@ for _cmd in (worker_revert, worker_fork, worker_update):
 
 
 main.add_command(worker)
+worker.add_command(worker_logs)
 main.add_command(promise)
 main.add_command(store)
 main.add_command(test_replay)
 main.add_command(python_cli)
 main.add_command(serve)
+main.add_command(server)
 worker.add_command(worker_export)
 
 

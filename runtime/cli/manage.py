@@ -9,15 +9,24 @@ import click
 
 from golemish.oplog import GolemishError
 
-from .. import versions
 from ..errors import Suspended, WorkerSuspendedError
 from ..snapshot.policy import SnapshotPolicy
-from ..typed.values import format_value
+from ..summaries import clip, full_summary, SUMMARY_WIDTH
 from .client import find_server
-from .common import (
-    SUMMARY_WIDTH, Ctx, clip, emit_json, full_summary, run, table, when, writer,
-)
+from .common import Ctx, emit_json, run, table, when, writer
 from .versions import history_rows
+
+
+def format_value(v):  # type: ignore[no-untyped-def]
+    """values.format_value, imported when a result is shown (it loads the engine)."""
+    from ..typed.values import format_value as fmt
+    return fmt(v)
+
+
+def _versions():  # type: ignore[no-untyped-def]
+    """runtime/versions.py (it loads the whole executor) only when a command needs it."""
+    from .. import versions
+    return versions
 
 
 @click.group()
@@ -56,12 +65,14 @@ def worker_show(ctx: Ctx, worker_id: str) -> None:
         with ctx.runtime(readonly=True) as rt:
             info = rt.worker_info(worker_id)
             history = history_rows(rt, worker_id)
-            info["version_history"] = versions.version_history(rt, worker_id)
+            info["version_history"] = _versions().version_history(rt, worker_id)
     if ctx.json:
         emit_json(info)
         return
     rows = [("worker", info["id"]), ("component", f"{info['component']} v{info['version']}"),
             ("status", info["status"]),
+            ("resident", "yes (loaded by the server)" if info.get("resident")
+             else "no (restored from its snapshot and oplog when next used)"),
             ("oplog length", f"{info['oplog_length']}"
                              + (f" ({info['oplog_archived']} archived)"
                                 if info["oplog_archived"] else "")),
@@ -98,19 +109,23 @@ def worker_show(ctx: Ctx, worker_id: str) -> None:
 @run
 def worker_oplog(ctx: Ctx, worker_id: str, start: int, end: int | None, full: bool) -> None:
     """Print a worker's oplog: index, kind and a summary per entry."""
-    with ctx.runtime(readonly=True) as rt:
-        entries = rt.oplog(worker_id, start, end)
-        void = versions.skipped(rt, worker_id)  # voided by a revert (or a rewind)
-
-    def skip(i: int) -> bool:
-        return any(a <= i <= b for a, b in void)
+    client = find_server(ctx.home, ctx.server)
+    if client is not None:
+        rows = client.get(client.worker_path(worker_id, "/oplog/text"), start=start, end=end,
+                          full=full)
+    else:
+        with ctx.runtime(readonly=True) as rt:
+            entries = rt.oplog(worker_id, start, end)
+            void = _versions().skipped(rt, worker_id)  # voided by a revert (or a rewind)
+        rows = [{"index": i, "name": e.NAME, "entry": e.to_json(),
+                 "summary": full_summary(e) if full else clip(e.summary()),
+                 "skipped": any(a <= i <= b for a, b in void)} for i, e in entries]
     if ctx.json:
-        emit_json([{"index": i, **e.to_json(), **({"skipped": True} if skip(i) else {})}
-                   for i, e in entries])
+        emit_json([{"index": r["index"], **r["entry"],
+                    **({"skipped": True} if r["skipped"] else {})} for r in rows])
         return
-    table([(i, e.NAME + (" (skipped)" if skip(i) else ""),
-            full_summary(e) if full else clip(e.summary())) for i, e in entries],
-          ["index", "kind", "summary"])
+    table([(r["index"], r["name"] + (" (skipped)" if r["skipped"] else ""), r["summary"])
+           for r in rows], ["index", "kind", "summary"])
 
 
 @worker.command("snapshot")
@@ -119,17 +134,24 @@ def worker_oplog(ctx: Ctx, worker_id: str, start: int, end: int | None, full: bo
 @run
 def worker_snapshot(ctx: Ctx, worker_id: str, full: bool) -> None:
     """Take a snapshot of a worker now."""
-    with ctx.runtime() as rt:
-        entry = rt.snapshot(worker_id, full=full)
-        index = rt.store.oplog(worker_id).last_index
-        meta = rt.store.get_worker(worker_id) or {}
-    if entry is None:
-        raise GolemishError(f"worker {worker_id} cannot be snapshotted: "
-                            f"{meta.get('snapshots_disabled', 'it is ephemeral')}")
-    if ctx.json:
-        emit_json({"index": index, **entry.to_json()})
+    client = find_server(ctx.home, ctx.server)
+    if client is not None:
+        got = client.post(client.worker_path(worker_id, "/snapshot"), {"full": full})[1]
+        got.pop("worker")
+        summary = got.pop("summary")
     else:
-        click.echo(f"snapshot of {worker_id} at oplog index {index}: {entry.summary()}")
+        with ctx.runtime() as rt:
+            entry = rt.snapshot(worker_id, full=full)
+            index = rt.store.oplog(worker_id).last_index
+            meta = rt.store.get_worker(worker_id) or {}
+        if entry is None:
+            raise GolemishError(f"worker {worker_id} cannot be snapshotted: "
+                                f"{meta.get('snapshots_disabled', 'it is ephemeral')}")
+        got, summary = {"index": index, **entry.to_json()}, entry.summary()
+    if ctx.json:
+        emit_json(got)
+    else:
+        click.echo(f"snapshot of {worker_id} at oplog index {got['index']}: {summary}")
 
 
 @worker.command("config")
@@ -147,10 +169,18 @@ def worker_config(ctx: Ctx, worker_id: str, policy: str | None, allow_http: tupl
                   deny_http: tuple[str, ...]) -> None:
     """Change a worker's settings."""
     parsed = SnapshotPolicy.parse(policy) if policy else None
-    with ctx.runtime() as rt:
-        rt.configure(worker_id, snapshot_policy=parsed, allow_http=allow_http,
-                     deny_http=deny_http)
-        info = rt.worker_info(worker_id)
+    client = find_server(ctx.home, ctx.server)
+    if client is not None:
+        client.request("PUT", client.worker_path(worker_id, "/config"), {
+            "snapshot_policy": str(parsed) if parsed else None,
+            "allow_http": list(allow_http), "deny_http": list(deny_http)})
+        info = client.worker_info(worker_id)
+        info.pop("version_history", None)  # `worker show` has it; in-process config does not
+    else:
+        with ctx.runtime() as rt:
+            rt.configure(worker_id, snapshot_policy=parsed, allow_http=allow_http,
+                         deny_http=deny_http)
+            info = rt.worker_info(worker_id)
     if ctx.json:
         emit_json(info)
         return
@@ -167,8 +197,12 @@ def worker_interrupt(ctx: Ctx, worker_id: str) -> None:
     It is recorded as failed and the worker returns to its state from before it;
     effects it already had (HTTP calls, calls to other workers) are not undone.
     """
-    with ctx.runtime() as rt:
-        pending = rt.interrupt(worker_id)
+    client = find_server(ctx.home, ctx.server)
+    if client is not None:
+        pending = client.post(client.worker_path(worker_id, "/interrupt"))[1]["abandoned"]
+    else:
+        with ctx.runtime() as rt:
+            pending = rt.interrupt(worker_id)
     click.echo(f"interrupted {pending} on {worker_id}" if pending
                else f"{worker_id} had no pending invocation")
 
@@ -180,6 +214,15 @@ def worker_interrupt(ctx: Ctx, worker_id: str) -> None:
 def worker_resume(ctx: Ctx, worker_id: str, wait: bool) -> None:
     """Recover a worker now: finish an invocation a crash cut off, or one whose timer
     is due or whose promise was completed."""
+    client = find_server(ctx.home, ctx.server)
+    if client is not None:
+        from .remote import remote_resume
+        report = remote_resume(client, worker_id, wait, lambda s, d: writer(s, d, ctx.json))
+        if ctx.json:
+            emit_json(vars(report) if report else None)
+        elif report is not None:
+            click.echo(f"worker {worker_id} {report.describe()}")
+        return
     with ctx.runtime() as rt:
         while True:
             try:
@@ -201,8 +244,12 @@ def worker_resume(ctx: Ctx, worker_id: str, wait: bool) -> None:
 @run
 def worker_delete(ctx: Ctx, worker_id: str) -> None:
     """Delete a worker and its oplog."""
-    with ctx.runtime() as rt:
-        rt.delete_worker(worker_id)
+    client = find_server(ctx.home, ctx.server)
+    if client is not None:
+        client.request("DELETE", client.worker_path(worker_id))
+    else:
+        with ctx.runtime() as rt:
+            rt.delete_worker(worker_id)
     if not ctx.json:
         click.echo(f"deleted {worker_id}")
 
@@ -335,8 +382,12 @@ def promise() -> None:
 @run
 def promise_list(ctx: Ctx) -> None:
     """List promises and their state."""
-    with ctx.runtime(readonly=True) as rt:
-        promises = rt.list_promises()
+    client = find_server(ctx.home, ctx.server)
+    if client is not None:
+        promises = client.get("/promises")
+    else:
+        with ctx.runtime(readonly=True) as rt:
+            promises = rt.list_promises()
     if ctx.json:
         emit_json(promises)
         return
@@ -354,9 +405,15 @@ def promise_complete(ctx: Ctx, promise_id: str, data: str) -> None:
 
     The worker's invocation continues here; its output goes to this command.
     """
-    with ctx.runtime() as rt:
-        p, outcome = rt.complete_promise(promise_id, data.encode(),
-                                         output=lambda s, d: writer(s, d, ctx.json))
+    client = find_server(ctx.home, ctx.server)
+    if client is not None:
+        from .remote import remote_complete
+        p, outcome = remote_complete(client, promise_id, data,
+                                     lambda s, d: writer(s, d, ctx.json))
+    else:
+        with ctx.runtime() as rt:
+            p, outcome = rt.complete_promise(promise_id, data.encode(),
+                                             output=lambda s, d: writer(s, d, ctx.json))
     if isinstance(outcome, Suspended):
         raise outcome
     finished = getattr(outcome, "finished", None)

@@ -10,9 +10,16 @@ from typing import Any
 
 import click
 
-from .. import versions
 from ..errors import ArgumentError
+from .client import find_server
 from .common import Ctx, emit_json, run
+from .remote import versions_op
+
+
+def _versions():  # type: ignore[no-untyped-def]
+    """runtime/versions.py (it loads the whole executor) only when a command needs it."""
+    from .. import versions
+    return versions
 
 
 @click.command("revert")
@@ -27,9 +34,14 @@ def worker_revert(ctx: Ctx, worker_id: str, to_index: int | None,
     """Revert a worker to an earlier state. Later entries stay in the oplog, skipped."""
     if (to_index is None) == (last_invocations is None):
         raise ArgumentError("give exactly one of --to-index and --last-invocations")
-    with ctx.runtime() as rt:
-        r = versions.revert(rt, worker_id, to_index=to_index,
-                            last_invocations=last_invocations)
+    client = find_server(ctx.home, ctx.server)
+    if client is not None:
+        r = versions_op(client, worker_id, "revert", {"to_index": to_index,
+                                                       "last_invocations": last_invocations})
+    else:
+        with ctx.runtime() as rt:
+            r = _versions().revert(rt, worker_id, to_index=to_index,
+                                last_invocations=last_invocations)
     if ctx.json:
         emit_json({"worker": r.worker, "to": r.target, "index": r.index, "undone": r.undone,
                    "effects_not_undone": r.effects, "version": r.version,
@@ -50,8 +62,12 @@ def worker_revert(ctx: Ctx, worker_id: str, to_index: int | None,
 @run
 def worker_fork(ctx: Ctx, worker_id: str, new_id: str, at: int | None) -> None:
     """Create worker NEW with WORKER's history up to an index; both go on independently."""
-    with ctx.runtime() as rt:
-        f = versions.fork(rt, worker_id, new_id, at)
+    client = find_server(ctx.home, ctx.server)
+    if client is not None:
+        f = versions_op(client, worker_id, "fork", {"new": new_id, "at": at})
+    else:
+        with ctx.runtime() as rt:
+            f = _versions().fork(rt, worker_id, new_id, at)
     if ctx.json:
         emit_json(vars(f))
         return
@@ -71,8 +87,12 @@ def worker_fork(ctx: Ctx, worker_id: str, new_id: str, at: int | None) -> None:
 @run
 def worker_update(ctx: Ctx, worker_id: str, version: int, mode: str) -> None:
     """Move a worker to another version of its component."""
-    with ctx.runtime() as rt:
-        r = versions.update(rt, worker_id, version, mode)
+    client = find_server(ctx.home, ctx.server)
+    if client is not None:
+        r = versions_op(client, worker_id, "update", {"version": version, "mode": mode})
+    else:
+        with ctx.runtime() as rt:
+            r = _versions().update(rt, worker_id, version, mode)
     if ctx.json:
         emit_json(vars(r))
         return
@@ -86,8 +106,13 @@ def worker_update(ctx: Ctx, worker_id: str, version: int, mode: str) -> None:
 @run
 def component_delete(ctx: Ctx, name: str, version: int) -> None:
     """Delete one component version (refused while workers use it)."""
-    with ctx.runtime() as rt:
-        versions.delete_component(rt, name, version)
+    client = find_server(ctx.home, ctx.server)
+    if client is not None:
+        from urllib.parse import quote
+        client.request("DELETE", f"/components/{quote(name, safe='')}/versions/{version}")
+    else:
+        with ctx.runtime() as rt:
+            _versions().delete_component(rt, name, version)
     if not ctx.json:
         click.echo(f"deleted {name} v{version}")
 
@@ -97,7 +122,7 @@ def history_rows(rt: object, worker_id: str,
     """`worker show`'s version history lines (from ``history`` when given: a server's)."""
     out = []
     if history is None:
-        history = versions.version_history(rt, worker_id)  # type: ignore[arg-type]
+        history = _versions().version_history(rt, worker_id)  # type: ignore[arg-type]
     for h in history:
         gone = "" if h["in_effect"] else " (reverted)"
         if h["kind"] == "create":

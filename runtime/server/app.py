@@ -17,7 +17,6 @@ import binascii
 import functools
 import hmac
 import json
-import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,13 +34,18 @@ from golemish.oplog.errors import StoreError
 
 from .. import versions
 from ..errors import (
-    ArgumentError, ClosedError, ComponentError, DivergenceError, InvocationFailed,
+    ArgumentError, ClosedError, ComponentError, DivergenceError, ExistsError, InvocationFailed,
     NotFoundError, PromiseError, Suspended, UpdateError, WorkerFailedError,
     WorkerSuspendedError,
 )
 from ..executor import Deferred, parse_worker_id, Runtime
+from . import invocations as invocation_routes, worker_routes
 from .console_api import console_routes, PUBLIC_PATHS
+from .docs import docs_page
+from .manage import manage_routes, ServerState
+from .metrics import CONTENT_TYPE as METRICS_TYPE, Metrics
 from .openapi import openapi_document
+from .oplog_page import oplog_page
 
 #: Largest JSON request body; component uploads use the runtime's module limit.
 MAX_JSON_BYTES = 1 << 20
@@ -57,6 +61,7 @@ def _classify(e: BaseException) -> tuple[int, str]:
     """HTTP status and stable error code for an exception from the runtime."""
     table: list[tuple[type[BaseException], int, str]] = [
         (NotFoundError, 404, "not-found"),
+        (ExistsError, 409, "exists"),
         (ArgumentError, 400, "bad-argument"),
         (ComponentError, 400, "bad-component"),
         (WorkerSuspendedError, 409, "worker-suspended"),
@@ -91,6 +96,11 @@ def _one_line(e: BaseException) -> str:
     return f"internal error: {type(e).__name__}: {text}"
 
 
+def classify_error(e: BaseException) -> tuple[int, str, str]:
+    """(status, code, one-line message) of an exception, as a response would carry."""
+    return (*_classify(e), _one_line(e))
+
+
 def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=lambda v: v.hex() if isinstance(
         v, (bytes, bytearray)) else str(v)))
@@ -98,6 +108,8 @@ def _jsonable(obj: Any) -> Any:
 
 class Api:
     """Route handlers bound to one Runtime."""
+
+    jsonable = staticmethod(_jsonable)
 
     def __init__(self, rt: Runtime, *, threads: int = 64) -> None:
         self.rt = rt
@@ -183,7 +195,8 @@ class Api:
                                                 f"\"wit\": optional text}}: {e}") from None
             wit, stackful = body.get("wit"), bool(body.get("stackful", stackful))
             allow_http = body.get("allow_http", [])
-            if not (wit is None or isinstance(wit, str)) or not isinstance(allow_http, list):
+            if not (wit is None or isinstance(wit, str)) or not isinstance(allow_http, list) \
+                    or not all(isinstance(h, str) for h in allow_http):
                 raise ApiError(400, "bad-argument", "\"wit\" should be text and "
                                                     "\"allow_http\" a list of hosts")
         else:
@@ -197,7 +210,9 @@ class Api:
         return JSONResponse(_jsonable(await self._blocking(self.rt.list_components)))
 
     async def component(self, request: Request) -> Response:
-        meta = await self._blocking(self.rt.component, request.path_params["name"])
+        version = self._int_param(request, "version", -1, 0, 1 << 31)
+        meta = await self._blocking(self.rt.component, request.path_params["name"],
+                                    None if version == -1 else version)
         return JSONResponse(_jsonable(meta))
 
     def _worker_infos(self, component: str | None, status: str | None,
@@ -229,9 +244,9 @@ class Api:
         info = await self._blocking(self._worker_show, self._worker_id(request))
         return JSONResponse(_jsonable(info))
 
-    async def invoke(self, request: Request) -> Response:
-        wid = self._worker_id(request)
-        body = await self._json(request)
+    @staticmethod
+    def call_fields(body: dict[str, Any]) -> tuple[str, list[str], list[tuple[str, str]]]:
+        """(function, args, env) of an invoke or enqueue body, checked."""
         function, args = body.get("function"), body.get("args", [])
         if not isinstance(function, str) or not function:
             raise ApiError(400, "bad-argument", "body needs \"function\": a string")
@@ -241,12 +256,18 @@ class Api:
         env = body.get("env", {})
         if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
             raise ApiError(400, "bad-argument", "\"env\" should be an object of strings")
+        return function, args, list(env.items())
+
+    async def invoke(self, request: Request) -> Response:
+        wid = self._worker_id(request)
+        body = await self._json(request)
+        function, args, env = self.call_fields(body)
         key = request.headers.get("idempotency-key")
         chunks: list[tuple[int, bytes]] = []
         try:
             res = await self._blocking(
                 self.rt.invoke, wid, function, args, idempotency_key=key,
-                output=_collect(chunks), env=list(env.items()),
+                output=_collect(chunks), env=env,
                 durable=not body.get("ephemeral", False))
         except Suspended as s:
             if isinstance(s, WorkerSuspendedError):
@@ -262,11 +283,19 @@ class Api:
             "recovery": vars(res.recovery) if res.recovery else None, **_output(chunks)}))
 
     async def oplog(self, request: Request) -> Response:
+        """A page of entries from ``start``; ``kind`` (comma-separated) and ``q`` (text
+        in the entry's JSON, case-insensitive) filter it. With a filter, the header
+        X-Next-Start says where the next page begins (absent at the end)."""
         wid = self._worker_id(request)
         start = self._int_param(request, "start", 1, 1, 1 << 62)
         limit = self._int_param(request, "limit", 100, 1, 1000)
-        entries = await self._blocking(self.rt.oplog, wid, start, start + limit - 1)
-        return JSONResponse(_jsonable([{"index": i, **e.to_json()} for i, e in entries]))
+        page = await self._blocking(oplog_page, self.rt, wid, start, limit,
+                                    request.query_params.get("kind"),
+                                    request.query_params.get("q"))
+        resp = JSONResponse(page.entries)
+        if page.next_start is not None:
+            resp.headers["X-Next-Start"] = str(page.next_start)
+        return resp
 
     async def interrupt(self, request: Request) -> Response:
         wid = self._worker_id(request)
@@ -380,13 +409,34 @@ class BearerAuth:
 
 
 def build_app(rt: Runtime, *, token: str | None = None, threads: int = 64,
-              stopping: threading.Event | None = None) -> ASGIApp:
+              state: ServerState | None = None,
+              metrics: Metrics | None = None,
+              poke: Callable[[], None] = lambda: None) -> ASGIApp:
     """The ASGI application for ``rt``; with ``token`` every call needs it (but the
-    console's static shell). ``stopping`` is set when the server begins to drain: open
-    event streams end then, so that they do not hold the drain up."""
+    console's static shell). ``state`` (a manage.ServerState) is what `server status`
+    reports; its ``stopping`` is set when the server begins to drain: open event
+    streams (live logs, the console's) end then, so that they do not hold the drain
+    up. ``metrics`` is the observer ``rt`` was opened with (a new one only has the
+    scrape-time gauges); ``poke`` wakes the scheduler after an enqueue.
+    """
+    state = state or ServerState()
     api = Api(rt, threads=threads)
+    if metrics is None:
+        metrics = Metrics()
+        metrics.attach(rt)
+
+    async def scrape(request: Request) -> Response:
+        return Response(await api._blocking(metrics.render), media_type=METRICS_TYPE)
+
+    async def docs(request: Request) -> Response:
+        return Response(docs_page(), media_type="text/html; charset=utf-8")
+
     w = "/workers/{component}/{name}"
     routes = [
+        Route("/metrics", _guarded(scrape), methods=["GET"]),
+        Route("/docs", _guarded(docs), methods=["GET"]),
+        *(Route(path, _guarded(fn), methods=m) for path, fn, m in
+          [*worker_routes.routes(api), *invocation_routes.routes(api, poke)]),
         Route("/health", _guarded(api.health), methods=["GET"]),
         Route("/openapi.json", _guarded(api.openapi), methods=["GET"]),
         Route("/components", _guarded(api.deploy), methods=["POST"]),
@@ -401,7 +451,8 @@ def build_app(rt: Runtime, *, token: str | None = None, threads: int = 64,
         Route(w + "/resume", _guarded(api.resume), methods=["POST"]),
         Route("/promises", _guarded(api.promises), methods=["GET"]),
         Route("/promises/{id:path}/complete", _guarded(api.complete_promise), methods=["POST"]),
-        *console_routes(api, stopping or threading.Event(), _guarded),
+        *manage_routes(api, state),
+        *console_routes(api, state.stopping, _guarded),
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:

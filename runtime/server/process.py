@@ -36,6 +36,13 @@ class ServerConfig:
     token: str | None = None
     #: Threads for invocations and store access (different workers in parallel).
     threads: int = 64
+    #: Evict a worker idle this long (seconds; None: never), see runtime/eviction.py.
+    idle_timeout: float | None = 60.0
+    #: Evict least recently used workers while loaded ones hold more (bytes; None: no cap).
+    max_memory: int | None = None
+    #: SIGTERM waits this long for running invocations; those still running then are
+    #: parked (left open in the oplog) and finished by the next server's start.
+    drain_timeout: float = 30.0
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -75,9 +82,46 @@ def read_server_file(home: str) -> dict[str, Any] | None:
         return None
     try:
         info = json.loads(f.read_text())
-        os.kill(int(info["pid"]), 0)
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError):
         return None
+    return info if isinstance(info, dict) and _alive(info.get("pid")) else None
+
+
+def _alive(pid: Any) -> bool:
+    """A live golemish server process with this pid (not a reused pid)."""
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, ValueError, TypeError):
+        return False
+    try:
+        cmdline = Path(f"/proc/{int(pid)}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc: trust kill(0)
+    return b"serve" in cmdline
+
+
+def stale_server_file(home: str) -> dict[str, Any] | None:
+    """A server.json whose process is gone (killed with -9, say): removed, and its
+    record returned so that the caller can say so. None if there is none or it is live."""
+    f = server_file(home)
+    if f is None:
+        return None
+    try:
+        raw = f.read_bytes()
+        info = json.loads(raw)
+    except OSError:
+        return None
+    except ValueError:
+        info = {"pid": None}
+    if not isinstance(info, dict):
+        info = {"pid": None}
+    if _alive(info.get("pid")):
+        return None
+    try:
+        if f.read_bytes() == raw:  # not replaced by a server starting just now
+            f.unlink()
+    except OSError:
+        pass
     return info
 
 
@@ -93,20 +137,18 @@ def wait_until_serving(home: str, proc: subprocess.Popen, timeout: float = 30.0)
     return None
 
 
-def _server_class() -> Any:
+def _server_class(state: Any) -> Any:
     import uvicorn
 
     class _Server(uvicorn.Server):  # type: ignore[misc]
-        #: Set when the drain begins (open event streams end; see build_app).
-        stopping: threading.Event
-
         def handle_exit(self, sig: int, frame: Any) -> None:
-            self.stopping.set()
             # uvicorn re-raises the signal once it has drained, which would kill us
             # before the store is closed; we drain, close and exit 0 instead.
             if self.should_exit and sig == signal.SIGINT:
                 self.force_exit = True
             self.should_exit = True
+            # Live-log and console event streams end, so that the drain can finish.
+            state.stopping.set()
 
     return _Server
 
@@ -115,8 +157,14 @@ def serve(rt_config: RuntimeConfig, cfg: ServerConfig) -> None:
     """Serve until SIGTERM/SIGINT, then drain and close. Blocks."""
     import uvicorn  # the HTTP stack only for the server, not every CLI command
 
-    from .app import build_app
-    _Server = _server_class()
+    from .app import build_app, classify_error
+    from .evictor import Evictor
+    from .manage import ServerState
+    from .metrics import Metrics
+    from .scheduler import Scheduler
+    state = ServerState(idle_timeout=cfg.idle_timeout, max_memory=cfg.max_memory,
+                        drain_timeout=cfg.drain_timeout)
+    _Server = _server_class(state)
 
     host, port = check_listen(cfg)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -129,39 +177,77 @@ def serve(rt_config: RuntimeConfig, cfg: ServerConfig) -> None:
     except OSError as e:
         sock.close()
         raise ArgumentError(f"cannot listen on {cfg.listen}: {e.strerror}") from None
+    import prometheus_client
+    prometheus_client.disable_created_metrics()  # no *_created series beside each counter
+    metrics = Metrics()
+    rt_config.observer = metrics
     rt = Runtime(rt_config)
+    metrics.attach(rt)
     record = server_file(rt_config.home)
     try:
         sock.listen(1024)
         bound_host, bound_port = sock.getsockname()[:2]
         shown = f"[{bound_host}]" if family == socket.AF_INET6 else bound_host
-        url = f"http://{shown}:{bound_port}"
-        stopping = threading.Event()
-        app = build_app(rt, token=cfg.token, threads=cfg.threads, stopping=stopping)
+        url = state.url = f"http://{shown}:{bound_port}"
+        scheduler = Scheduler(rt, classify=classify_error)
+        app = build_app(rt, token=cfg.token, threads=cfg.threads, state=state,
+                        metrics=metrics, poke=scheduler.poke)
         server = _Server(uvicorn.Config(
             app, log_level="warning", access_log=False, lifespan="off",
-            timeout_keep_alive=30))
-        server.stopping = stopping
+            timeout_keep_alive=30, timeout_graceful_shutdown=cfg.drain_timeout))
         if record is not None:
             tmp = record.with_suffix(".tmp")
             tmp.write_text(json.dumps({"pid": os.getpid(), "url": url,
-                                       "token": bool(cfg.token)}))
+                                       "token": bool(cfg.token),
+                                       "started_at": state.started_at}))
             os.replace(tmp, record)
         print(f"golemish: serving {rt.store.location} on {url}", flush=True)
         waker = Waker(rt)
+        evictor = Evictor(rt, idle_timeout=cfg.idle_timeout, max_memory=cfg.max_memory)
         waker.start()
+        scheduler.start()
+        evictor.start()
         try:
             server.run(sockets=[sock])
         finally:
+            state.stopping.set()
+            evictor.stop()
+            scheduler.stop()
             waker.stop()
     finally:
         try:
-            rt.close()  # waits for any invocation still running
+            _close_within(rt, cfg.drain_timeout, record)
         finally:
             sock.close()
-            if record is not None:
-                try:
-                    if json.loads(record.read_text()).get("pid") == os.getpid():
-                        record.unlink()
-                except (OSError, ValueError):
-                    pass
+            _remove_record(record)
+
+
+def _remove_record(record: Path | None) -> None:
+    if record is None:
+        return
+    try:
+        if json.loads(record.read_text()).get("pid") == os.getpid():
+            record.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def _close_within(rt: Runtime, timeout: float, record: Path | None) -> None:
+    """Close the Runtime (each worker's running invocation finishes first), or, if
+    invocations still run after ``timeout``, park them: exit without waiting. Their
+    InvokeStart is recorded and no response was sent, so nothing acknowledged is lost;
+    the next server finishes them at start (waker._recover_cut_off)."""
+    done = threading.Event()
+
+    def close() -> None:
+        try:
+            rt.close()
+        finally:
+            done.set()
+    threading.Thread(target=close, name="golemish-close", daemon=True).start()
+    if done.wait(timeout):
+        return
+    print(f"golemish: invocations still running after {timeout:g} s were parked; "
+          "the next server start finishes them", flush=True)
+    _remove_record(record)
+    os._exit(0)
