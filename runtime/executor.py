@@ -96,6 +96,8 @@ class RuntimeConfig:
     #: Where durable time comes from (guest clocks, sleeps, wake times, timestamps);
     #: the test kit passes a virtual clock. See runtime/clock.py.
     clock: Clock = SYSTEM
+    #: Run as one of several executors sharing a PostgreSQL store (runtime/cluster.py).
+    cluster: Any = None
 
     def __post_init__(self) -> None:
         self.http_allow = tuple(http.normalize_rules(self.http_allow))
@@ -131,10 +133,16 @@ class Runtime:
         self.config = config or RuntimeConfig()
         self.crash = self.config.crash or CrashPoints.from_env()
         self.clock: Clock = self.config.clock
-        self.store: Store = open_store(self.config.home, sync=self.config.sync,
-                                       create=self.config.create,
-                                       readonly=self.config.readonly,
-                                       group=self.config.group_commit)
+        self.cluster: Any = None
+        self.store: Store
+        if self.config.cluster is not None:
+            from .cluster import open_cluster_store
+            self.store, fencing = open_cluster_store(self.config.home, create=self.config.create)
+        else:
+            self.store = open_store(self.config.home, sync=self.config.sync,
+                                    create=self.config.create,
+                                    readonly=self.config.readonly,
+                                    group=self.config.group_commit)
         self.engine = Engine()
         if self.config.catch_signals:
             self.engine.catch_signals()
@@ -149,7 +157,11 @@ class Runtime:
         #: Loaded workers; read and changed under ``_guard``, a worker used only by
         #: the thread holding its turn (``_turns``).
         self._workers: dict[str, Worker] = {}
-        self._turns = WorkerLocks()
+        self._turns: Any = WorkerLocks()
+        if self.config.cluster is not None:
+            from .cluster import Cluster, LeasedTurns
+            self.cluster = Cluster(self, self.config.cluster, fencing)
+            self._turns = LeasedTurns(self.cluster)
         self._guard = threading.Lock()
         self._promises = threading.Lock()  # read-check-write of a promise's state
         self._closed = False
@@ -163,8 +175,11 @@ class Runtime:
                 return
             self._closed = True
             ids = list(self._workers)
-        for wid in ids:  # each worker's turn: its invocation in flight finishes first
-            with self._turns.hold(wid):
+        # Each worker's turn: its invocation in flight finishes first. (An executor's
+        # leases are not taken again for this: LeasedTurns.inner is the plain turns.)
+        turns = getattr(self._turns, "inner", self._turns)
+        for wid in ids:
+            with turns.hold(wid):
                 with self._guard:
                     w = self._workers.pop(wid, None)
                 if w is not None:

@@ -138,6 +138,13 @@ def serve(rt_config: RuntimeConfig, cfg: ServerConfig) -> None:
         url = f"http://{shown}:{bound_port}"
         stopping = threading.Event()
         app = build_app(rt, token=cfg.token, threads=cfg.threads, stopping=stopping)
+        if rt.cluster is not None:  # one of several executors: route, lease, fail over
+            from .routing import Router
+            rt.cluster.config.address = rt.cluster.config.address or url
+            app = Router(app, rt)
+            if cfg.token:
+                from .app import BearerAuth
+                app = BearerAuth(app, cfg.token)
         server = _Server(uvicorn.Config(
             app, log_level="warning", access_log=False, lifespan="off",
             timeout_keep_alive=30))
@@ -149,11 +156,15 @@ def serve(rt_config: RuntimeConfig, cfg: ServerConfig) -> None:
             os.replace(tmp, record)
         print(f"golemish: serving {rt.store.location} on {url}", flush=True)
         waker = Waker(rt)
+        if rt.cluster is not None:
+            rt.cluster.start()
         waker.start()
         try:
             server.run(sockets=[sock])
         finally:
             waker.stop()
+            if rt.cluster is not None:
+                rt.cluster.stop()  # gives the leases up: the others take over at once
     finally:
         try:
             rt.close()  # waits for any invocation still running
