@@ -155,7 +155,10 @@ class Cluster:
 
     def __init__(self, rt: Any, config: ClusterConfig, backend: FencingBackend) -> None:
         self.rt, self.config, self.backend = rt, config, backend
-        self.me = config.executor_id
+        # The owner name in leases is this process's, not just the executor's: an
+        # executor restarted under the same id must not inherit its old leases at the
+        # same epoch (the old process may be a zombie, or its copy stale).
+        self.me = f"{config.executor_id}#{uuid.uuid4().hex[:6]}"
         self.leases = Leases(backend.inner)
         self.executors = Executors(backend.inner)
         self._held: dict[str, Lease] = {}

@@ -143,10 +143,13 @@ class Sink:
                                           self.path, body))
                 if sink.delay_s:
                     time.sleep(sink.delay_s)
-                self.send_response(200)
-                self.send_header("content-length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
+                try:
+                    self.send_response(200)
+                    self.send_header("content-length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+                except OSError:
+                    pass  # the executor that asked was killed meanwhile
 
             do_GET = do_POST  # noqa: N815
 
