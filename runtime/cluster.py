@@ -208,6 +208,10 @@ class Cluster:
                 return e.address
         return None
 
+    def holds(self, worker_id: str) -> bool:
+        with self._guard:
+            return worker_id in self._held
+
     def held(self) -> list[str]:
         with self._guard:
             return sorted(self._held)

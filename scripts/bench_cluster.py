@@ -231,7 +231,8 @@ def dbos_compare(pg: Cluster, wasm: dict[str, bytes], n: int = 100) -> dict[str,
         return {"skipped": f"dbos not importable: {e}"}
     url = pg.create_database()
     import dbos as dbos_mod
-    DBOS(config={"name": "golemish_bench", "system_database_url": url})
+    DBOS(config={"name": "golemish_bench", "system_database_url": url,
+                 "log_level": "WARNING"})
 
     @DBOS.step()
     def step(i: int) -> int:
@@ -289,8 +290,7 @@ def main(argv: list[str] | None = None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="golemish-bench-cluster-"))
     log_dir = tmp / "logs"
     log_dir.mkdir()
-    (tmp / "pg").mkdir()
-    pg = Cluster(tmp / "pg")
+    pg = Cluster(Path(tempfile.mkdtemp(prefix="golemish-bench-pg-")))  # handed to postgres
     say("starting a private PostgreSQL cluster")
     pg.start()
     results: dict[str, Any] = {}
@@ -315,6 +315,7 @@ def main(argv: list[str] | None = None) -> None:
             results["chaos"] = rep.as_json()
     finally:
         pg.stop()
+        shutil.rmtree(pg.root, ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)
 
     f = results["failover"]

@@ -69,6 +69,8 @@ class Router:
         return None
 
     def _owner(self, worker_id: str) -> tuple[str, str] | None:
+        if self.cluster.holds(worker_id):
+            return None  # ours (if it was lost meanwhile, the turn finds out: not-owner)
         return self.cluster.leases.owner_address(worker_id, self.cluster.me)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
