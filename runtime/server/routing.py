@@ -141,7 +141,9 @@ class Router:
                    if k.lower() not in _DROP]
         headers.append((FORWARDED.decode(), self.cluster.me))
         query = scope.get("query_string", b"").decode("latin-1")
-        url = address.rstrip("/") + scope["path"] + (f"?{query}" if query else "")
+        # The path as it came (percent-encoded: a promise id holds '#').
+        path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        url = address.rstrip("/") + path + (f"?{query}" if query else "")
         self.forwarded += 1
         try:
             resp = await self._client.request(scope["method"], url, headers=headers,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+import urllib.parse
 
 import httpx
 import pytest
@@ -77,6 +78,11 @@ def test_any_executor_takes_a_request_and_the_owner_runs_it(executors):
     # A second request to b: forwarded again, never run on b (one owner).
     assert invoke(b.url, "counter/r", "add", "1").json()["results"][0]["value"] == 8
     assert b.info()["forwarded"] == 2
+    # A promise's completion goes to the executor owning the worker that awaits it.
+    r = invoke(a.url, "agent/ask", "approval")
+    assert r.status_code == 202, r.text
+    assert _promise_done(b.url, r.json()["promise"])
+    assert b.info()["forwarded"] == 3 and b.info()["leases_held"] == 0
 
 
 def test_a_killed_executors_pending_invocation_is_finished_by_another(executors, pg_url,
@@ -151,3 +157,30 @@ def _swallow(fn, *args, **kw):
         fn(*args, **kw)
     except httpx.HTTPError:
         pass
+
+
+def test_a_dead_executors_sleeper_and_promise_waiter_go_on_elsewhere(executors):
+    a, b = executors(2)
+    # A durable sleep past suspend_after (2 s) suspends the worker; a promise wait too.
+    r = invoke(a.url, "agent/sleeper", "nap", "3000", key="nap")
+    assert r.status_code == 202 and r.json()["until_ns"], r.text
+    r = invoke(a.url, "agent/waiter", "approval", key="ask")
+    assert r.status_code == 202, r.text
+    promise = r.json()["promise"]
+    a.kill()
+    # b's waker takes the sleeper when its time comes (a's lease has expired by then).
+    wait_for(lambda: httpx.get(f"{b.url}/workers/agent/sleeper", timeout=10).json()[
+        "status"] == "idle", what="sleeper woken on b")
+    r = invoke(b.url, "agent/sleeper", "nap", "3000", key="nap")
+    assert r.status_code == 200 and r.json()["deduplicated"] is True, r.text
+    # The promise is completed on b, which takes the waiter over and resumes it.
+    wait_for(lambda: _promise_done(b.url, promise), what="promise completed on b")
+    r = invoke(b.url, "agent/waiter", "approval", key="ask")
+    assert r.status_code == 200 and r.json()["results"][0]["value"] == 1, r.text
+    assert r.json()["deduplicated"] is True
+
+
+def _promise_done(url: str, promise: str) -> bool:
+    r = httpx.post(f"{url}/promises/{urllib.parse.quote(promise, safe='/')}/complete",
+                   json={"data": "yes"}, timeout=30)
+    return r.status_code == 200 and r.json()["status"] == "ok"
