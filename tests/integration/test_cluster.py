@@ -6,6 +6,7 @@ and a zombie (paused past its lease) whose writes are refused (runtime/cluster.p
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -13,7 +14,7 @@ import urllib.parse
 import httpx
 import pytest
 
-from cluster_kit import Executor, Sink, deploy, migrate
+from cluster_kit import Executor, Sink, deploy, golemish_cmd, migrate
 from golemish.oplog import InvokeStart, Store
 from golemish.oplog.backends.postgres import PostgresBackend
 
@@ -184,3 +185,22 @@ def _promise_done(url: str, promise: str) -> bool:
     r = httpx.post(f"{url}/promises/{urllib.parse.quote(promise, safe='/')}/complete",
                    json={"data": "yes"}, timeout=30)
     return r.status_code == 200 and r.json()["status"] == "ok"
+
+
+def test_a_one_writer_process_is_refused_while_executors_share_the_store(executors,
+                                                                         pg_url):
+    a, b = executors(2)
+    assert invoke(a.url, "counter/o", "add", "1").status_code == 200
+    cmd = [*golemish_cmd(), "--store", pg_url]
+    # An in-process invoke would write without a lease, racing the executors' fenced
+    # writes: it is refused. Reading works, and so does going through an executor.
+    out = subprocess.run([*cmd, "invoke", "counter/o", "add", "1"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 1 and "in use by pid" in out.stderr, out.stderr
+    out = subprocess.run([*cmd, "worker", "list"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "counter/o" in out.stdout, out.stderr
+    out = subprocess.run([*cmd, "--server", b.url, "invoke", "counter/o", "add", "1"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert invoke(a.url, "counter/o", "get").json()["results"][0]["value"] == 2
