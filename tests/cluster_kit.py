@@ -64,7 +64,7 @@ class Executor:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"executor {self.name} exited with {self.proc.returncode}")
             try:
-                if httpx.get(self.url + "/cluster", timeout=1).status_code == 200:
+                if httpx.get(self.url + "/cluster", timeout=1).status_code in (200, 401):
                     return
             except httpx.HTTPError:
                 pass

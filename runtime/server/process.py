@@ -142,9 +142,10 @@ def serve(rt_config: RuntimeConfig, cfg: ServerConfig) -> None:
             from .routing import Router
             rt.cluster.config.address = rt.cluster.config.address or url
             app = Router(app, rt)
-            if cfg.token:
+            if cfg.token:  # the router answers /cluster and forwards: behind the token
                 from .app import BearerAuth
-                app = BearerAuth(app, cfg.token)
+                from .console_api import PUBLIC_PATHS
+                app = BearerAuth(app, cfg.token, PUBLIC_PATHS)
         server = _Server(uvicorn.Config(
             app, log_level="warning", access_log=False, lifespan="off",
             timeout_keep_alive=30))

@@ -204,3 +204,32 @@ def test_a_one_writer_process_is_refused_while_executors_share_the_store(executo
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert invoke(a.url, "counter/o", "get").json()["results"][0]["value"] == 2
+
+
+def test_with_a_token_forwarded_requests_carry_it_and_others_are_refused(pg_url, guests,
+                                                                          tmp_path):
+    migrate(pg_url)
+    auth = {"Authorization": "Bearer s3cret"}
+    a, b = (Executor(pg_url, n, log_dir=tmp_path, extra=("--token", "s3cret"))
+            for n in ("ta", "tb"))
+    try:
+        a.start()
+        b.start()
+        r = httpx.post(f"{a.url}/components", params={"name": "counter"}, headers=auth,
+                       content=guests["counter"].read_bytes(), timeout=60)
+        assert r.status_code == 201, r.text
+        for ex in (a, b):
+            r = httpx.post(f"{ex.url}/workers/counter/t/invoke", json={"function": "add",
+                                                                       "args": ["3"]})
+            assert r.status_code == 401, r.text  # refused before any routing
+            assert httpx.get(f"{ex.url}/cluster").status_code == 401
+        r = httpx.post(f"{a.url}/workers/counter/t/invoke", headers=auth,
+                       json={"function": "add", "args": ["3"]})
+        assert r.status_code == 200, r.text
+        r = httpx.post(f"{b.url}/workers/counter/t/invoke", headers=auth,
+                       json={"function": "add", "args": ["4"]})
+        assert r.status_code == 200 and r.json()["results"][0]["value"] == 7, r.text
+        assert httpx.get(f"{b.url}/cluster", headers=auth).json()["forwarded"] == 1
+    finally:
+        a.stop()
+        b.stop()
