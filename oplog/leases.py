@@ -92,6 +92,36 @@ class Leases:
             lease.fence).fetchone())
         return row is not None
 
+    def renew_many(self, owner: str, leases: Sequence[Lease], ttl_s: float) -> set[str]:
+        """Renew all of ``leases`` (one owner's) in one statement; returns the workers
+        whose lease was still ours and is extended. The others are lost."""
+        if not leases:
+            return set()
+        rows = self.backend.run("lease renew", lambda c: c.execute(
+            "UPDATE golemish_leases l SET expires_at = clock_timestamp() "
+            "  + make_interval(secs => %s) FROM unnest(%s::text[], %s::bigint[]) AS h(w, e) "
+            "WHERE l.worker = h.w AND l.epoch = h.e AND l.owner = %s "
+            "AND l.expires_at > clock_timestamp() RETURNING l.worker",
+            (ttl_s, [x.worker for x in leases], [x.epoch for x in leases], owner)).fetchall())
+        return {r[0] for r in rows}
+
+    def expired(self, limit: int = 1000) -> list[Lease]:
+        """Leases that have expired or were released: workers nobody owns now."""
+        rows = self.backend.run("lease scan", lambda c: c.execute(
+            "SELECT worker, owner, epoch, expires_at FROM golemish_leases "
+            "WHERE expires_at <= clock_timestamp() ORDER BY expires_at LIMIT %s",
+            (limit,)).fetchall())
+        return [Lease(r[0], r[1], int(r[2]), r[3]) for r in rows]
+
+    def owner_address(self, worker: str, me: str) -> tuple[str, str] | None:
+        """(owner, address) when another registered executor holds an unexpired lease
+        on ``worker``; None when it is ours, free or expired."""
+        row = self.backend.run("lease owner", lambda c: c.execute(
+            "SELECT l.owner, e.address FROM golemish_leases l JOIN golemish_executors e "
+            "ON e.id = l.owner WHERE l.worker = %s AND l.owner <> %s "
+            "AND l.expires_at > clock_timestamp()", (worker, me)).fetchone())
+        return None if row is None else (row[0], row[1])
+
     def current(self, worker: str) -> Lease | None:
         """The worker's lease row as the database has it (expired or not)."""
         row = self.backend.run("lease read", lambda c: c.execute(

@@ -380,7 +380,7 @@ def store_path(url: str) -> str | None:
 
 def open_store(url: str, *, sync: bool = False, create: bool = False,
                readonly: bool = False, group: GroupConfig | None = None,
-               observer: Any = None) -> Store:
+               observer: Any = None, exclusive: bool = True) -> Store:
     """Open a store by URL: ``memory://``, ``rocksdb:///path``, a plain path (RocksDB) or
     ``postgres://user@host/db`` (PostgreSQL, see backends/postgres.py).
 
@@ -389,7 +389,8 @@ def open_store(url: str, *, sync: bool = False, create: bool = False,
     ``readonly`` opens it for reading, also while another process writes to it.
     ``memory://`` is always a new, empty store. ``group`` tunes the group commit
     of synced writes (see backends/group_commit.py). An ``observer`` hears of every
-    commit (see observe.py).
+    commit (see observe.py). ``exclusive=False`` (PostgreSQL only) lets several
+    executors share the store; they coordinate through leases.
     """
     if url.startswith("memory://"):
         from .backends.memory import MemoryBackend
@@ -398,7 +399,7 @@ def open_store(url: str, *, sync: bool = False, create: bool = False,
     if url.startswith(("postgres://", "postgresql://")):
         # The server's durability settings apply: ``sync`` adds nothing there.
         from .backends.postgres import PostgresBackend
-        backend = PostgresBackend(url, create=create, readonly=readonly)
+        backend = PostgresBackend(url, create=create, readonly=readonly, exclusive=exclusive)
     else:
         path = store_path(url)
         if path is None:

@@ -102,6 +102,8 @@ class RuntimeConfig:
     #: Told of invocations, recoveries, snapshots and store commits (runtime/observe.py);
     #: the server's metrics pass one.
     observer: Observer | None = None
+    #: Run as one of several executors sharing a PostgreSQL store (runtime/cluster.py).
+    cluster: Any = None
 
     def __post_init__(self) -> None:
         self.http_allow = tuple(http.normalize_rules(self.http_allow))
@@ -139,11 +141,18 @@ class Runtime:
         self.clock: Clock = self.config.clock
         #: Told of invocations, recoveries, snapshots and commits (server metrics).
         self.observer: Observer = self.config.observer or NULL_OBSERVER
-        self.store: Store = open_store(self.config.home, sync=self.config.sync,
-                                       create=self.config.create,
-                                       readonly=self.config.readonly,
-                                       group=self.config.group_commit,
-                                       observer=self.config.observer)
+        self.cluster: Any = None
+        self.store: Store
+        if self.config.cluster is not None:
+            from .cluster import open_cluster_store
+            self.store, fencing = open_cluster_store(self.config.home, create=self.config.create,
+                                                     observer=self.config.observer)
+        else:
+            self.store = open_store(self.config.home, sync=self.config.sync,
+                                    create=self.config.create,
+                                    readonly=self.config.readonly,
+                                    group=self.config.group_commit,
+                                    observer=self.config.observer)
         self.engine = Engine()
         #: Fresh-instance images per component (shared page store, restore of diffs).
         self.bases = Bases(self.store)
@@ -164,7 +173,11 @@ class Runtime:
         self._used: dict[str, float] = {}
         #: Workers dropped from memory by ``evict`` since start (for metrics).
         self.evicted_total = 0
-        self._turns = WorkerLocks()
+        self._turns: Any = WorkerLocks()
+        if self.config.cluster is not None:
+            from .cluster import Cluster, LeasedTurns
+            self.cluster = Cluster(self, self.config.cluster, fencing)
+            self._turns = LeasedTurns(self.cluster)
         self._guard = threading.Lock()
         self._promises = threading.Lock()  # read-check-write of a promise's state
         self._closed = False
@@ -178,8 +191,11 @@ class Runtime:
                 return
             self._closed = True
             ids = list(self._workers)
-        for wid in ids:  # each worker's turn: its invocation in flight finishes first
-            with self._turns.hold(wid):
+        # Each worker's turn: its invocation in flight finishes first. (An executor's
+        # leases are not taken again for this: LeasedTurns.inner is the plain turns.)
+        turns = getattr(self._turns, "inner", self._turns)
+        for wid in ids:
+            with turns.hold(wid):
                 with self._guard:
                     w = self._workers.pop(wid, None)
                 if w is not None:

@@ -19,7 +19,9 @@ Ownership: like a RocksDB store, one process writes to a store at a time, unless
 is opened with ``exclusive=False`` (executors that coordinate through leases, see
 golemish.oplog.leases). The writer holds a session advisory lock on a connection of
 its own, named with its pid, so that another writer is told who has it; the lock goes
-with the connection when the process dies, even by SIGKILL.
+with the connection when the process dies, even by SIGKILL. Executors hold the same
+lock shared: any number of them at once, but never beside a one writer (whose writes
+carry no lease, so they would race the executors' fenced ones).
 
 psycopg exceptions are translated into golemish errors here and nowhere else.
 """
@@ -126,8 +128,8 @@ class PostgresBackend:
         self._pool: psycopg_pool.ConnectionPool | None = None
         try:
             self._check_schema(create and not readonly)
-            if exclusive and not readonly:
-                self._lock_conn = self._take_writer_lock()
+            if not readonly:
+                self._lock_conn = self._take_writer_lock(shared=not exclusive)
             self._pool = psycopg_pool.ConnectionPool(
                 url, min_size=1, max_size=pool_max, timeout=CONNECT_TIMEOUT_S, open=True,
                 kwargs={"autocommit": True, "connect_timeout": int(CONNECT_TIMEOUT_S)},
@@ -158,11 +160,14 @@ class PostgresBackend:
                     "upgrade golemish" if newer else
                     f"run `golemish store migrate --store {self.location}`"))
 
-    def _take_writer_lock(self) -> psycopg.Connection[Any]:
+    def _take_writer_lock(self, shared: bool = False) -> psycopg.Connection[Any]:
+        """The one writer's lock, or with ``shared`` one of the leased executors' (they
+        share it with each other, never with a one writer, whose writes are unfenced)."""
         me = f"golemish pid {os.getpid()} on {socket.gethostname()}"
         conn = psycopg.connect(self.url, autocommit=True, application_name=me[:63],
                                connect_timeout=int(CONNECT_TIMEOUT_S))
-        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (WRITER_LOCK,)).fetchone()
+        fn = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
+        row = conn.execute(f"SELECT {fn}(%s)", (WRITER_LOCK,)).fetchone()
         if row and row[0]:
             return conn
         holder = conn.execute(

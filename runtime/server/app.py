@@ -33,6 +33,7 @@ from golemish.oplog import GolemishError
 from golemish.oplog.errors import StoreError
 
 from .. import versions
+from ..cluster import NotOwner
 from ..errors import (
     ArgumentError, ClosedError, ComponentError, DivergenceError, ExistsError, InvocationFailed,
     NotFoundError, PromiseError, Suspended, UpdateError, WorkerFailedError,
@@ -70,6 +71,7 @@ def _classify(e: BaseException) -> tuple[int, str]:
         (UpdateError, 409, "update-refused"),
         (PromiseError, 409, "promise"),
         (ClosedError, 503, "shutting-down"),
+        (NotOwner, 503, "not-owner"),  # another executor has it (server/routing.py)
         (StoreError, 500, "store"),
     ]
     if isinstance(e, InvocationFailed):

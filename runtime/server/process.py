@@ -192,6 +192,14 @@ def serve(rt_config: RuntimeConfig, cfg: ServerConfig) -> None:
         scheduler = Scheduler(rt, classify=classify_error)
         app = build_app(rt, token=cfg.token, threads=cfg.threads, state=state,
                         metrics=metrics, poke=scheduler.poke)
+        if rt.cluster is not None:  # one of several executors: route, lease, fail over
+            from .routing import Router
+            rt.cluster.config.address = rt.cluster.config.address or url
+            app = Router(app, rt)
+            if cfg.token:  # the router answers /cluster and forwards: behind the token
+                from .app import BearerAuth
+                from .console_api import PUBLIC_PATHS
+                app = BearerAuth(app, cfg.token, PUBLIC_PATHS)
         server = _Server(uvicorn.Config(
             app, log_level="warning", access_log=False, lifespan="off",
             timeout_keep_alive=30, timeout_graceful_shutdown=cfg.drain_timeout))
@@ -204,6 +212,8 @@ def serve(rt_config: RuntimeConfig, cfg: ServerConfig) -> None:
         print(f"golemish: serving {rt.store.location} on {url}", flush=True)
         waker = Waker(rt)
         evictor = Evictor(rt, idle_timeout=cfg.idle_timeout, max_memory=cfg.max_memory)
+        if rt.cluster is not None:
+            rt.cluster.start()
         waker.start()
         scheduler.start()
         evictor.start()
@@ -214,6 +224,8 @@ def serve(rt_config: RuntimeConfig, cfg: ServerConfig) -> None:
             evictor.stop()
             scheduler.stop()
             waker.stop()
+            if rt.cluster is not None:
+                rt.cluster.stop()  # gives the leases up: the others take over at once
     finally:
         try:
             _close_within(rt, cfg.drain_timeout, record)

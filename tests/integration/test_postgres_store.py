@@ -85,8 +85,10 @@ def test_one_writer_at_a_time_and_the_lock_dies_with_its_process(pg_url):
             assert exc.value.pid == child.pid
             with open_store(pg_url, readonly=True) as r:  # readers are welcome meanwhile
                 assert r.oplog("w").get(2) == Log(1, b"from the child")
-            # Executors that coordinate through leases do not take the store's lock.
-            PostgresBackend(pg_url, exclusive=False).close()
+            # Executors that coordinate through leases share the lock with each other,
+            # not with a one writer (its writes carry no lease).
+            with pytest.raises(StoreInUseError, match=f"in use by pid {child.pid}\\b"):
+                PostgresBackend(pg_url, exclusive=False)
         finally:
             child.send_signal(signal.SIGKILL)
             child.wait(timeout=10)
