@@ -363,7 +363,7 @@ def section_server(d: dict[str, Any], p: Plots) -> str:
                             [t["per_s"] for t in r["throughput"]])
         text += ("\n### Hot invocations\n\nCounter `add 1` on a warm worker, 1 client "
                  "(target p50 <= 1 ms without --sync); throughput over "
-                 f"{d.get('workers', 100)} workers (target >= 2,000/s with --sync at 64 "
+                 f"{d.get('hot_workers', 100)} workers (target >= 2,000/s with --sync at 64 "
                  "clients).\n\n" + table(["mode", "p50 ms", "p99 ms", "clients", "inv/s",
                                           "fsyncs/inv"], rows) + "\n")
         text += p.line("serve_throughput", "Invocations/s over HTTP", "concurrent clients",
