@@ -285,7 +285,7 @@ class Instance:
         # functions per instantiation, and building their types took ~20 ms of it.
         types = engine.__dict__.setdefault("_functypes", {})
         for h in host:
-            fn = _marked(engine, h.func) if engine.interruptible else h.func
+            fn = _stashing(_marked(engine, h.func) if engine.interruptible else h.func)
             ft = types.get(h.sig)
             if ft is None:
                 ft = types[h.sig] = h.sig.functype()
@@ -293,7 +293,7 @@ class Instance:
         in_host, engine._in_host = engine._in_host, 0
         engine._running += 1
         try:
-            self._instance = linker.instantiate(self._store, module)
+            self._instance = _own_raise(linker.instantiate, self._store, module)
         except wasmtime.Trap as t:
             raise self._classify(t) from None
         except wasmtime.WasmtimeError as e:
@@ -407,7 +407,7 @@ class Instance:
         in_host, eng._in_host = eng._in_host, 0
         eng._running += 1
         try:
-            out = func(self._store, *args)
+            out = _own_raise(func, self._store, *args)
         except wasmtime.Trap as t:
             raise (self._stop() if self._stopped else self._classify(t)) from None
         except wasmtime.WasmtimeError as e:
@@ -432,7 +432,7 @@ class Instance:
         eng = self.engine
         in_host, eng._in_host = eng._in_host, 0
         try:
-            return func(self._store, *args)
+            return _own_raise(func, self._store, *args)
         finally:
             eng._in_host = in_host
 
@@ -489,6 +489,42 @@ class Instance:
         self._memory = None
         self._store = None  # type: ignore[assignment]
         self._callback = None  # after the store, which calls it
+
+
+#: The exception a host function raised, per thread. wasmtime-py keeps it in one
+#: process-wide slot (wasmtime._func.LAST_EXCEPTION) until the call returns, so with
+#: workers on many threads one thread could take another's exception (a Suspended
+#: of another worker, say) or find none and report a bare trap.
+_HOST_EXC = threading.local()
+
+
+def _stashing(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A host function whose exception is also kept for its own thread."""
+    def host(*args: Any) -> Any:
+        try:
+            return fn(*args)
+        except BaseException as e:
+            _HOST_EXC.exc = e
+            raise
+    host.__name__ = getattr(fn, "__name__", "host")
+    return host
+
+
+def _own_raise(func: Callable[..., Any], *args: Any) -> Any:
+    """Enter guest code; re-raise this thread's host exception, never another's."""
+    _HOST_EXC.exc = None
+    try:
+        return func(*args)
+    except BaseException as e:
+        mine, _HOST_EXC.exc = getattr(_HOST_EXC, "exc", None), None
+        if mine is not None:
+            if mine is e:
+                raise
+            raise mine from None
+        if isinstance(e, (wasmtime.Trap, wasmtime.WasmtimeError)):
+            raise
+        # Another thread's host exception, surfaced at a trap of this call.
+        raise wasmtime.Trap("guest trapped") from None
 
 
 def _marked(engine: Engine, fn: Callable[..., Any]) -> Callable[..., Any]:

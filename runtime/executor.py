@@ -11,7 +11,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,6 +141,9 @@ class Runtime:
         self.clock: Clock = self.config.clock
         #: Told of invocations, recoveries, snapshots and commits (server metrics).
         self.observer: Observer = self.config.observer or NULL_OBSERVER
+        #: Called as ``fn(worker_id, until_ns)`` once a worker's suspension in a durable
+        #: sleep is committed (the server's waker keeps a timer heap of them).
+        self.sleep_listeners: list[Callable[[str, int], None]] = []
         self.cluster: Any = None
         self.store: Store
         if self.config.cluster is not None:

@@ -106,6 +106,9 @@ def run(w: Worker, function: str, params: Sequence[TypedValue],
         # says so: the waker and promise completers act on that.
         w.discard()
         w._set_meta(status="suspended", suspended=e.as_meta(), commit=True)
+        if e.until_ns is not None:
+            for tell in w.rt.sleep_listeners:
+                tell(w.id, e.until_ns)
         raise
     except DivergenceError:
         raise

@@ -59,6 +59,8 @@ class WorkerServices(Services, Protocol):
     crash: CrashPoints
     #: Told of recoveries and snapshots (the server's metrics; runtime/observe.py).
     observer: Observer
+    #: Told ``(worker_id, until_ns)`` when a worker suspends in a durable sleep.
+    sleep_listeners: list[Callable[[str, int], None]]
 
 
 class Worker:

@@ -5,6 +5,7 @@
     python scripts/bench_report.py --reuse    # only rebuild the report from scripts/results/
     python scripts/bench_report.py --quick    # small sizes, to check the pipeline
     python scripts/bench_report.py --only faults [--reuse]   # just the Faults section
+    python scripts/bench_report.py --only server [--reuse]   # just the Server section
 
 Every figure comes from one run of one script, measured side by side there, as
 medians and ratios; the machine each was measured on is noted. Plots need
@@ -32,6 +33,7 @@ BENCHES = {  # name -> (script, extra args for a full run, for --quick)
     "bench_midcall": ("bench_midcall.py", [], ["--quick"]),
     "crash_campaign": ("crash_campaign.py", ["--kills", "1000"], ["--quick"]),
     "fault_campaign": ("fault_campaign.py", ["--faults", "500"], ["--quick"]),
+    "bench_serve": ("bench_serve.py", [], ["--quick"]),
 }
 
 
@@ -346,6 +348,71 @@ def section_faults(d: dict[str, Any]) -> str:
     return text
 
 
+def section_server(d: dict[str, Any], p: Plots) -> str:
+    """`golemish serve` over HTTP: scripts/bench_serve.py (each part when present)."""
+    text = ("## Server\n\n_`scripts/bench_serve.py`: real `golemish serve` processes on "
+            f"127.0.0.1, clients in the benchmark's process; {machine(d)}._\n")
+    if hot := d.get("results"):
+        rows, series = [], {}
+        for r in hot:
+            mode = "--sync" if r["sync"] else "default"
+            for t in r["throughput"]:
+                rows.append([mode, r["latency"]["p50_ms"], r["latency"]["p99_ms"],
+                             t["clients"], t["per_s"], t["fsyncs_per_invocation"] or 0.0])
+            series[mode] = ([t["clients"] for t in r["throughput"]],
+                            [t["per_s"] for t in r["throughput"]])
+        text += ("\n### Hot invocations\n\nCounter `add 1` on a warm worker, 1 client "
+                 "(target p50 <= 1 ms without --sync); throughput over "
+                 f"{d.get('hot_workers', 100)} workers (target >= 2,000/s with --sync at 64 "
+                 "clients).\n\n" + table(["mode", "p50 ms", "p99 ms", "clients", "inv/s",
+                                          "fsyncs/inv"], rows) + "\n")
+        text += p.line("serve_throughput", "Invocations/s over HTTP", "concurrent clients",
+                       "invocations/s", series, logx=True)
+    if sl := d.get("sleepers"):
+        lat = sl["lateness_ms"]
+        text += (f"\n### Durable sleep wake-up\n\n{sl['sleepers']:,} agent workers each in "
+                 f"one durable `nap`, deadlines spread over {sl['window_s']:g} s; lateness "
+                 "is the wall time `nap` returns at minus the wake time recorded in the "
+                 "oplog (1 ms resolution). Target p99 <= "
+                 f"{sl['target_p99_ms']:g} ms.\n\n"
+                 + table(["sleepers", "p50 ms", "p99 ms", "max ms", "server RSS MiB"],
+                         [[sl["sleepers"], lat["p50"], lat["p99"], lat["max"],
+                           sl["server_rss_mib"]]]) + "\n")
+    if wk := d.get("workers"):
+        rss = wk["rss_mib"]
+        text += (f"\n### {wk['workers']:,} workers: eviction and restore\n\nCounter "
+                 f"workers created (one `add 1` each, 8 clients, {wk['create_per_s']:.0f}/s), "
+                 f"evicted by idle eviction ({wk['idle_timeout_s']:g} s), then touched "
+                 f"again one at a time ({wk['restore_ms']['n']} of them): `add 1` on the "
+                 "evicted worker (restore + invocation over HTTP), then on the same worker "
+                 "hot. Target restore p50 <= "
+                 f"{wk['target_restore_p50_ms']:g} ms.\n\n"
+                 + table(["server RSS MiB: started", "created", "evicted", "touched",
+                          "restore p50 ms", "restore p99 ms", "hot p50 ms"],
+                         [[rss["started"], rss["created"], rss["evicted"], rss["touched"],
+                           wk["restore_ms"]["p50"], wk["restore_ms"]["p99"],
+                           wk["hot_ms"]["p50"]]]) + "\n")
+        text += p.bars("serve_restore", "add 1 over HTTP: evicted vs hot worker", "ms",
+                       ["p50", "p99"], {"evicted (restore)": [wk["restore_ms"]["p50"],
+                                                              wk["restore_ms"]["p99"]],
+                                        "hot": [wk["hot_ms"]["p50"], wk["hot_ms"]["p99"]]})
+    if rs := d.get("restart"):
+        text += (f"\n### Restart to step K\n\nOne `clocks({rs['k']:,})` invocation of a "
+                 "stackful worker; the server is SIGKILLed after its last host call; time "
+                 "from spawn of the new server to the invocation's completion (median of "
+                 f"{len(rs['runs'])}; Restate measured 0.82 s here; target <= "
+                 f"{rs['target_s']:g} s).\n\n"
+                 + table(["spawn to serving s", "spawn to completion s"],
+                         [[rs["spawn_to_serving_s"], rs["spawn_to_done_s"]]]) + "\n")
+    if st := d.get("startup"):
+        text += ("\n### Start-up\n\nSpawn to exit, medians.\n\n"
+                 + table(["command", "median s"], [[k, v["median_s"]] for k, v in st.items()])
+                 + "\n")
+        text += p.bars("serve_startup", "Start-up (spawn to exit)", "s", list(st),
+                       {"median": [v["median_s"] for v in st.values()]})
+    return text
+
+
 def splice_section(title: str, text: str) -> Path:
     """Replace one `## title` section of docs/benchmarks.md (or append it)."""
     out = DOCS / "benchmarks.md"
@@ -387,6 +454,8 @@ def write_report() -> Path:
         parts.append(section_campaign(camp, p))
     if faults := load("fault_campaign"):
         parts.append(section_faults(faults))
+    if serve := load("bench_serve"):
+        parts.append(section_server(serve, p))
     DOCS.mkdir(exist_ok=True)
     out = DOCS / "benchmarks.md"
     out.write_text("\n".join(parts))
@@ -397,7 +466,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reuse", action="store_true", help="use existing scripts/results/*.json")
     ap.add_argument("--quick", action="store_true", help="small runs, to check the pipeline")
-    ap.add_argument("--only", choices=["faults"],
+    ap.add_argument("--only", choices=["faults", "server"],
                     help="run (unless --reuse) and rewrite only this section of the report")
     args = ap.parse_args()
     if args.only == "faults":
@@ -407,6 +476,14 @@ def main() -> int:
         if faults is None:
             raise SystemExit(f"no {RESULTS / 'fault_campaign.json'}: run without --reuse")
         print(f"wrote {splice_section('Faults', section_faults(faults))}")
+        return 0
+    if args.only == "server":
+        if not args.reuse:
+            run_all(args.quick, ["bench_serve"])
+        serve = load("bench_serve")
+        if serve is None:
+            raise SystemExit(f"no {RESULTS / 'bench_serve.json'}: run without --reuse")
+        print(f"wrote {splice_section('Server', section_server(serve, Plots()))}")
         return 0
     if not args.reuse:
         run_all(args.quick)

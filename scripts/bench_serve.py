@@ -16,6 +16,12 @@ they compete with the server for the CPU, which the table notes.
 - start-up: `golemish --help`, `golemish invoke` in-process and through a server,
   and `golemish serve` from spawn to its first served invocation (also alone with
   --startup-only, which writes scripts/results/bench_serve_startup.json).
+- sleepers: wake-up lateness of 1,000 workers in a durable sleep (p50, p99);
+- workers: 10,000 counter workers created, evicted (idle eviction) and touched
+  again: server RSS, restore latency of an evicted worker;
+- restart: restart-to-step-K of one 10,000-step stackful invocation after kill -9.
+(These three are in scripts/bench_serve_parts.py.) ``--only PART,...`` runs some of
+startup, hot, sleepers, workers, restart; the JSON keeps the parts not run.
 Prints a table and writes JSON (scripts/results/bench_serve.json).
 """
 
@@ -39,6 +45,7 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
+import bench_serve_parts as parts  # noqa: E402
 from golemish.runtime.server.process import wait_until_serving  # noqa: E402
 
 DEFAULT_OUT = benchlib.ROOT / "scripts" / "results" / "bench_serve.json"
@@ -47,6 +54,7 @@ CLIENTS = (1, 8, 64)
 #: Targets from issue 11.
 TARGET_P50_MS = 1.0
 TARGET_SYNC_64_PER_S = 2000
+PARTS = ("startup", "hot", "sleepers", "workers", "restart")
 
 
 class Server:
@@ -248,22 +256,87 @@ def main(argv: list[str] | None = None) -> None:
                    help="group commit window of the --sync server (GOLEMISH_COMMIT_WINDOW_MS)")
     p.add_argument("--startup-only", action="store_true",
                    help="only the start-up table (writes bench_serve_startup.json)")
+    p.add_argument("--sleep-window", type=float, default=None, metavar="S",
+                   help="sleepers: spread the wake deadlines over S seconds (default 20; "
+                        "--quick 2)")
+    p.add_argument("--only", default=",".join(PARTS),
+                   help=f"comma-separated parts to run, of {','.join(PARTS)}")
     a = p.parse_args(argv)
+    only = [x.strip() for x in a.only.split(",") if x.strip()]
+    bad = sorted(set(only) - set(PARTS))
+    if bad:
+        p.error(f"--only: unknown part(s) {', '.join(bad)}; parts are {', '.join(PARTS)}")
+    if a.startup_only:
+        only = ["startup"]
     n, secs, rounds = (200, 1.5, 1) if a.quick else (1000, 3.0, 2)
     env = {} if a.window_ms is None else {"GOLEMISH_COMMIT_WINDOW_MS": str(a.window_ms)}
     wasm = benchlib.guest_modules(["counter"])["counter"]
-    start = startup(wasm, 3 if a.quick else 7)
-    benchlib.say(f"{'start-up (spawn to exit)':<28} {'median s':>9}")
-    for k, v in start.items():
-        benchlib.say(f"{k:<28} {v['median_s']:>9.3f}")
-    if a.startup_only:
-        out = a.out.with_name("bench_serve_startup.json")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"machine": benchlib.machine_info(),
-                                   "loadavg": benchlib.loadavg(), "startup": start},
-                                  indent=2) + "\n")
-        benchlib.say(f"wrote {out}")
-        return
+    try:
+        doc: dict[str, Any] = json.loads(a.out.read_text())
+    except (OSError, ValueError):
+        doc = {}
+    doc.update({"machine": benchlib.machine_info(), "quick": a.quick,
+                "loadavg": benchlib.loadavg()})
+    if "startup" in only:
+        start = startup(wasm, 3 if a.quick else 7)
+        benchlib.say(f"{'start-up (spawn to exit)':<28} {'median s':>9}")
+        for k, v in start.items():
+            benchlib.say(f"{k:<28} {v['median_s']:>9.3f}")
+        doc["startup"] = start
+        if a.startup_only:
+            out = a.out.with_name("bench_serve_startup.json")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({"machine": benchlib.machine_info(),
+                                       "loadavg": benchlib.loadavg(), "startup": start},
+                                      indent=2) + "\n")
+            benchlib.say(f"wrote {out}")
+            return
+    if "hot" in only:
+        doc.update(hot(wasm, env, n, secs, rounds, a.window_ms))
+    with tempfile.TemporaryDirectory(prefix="golemish-bench-serve-") as tmp:
+        if "sleepers" in only:
+            agent = benchlib.guest_modules(["agent"])["agent"]
+            res = parts.sleepers(Path(tmp), agent, Client, 200 if a.quick else 1000,
+                                 a.sleep_window or (2.0 if a.quick else 20.0))
+            doc["sleepers"] = res
+            lat = res["lateness_ms"]
+            benchlib.say(f"durable sleep wake-up, {res['sleepers']} sleepers over "
+                         f"{res['window_s']:g} s: lateness p50 {lat['p50']:.1f} ms, p99 "
+                         f"{lat['p99']:.1f} ms, max {lat['max']:.1f} ms (target p99 <= "
+                         f"{parts.TARGET_WAKE_P99_MS:g} ms: "
+                         f"{'PASS' if lat['p99'] <= parts.TARGET_WAKE_P99_MS else 'MISS'})")
+        if "workers" in only:
+            res = parts.workers(Path(tmp), wasm, Client, 1000 if a.quick else 10_000,
+                                100 if a.quick else 500)
+            doc["workers"] = res
+            rss = res["rss_mib"]
+            benchlib.say(f"{res['workers']} workers: created at {res['create_per_s']:.0f}/s; "
+                         f"server RSS MiB started {rss['started']:.0f}, created "
+                         f"{rss['created']:.0f}, evicted {rss['evicted']:.0f}, touched again "
+                         f"{rss['touched']:.0f}")
+            r50 = res["restore_ms"]["p50"]
+            benchlib.say(f"  `add 1` on an evicted worker p50 {r50:.2f} ms p99 "
+                         f"{res['restore_ms']['p99']:.2f} ms; the same worker hot p50 "
+                         f"{res['hot_ms']['p50']:.2f} ms (target restore p50 <= "
+                         f"{parts.TARGET_RESTORE_P50_MS:g} ms: "
+                         f"{'PASS' if r50 <= parts.TARGET_RESTORE_P50_MS else 'MISS'})")
+        if "restart" in only:
+            journal = benchlib.guest_modules(["journal"])["journal"]
+            res = parts.restart(Path(tmp), journal, Client, 10_000, 3 if a.quick else 5)
+            doc["restart"] = res
+            benchlib.say(f"restart-to-step-K (K={res['k']}, stackful, kill -9): spawn to "
+                         f"serving {res['spawn_to_serving_s']:.3f} s, spawn to completion "
+                         f"{res['spawn_to_done_s']:.3f} s (median of {len(res['runs'])}; "
+                         f"target <= {parts.TARGET_RESTART_S:g} s: "
+                         f"{'PASS' if res['spawn_to_done_s'] <= parts.TARGET_RESTART_S else 'MISS'})")
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(doc, indent=2) + "\n")
+    benchlib.say(f"wrote {a.out}")
+
+
+def hot(wasm: bytes, env: dict[str, str], n: int, secs: float, rounds: int,
+        window_ms: float | None) -> dict[str, Any]:
+    """Hot latency and throughput, default and --sync servers side by side."""
     with tempfile.TemporaryDirectory(prefix="golemish-bench-serve-") as tmp:
         servers = [Server(Path(tmp) / "plain", False, env), Server(Path(tmp) / "sync", True, env)]
         try:
@@ -303,14 +376,10 @@ def main(argv: list[str] | None = None) -> None:
                 "fsync_ms_mean": med("fsync_ms_mean"), "runs": mine})
         rows.append(row)
     report(rows)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps({
-        "machine": benchlib.machine_info(), "quick": a.quick, "loadavg": benchlib.loadavg(),
-        "workers": WORKERS, "seconds_per_run": secs, "runs_per_cell": 2 * rounds,
-        "commit_window_ms": a.window_ms, "targets": {
-            "p50_ms_default": TARGET_P50_MS, "sync_64_clients_per_s": TARGET_SYNC_64_PER_S},
-        "results": rows, "startup": start}, indent=2) + "\n")
-    benchlib.say(f"wrote {a.out}")
+    return {"hot_workers": WORKERS, "seconds_per_run": secs, "runs_per_cell": 2 * rounds,
+            "commit_window_ms": window_ms, "targets": {
+                "p50_ms_default": TARGET_P50_MS, "sync_64_clients_per_s": TARGET_SYNC_64_PER_S},
+            "results": rows}
 
 
 def report(rows: list[dict[str, Any]]) -> None:

@@ -1,58 +1,137 @@
 """Durable sleeps wake by themselves while the server runs.
 
-A worker suspended in a long durable sleep records ``until_ns`` in its metadata.
-``due`` (pure) picks those whose wake time is near enough that resuming blocks
-for at most the Runtime's ``suspend_after_s``; the Waker thread resumes each in a
-thread of its own, so one sleeper never delays another. A promise's completion
-resumes its worker in the request that completes it (Runtime.complete_promise).
-At start, invocations that a crash cut off are finished, one worker after another.
+A worker suspended in a long durable sleep records ``until_ns`` in its metadata,
+and the Runtime then tells its ``sleep_listeners``. The Waker keeps those
+deadlines in a heap (:class:`Timers`, pure): one scan of the store at start, then
+only the notifications, plus a slow backstop rescan in case one was missed. Its
+thread sleeps on a Condition until the earliest deadline minus the lead (resumed
+sleepers block in the guest for at most the Runtime's ``suspend_after_s``), then
+re-reads each due worker's metadata (it may have been resumed, interrupted or
+deleted meanwhile) and resumes it in a thread of its own, so one sleeper never
+delays another. A promise's completion resumes its worker in the request that
+completes it (Runtime.complete_promise). At start, invocations that a crash cut
+off are finished, one worker after another.
 """
 
 from __future__ import annotations
 
+import heapq
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from golemish.oplog import GolemishError
 
+from ..errors import WorkerSuspendedError
 from ..executor import Runtime
 
 
 def due(metas: Iterable[dict[str, Any]], now_ns: int, lead_s: float) -> list[str]:
     """Workers whose durable sleep ends within ``lead_s`` of ``now_ns``."""
+    return [wid for wid, until in sleepers(metas) if until - now_ns <= lead_s * 1e9]
+
+
+def sleepers(metas: Iterable[dict[str, Any]]) -> list[tuple[str, int]]:
+    """(worker id, wake time) of the workers suspended in a durable sleep."""
     out = []
     for m in metas:
         susp = m.get("suspended") or {}
-        if m.get("status") == "suspended" and "until_ns" in susp \
-                and susp["until_ns"] - now_ns <= lead_s * 1e9:
-            out.append(m["id"])
+        if m.get("status") == "suspended" and "until_ns" in susp:
+            out.append((m["id"], int(susp["until_ns"])))
     return out
+
+
+class Timers:
+    """Wake deadlines by worker: the latest one set for a worker counts. Not locked."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, str]] = []
+        self._at: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+    def set(self, worker_id: str, until_ns: int) -> None:
+        if self._at.get(worker_id) == until_ns:
+            return
+        self._at[worker_id] = until_ns
+        heapq.heappush(self._heap, (until_ns, worker_id))
+
+    def _clean(self) -> None:
+        """Drop heap entries superseded by a later ``set`` or already popped."""
+        h = self._heap
+        while h and self._at.get(h[0][1]) != h[0][0]:
+            heapq.heappop(h)
+
+    def next_ns(self) -> int | None:
+        self._clean()
+        return self._heap[0][0] if self._heap else None
+
+    def pop_due(self, now_ns: int, lead_ns: int) -> list[tuple[str, int]]:
+        """The timers ending within ``lead_ns`` of ``now_ns``, earliest first; removed."""
+        out = []
+        while True:
+            self._clean()
+            if not self._heap or self._heap[0][0] - now_ns > lead_ns:
+                return out
+            until, wid = heapq.heappop(self._heap)
+            del self._at[wid]
+            out.append((wid, until))
 
 
 class Waker:
     """A background thread that resumes sleeping workers when their time comes."""
 
-    def __init__(self, rt: Runtime, *, period_s: float = 0.2) -> None:
-        # Sleepers are resumed up to 0.5 s early and block for the rest, so a scan
-        # every 0.2 s still wakes them on time.
-        self.rt, self.period_s = rt, period_s
-        self._stop = threading.Event()
+    def __init__(self, rt: Runtime, *, backstop_s: float = 30.0) -> None:
+        self.rt, self.backstop_s = rt, backstop_s
+        self._stop = False
         self._busy: set[str] = set()
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._timers = Timers()
         self._thread = threading.Thread(target=self._loop, name="golemish-waker", daemon=True)
 
     def start(self) -> None:
+        # Listening before the first scan: a sleep recorded in between is not missed.
+        self.rt.sleep_listeners.append(self.notify)
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        try:
+            self.rt.sleep_listeners.remove(self.notify)
+        except ValueError:
+            pass
+        if self._thread.is_alive():
+            self._thread.join(10)
+
+    def notify(self, worker_id: str, until_ns: int) -> None:
+        """A worker suspended in a durable sleep until ``until_ns`` (Runtime listener)."""
+        with self._cond:
+            self._timers.set(worker_id, until_ns)
+            self._cond.notify()
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._timers)
+
+    def _rescan(self) -> None:
+        try:
+            found = sleepers(self.rt.store.list_workers())
+        except GolemishError:
+            return  # closing, or a store error that the API reports to callers
+        with self._cond:
+            for wid, until in found:
+                if wid not in self._busy:
+                    self._timers.set(wid, until)
+            self._cond.notify()
 
     def _recover_cut_off(self) -> None:
         """Finish invocations that a crash of the previous owner cut off."""
         for meta in self.rt.store.list_workers():
-            if self._stop.is_set():
+            if self._stop:
                 return
             if meta.get("status") in ("failed", "suspended"):
                 continue
@@ -63,29 +142,68 @@ class Waker:
                 pass  # reported when someone asks for the worker
 
     def _loop(self) -> None:
+        self._rescan()
         try:
             self._recover_cut_off()
         except GolemishError:
             pass
-        while not self._stop.wait(self.period_s):
-            try:
-                metas = self.rt.store.list_workers()
-            except GolemishError:
-                continue  # closing, or a store error that the API reports to callers
-            lead = min(self.rt.suspend_after_s(), 0.5)
-            for wid in due(metas, self.rt.clock.time_ns(), lead):
-                with self._lock:
-                    if wid in self._busy:
-                        continue
-                    self._busy.add(wid)
-                threading.Thread(target=self._wake, args=(wid,), daemon=True,
-                                 name=f"golemish-wake-{wid}").start()
+        next_scan = time.monotonic() + self.backstop_s
+        while True:
+            with self._cond:
+                while True:
+                    if self._stop:
+                        return
+                    if time.monotonic() >= next_scan:
+                        ready: list[tuple[str, int]] | None = None
+                        break
+                    lead = int(min(self.rt.suspend_after_s(), 0.5) * 1e9)
+                    now = self.rt.clock.time_ns()
+                    ready = self._timers.pop_due(now, lead)
+                    if ready:
+                        break
+                    wait = next_scan - time.monotonic()
+                    nxt = self._timers.next_ns()
+                    if nxt is not None:
+                        wait = min(wait, (nxt - lead - now) / 1e9)
+                    self._cond.wait(max(wait, 0.0))
+            if ready is None:
+                self._rescan()
+                next_scan = time.monotonic() + self.backstop_s
+                continue
+            for wid, until in ready:
+                self._dispatch(wid, until)
+
+    def _dispatch(self, wid: str, until_ns: int) -> None:
+        """Resume ``wid`` if its metadata still says it sleeps (until when it says)."""
+        try:
+            meta = self.rt.store.get_worker(wid)
+        except GolemishError:
+            return
+        found = sleepers([meta]) if meta is not None else []
+        if not found:
+            return  # resumed, interrupted or deleted meanwhile
+        if found[0][1] != until_ns:
+            self.notify(wid, found[0][1])  # asleep again, until another time
+            return
+        with self._cond:
+            if wid in self._busy:
+                return
+            self._busy.add(wid)
+        threading.Thread(target=self._wake_busy, args=(wid,), daemon=True,
+                         name=f"golemish-wake-{wid}").start()
+
+    def _wake_busy(self, wid: str) -> None:
+        try:
+            self._wake(wid)
+        finally:
+            with self._cond:
+                self._busy.discard(wid)
 
     def _wake(self, wid: str) -> None:
         try:
             self.rt.resume(wid)
+        except WorkerSuspendedError as e:
+            if e.until_ns is not None:  # not due yet after all (the clock, say): later
+                self.notify(wid, e.until_ns)
         except GolemishError:
             pass  # suspended again, failed, or the runtime closed: recorded in the worker
-        finally:
-            with self._lock:
-                self._busy.discard(wid)

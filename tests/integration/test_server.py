@@ -291,6 +291,29 @@ def test_a_durable_sleep_wakes_by_itself_in_the_server(store, guests):
         assert s.stop() == 0
 
 
+def test_several_sleepers_wake_by_themselves_in_deadline_order(store, guests):
+    s = Server(store)
+    try:
+        s.http.post("/components", params={"name": "agent"},
+                    content=guests["agent"].read_bytes())
+        # Put to sleep out of deadline order, 0.6 s apart, all past suspend_after_s (2 s).
+        naps = {"agent/d": 4400, "agent/a": 2600, "agent/c": 3800, "agent/b": 3200}
+        for w, ms in naps.items():
+            r = s.invoke(w, "nap", str(ms))
+            assert r.status_code == 202 and r.json()["status"] == "suspended", r.text
+        _wait_for(lambda: all(s.http.get(f"/workers/{w}").json()["status"] == "idle"
+                              for w in naps), timeout=60)
+        woke = {}
+        for w in naps:
+            ends = [e for e in s.http.get(f"/workers/{w}/oplog").json()
+                    if e["kind"] == "return"]
+            assert len(ends) == 1, ends  # finished once, with nobody calling resume
+            woke[w] = ends[0]["results"][0][1]  # nap returns the wall ms it woke at
+        assert sorted(woke, key=woke.get) == ["agent/a", "agent/b", "agent/c", "agent/d"]
+    finally:
+        assert s.stop() == 0
+
+
 def test_completing_a_promise_resumes_its_worker_at_once(store, guests):
     s = Server(store)
     try:
