@@ -210,7 +210,9 @@ def serve(rt_config: RuntimeConfig, cfg: ServerConfig) -> None:
                                        "started_at": state.started_at}))
             os.replace(tmp, record)
         print(f"golemish: serving {rt.store.location} on {url}", flush=True)
-        waker = Waker(rt)
+        # Alone, the waker hears of every sleeper it must wake; in a cluster a sleeper
+        # may fall to this executor when another dies, so it rescans the store often.
+        waker = Waker(rt) if rt.cluster is None else Waker(rt, backstop_s=0.5)
         evictor = Evictor(rt, idle_timeout=cfg.idle_timeout, max_memory=cfg.max_memory)
         if rt.cluster is not None:
             rt.cluster.start()
