@@ -35,7 +35,7 @@ from __future__ import annotations
 import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import zstandard
 
@@ -61,6 +61,40 @@ def is_page_key(key: bytes) -> bool:
 FRAME_BATCH = 512
 
 
+class _PagesLock:
+    """A re-entrant thread lock that also holds the backend's cross-process lock (a
+    PostgreSQL advisory lock shared by executors) while held at the outermost level."""
+
+    def __init__(self, outer: Callable[[], Any] | None) -> None:
+        self._lock = threading.RLock()
+        self._outer = outer
+        self._depth = 0
+        self._held: Any = None
+
+    def __enter__(self) -> _PagesLock:
+        self._lock.acquire()
+        self._depth += 1
+        if self._depth == 1 and self._outer is not None:
+            try:
+                cm = self._outer()
+                cm.__enter__()
+            except BaseException:
+                self._depth -= 1
+                self._lock.release()
+                raise
+            self._held = cm
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            if self._depth == 1 and self._held is not None:
+                cm, self._held = self._held, None
+                cm.__exit__(None, None, None)
+        finally:
+            self._depth -= 1
+            self._lock.release()
+
+
 class SharedPages:
     """Reference-counted, content-addressed pages and the component bases."""
 
@@ -69,8 +103,9 @@ class SharedPages:
         self._b = backend
         self._cctx = compressor
         self._decode = decode
-        #: Orders every read-modify-write of counts (snapshots of parallel workers).
-        self.lock = threading.RLock()
+        #: Orders every read-modify-write of counts (snapshots of parallel workers, and
+        #: of other executors when the backend offers a cross-process ``pages_lock``).
+        self.lock = _PagesLock(getattr(backend, "pages_lock", None))
         self._bases: dict[str, Manifest] = {}
 
     # -- counts ----------------------------------------------------------------

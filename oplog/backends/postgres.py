@@ -28,6 +28,7 @@ psycopg exceptions are translated into golemish errors here and nowhere else.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -44,6 +45,9 @@ from ..errors import (
 from ..stats import CommitStats
 from .base import TABLES, Op
 from .postgres_schema import MIGRATE_LOCK, MIGRATIONS, SCHEMA_TABLE, SCHEMA_VERSION, WRITER_LOCK
+
+#: The advisory lock executors take turns under to change shared page counts.
+PAGES_LOCK = WRITER_LOCK + 7
 
 _TABLES = frozenset(TABLES)
 #: Rows fetched by a scan's first query, and the most per query after that (each
@@ -221,6 +225,18 @@ class PostgresBackend:
         row = self.run(f"read from {table}", lambda c: c.execute(
             "SELECT val FROM golemish_kv WHERE tbl = %s AND key = %s", (table, key)).fetchone())
         return None if row is None else bytes(row[0])
+
+    @contextlib.contextmanager
+    def pages_lock(self) -> Iterator[None]:
+        """Held around every change of shared page counts: executors sharing this
+        store take turns (a session advisory lock on a pooled connection)."""
+        assert self._pool is not None
+        with self._pool.connection() as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (PAGES_LOCK,))
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (PAGES_LOCK,))
 
     def get_many(self, table: str, keys: Sequence[bytes], *,
                  bulk: bool = False) -> list[bytes | None]:

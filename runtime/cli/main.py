@@ -25,7 +25,8 @@ from ..python.cli import python as python_cli
 from ..snapshot.policy import SnapshotPolicy
 from .client import find_server, remote_invoke
 from .common import (
-    Ctx, MainGroup, emit_json, protect_stdio, run, table, typed_json, when, writer,
+    Ctx, MainGroup, SafePath, emit_json, protect_stdio, run, table, typed_json, when,
+    writer,
 )
 from .logs import worker_logs
 from .manage import promise, store, worker
@@ -89,12 +90,12 @@ def main(click_ctx: click.Context, home: str, store_url: str | None, as_json: bo
 
 
 @main.command()
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", type=SafePath(path_type=Path))
 @click.option("--name", help="Component name (default: the file name without .wasm).")
 @click.option("--entry", metavar="MODULE",
               help="A Python package directory's entry module, e.g. app.main (default: "
                    "DIR.main if DIR/main.py exists, else main).")
-@click.option("--wit", "wit_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--wit", "wit_path", type=SafePath(dir_okay=False, path_type=Path),
               help="The component's WIT world: typed functions invoked with WAVE values "
                    "(default: a 'golemish:wit' custom section, if the module has one).")
 @click.option("--stackful", is_flag=True,

@@ -19,12 +19,12 @@ import click
 from golemish.oplog import GolemishError, export as oplog_export
 
 from ..errors import ArgumentError
-from .common import Ctx, emit_json, run
+from .common import Ctx, SafePath, emit_json, run
 
 
 @click.command("export")
 @click.argument("worker_id", metavar="WORKER")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--output", "-o", type=SafePath(dir_okay=False, path_type=Path),
               help="Write to this file instead of stdout.")
 @run
 def worker_export(ctx: Ctx, worker_id: str, output: Path | None) -> None:
@@ -48,13 +48,13 @@ def worker_export(ctx: Ctx, worker_id: str, output: Path | None) -> None:
 @click.command("test-replay")
 @click.argument("worker_id", metavar="WORKER")
 @click.option("--component", "component_path", required=True,
-              type=click.Path(dir_okay=False, path_type=Path),
+              type=SafePath(dir_okay=False, path_type=Path),
               help="The component file to check against the recorded history.")
 @click.option("--store", "store_home", metavar="HOME",
               help="Read the oplog from this store (default: --home).")
-@click.option("--oplog", "oplog_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--oplog", "oplog_path", type=SafePath(dir_okay=False, path_type=Path),
               help="Read the oplog from a file made by `golemish worker export`.")
-@click.option("--wit", "wit_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--wit", "wit_path", type=SafePath(dir_okay=False, path_type=Path),
               help="The new build's WIT world (default: the recorded component's).")
 @click.pass_obj
 def test_replay(ctx: Ctx, worker_id: str, component_path: Path, store_home: str | None,
