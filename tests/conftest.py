@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import wasmtime
 from golemish.runtime.executor import Runtime, RuntimeConfig
 
 from pg import pg_url, postgres_cluster  # noqa: F401  (the Postgres fixtures)
+from serverproc import golemish_cmd  # noqa: F401  (tests import it from here)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,12 +77,6 @@ def output() -> Output:
     return Output()
 
 
-def golemish_cmd() -> list[str]:
-    # The golemish beside this interpreter first: run as `.venv/bin/python -m pytest`
-    # without the venv on PATH, which() found another install's (pyenv's shim) instead.
-    beside = Path(sys.executable).with_name("golemish")
-    exe = str(beside) if beside.exists() else shutil.which("golemish")
-    return [exe] if exe else [sys.executable, "-m", "golemish.runtime.cli"]
 
 
 @pytest.fixture
@@ -120,7 +113,6 @@ def interpreter() -> None:
 #: A driver process that appends to journal/j forever, printing an ack per invocation:
 #: the chaos tests kill it from outside and count what was acknowledged.
 APPEND_DRIVER = """
-import sys
 from golemish.runtime.executor import Runtime, RuntimeConfig
 with Runtime(RuntimeConfig(home=sys.argv[1])) as rt:
     i = 0

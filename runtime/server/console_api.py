@@ -8,7 +8,8 @@ on every call, and every route below, like the rest of the API, refuses a call
 without it (401). Pages are sent with a strict Content-Security-Policy: guest output
 and oplog text are shown as text, never as markup, and no script but ours runs.
 
-Routes under ``/console/api`` (all JSON but ``logs``, an event stream):
+Routes under ``/console/api`` (JSON); for everything else (live output, snapshot,
+revert, invoke, …) the pages call the API's own routes:
 
 - ``GET  residency``: loaded workers and their last recovery (mode, when, how long);
 - ``GET  summary``: counts computed from the store (workers by status, oplog entries,
@@ -17,9 +18,6 @@ Routes under ``/console/api`` (all JSON but ``logs``, an event stream):
 - ``GET  workers/{c}/{n}/oplog?start&limit&kind&q``: a page of entries, filtered by
   kind and searched for text, each with its one-line summary;
 - ``GET  workers/{c}/{n}/snapshots``: every Snapshot entry, and whether it is kept;
-- ``GET  workers/{c}/{n}/logs?from=N&follow=1``: output chunks (Log entries) as
-  server-sent events, ``id`` = oplog index, following new ones while asked to;
-- ``POST workers/{c}/{n}/snapshot``, ``POST workers/{c}/{n}/revert``.
 """
 
 from __future__ import annotations
@@ -27,20 +25,18 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import anyio
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from golemish.oplog import Log, Snapshot
+from golemish.oplog import Snapshot
 
-from .. import versions
-from ..errors import ArgumentError, NotFoundError
+from ..errors import NotFoundError
 from ..typed.wit_types import format_type
+from .oplog_page import parse_kinds, scan
 
 if TYPE_CHECKING:
     from .app import Api, Handler
@@ -58,10 +54,6 @@ _HEADERS = {
 }
 #: Paths that need no token: the static shell (GET only; see BearerAuth).
 PUBLIC_PATHS = ("/", "/console/assets/")
-#: How often a followed log stream looks for new entries, and sends a keep-alive.
-POLL_S, KEEPALIVE_S = 0.2, 15.0
-#: Entries one filtered oplog request reads at most before it answers "more from N".
-MAX_SCAN = 20_000
 
 
 def asset_names() -> dict[str, Path]:
@@ -155,34 +147,18 @@ class Console:
                                         None if version == -1 else version)
         return JSONResponse(body)
 
-    def _oplog(self, wid: str, start: int, limit: int, kinds: set[str],
-               query: str) -> dict[str, Any]:
-        log = self.rt.store.oplog(wid)
-        if self.rt.store.get_worker(wid) is None:
-            raise NotFoundError(f"no worker {wid}")
-        last = log.last_index
-        filtered = bool(kinds or query)
-        end = min(last, start + (MAX_SCAN if filtered else limit) - 1)
-        found, scanned_to = [], start - 1
-        for index, entry in log.read(start, end):
-            scanned_to = index
-            item = {"index": index, **entry.to_json(), "summary": entry.summary()}
-            if kinds and item["kind"] not in kinds:
-                continue
-            if query and query not in json.dumps(item, default=str).lower():
-                continue
-            found.append(item)
-            if len(found) == limit:
-                break
-        more = scanned_to + 1 if scanned_to < last else None
-        return {"entries": found, "last_index": last, "next": more}
+    def _oplog(self, wid: str, start: int, limit: int, kinds: str | None,
+               query: str | None) -> dict[str, Any]:
+        found = scan(self.rt, wid, start, limit, parse_kinds(kinds), query)
+        entries = [{**item, "summary": e.summary()} for _, e, item in found.rows]
+        return {"entries": entries, "last_index": found.last_index, "next": found.next_start}
 
     async def oplog(self, request: Request) -> Response:
         wid = self.api._worker_id(request)
         start = self.api._int_param(request, "start", 1, 1, 1 << 62)
         limit = self.api._int_param(request, "limit", 50, 1, 1000)
-        kinds = {k for k in request.query_params.get("kind", "").split(",") if k}
-        query = request.query_params.get("q", "").strip().lower()
+        kinds = request.query_params.get("kind") or None
+        query = request.query_params.get("q", "").strip().lower() or None
         body = await self.api._blocking(self._oplog, wid, start, limit, kinds, query)
         return JSONResponse(json.loads(json.dumps(body, default=str)))
 
@@ -206,80 +182,6 @@ class Console:
         wid = self.api._worker_id(request)
         return JSONResponse(await self.api._blocking(self._snapshots, wid))
 
-    def _take_snapshot(self, wid: str, full: bool) -> dict[str, Any]:
-        with self.rt._lock(wid):  # the index read below is the snapshot's own
-            if self.rt.store.get_worker(wid) is None:
-                raise NotFoundError(f"no worker {wid}")
-            w = self.rt._get(wid, None, create=False)
-            entry = w.snapshot(full=full)
-            if entry is None:
-                reason = w.meta.get("snapshots_disabled", "this worker cannot be snapshotted")
-                raise ArgumentError(f"no snapshot of {wid}: {reason}")
-            return {"worker": wid, "index": w.oplog.last_index, **entry.to_json()}
-
-    async def take_snapshot(self, request: Request) -> Response:
-        wid = self.api._worker_id(request)
-        body = await self.api._json(request)
-        return JSONResponse(await self.api._blocking(self._take_snapshot, wid,
-                                                     bool(body.get("full", False))))
-
-    async def revert(self, request: Request) -> Response:
-        wid = self.api._worker_id(request)
-        body = await self.api._json(request)
-        to_index, last = body.get("to_index"), body.get("last_invocations")
-        if [to_index is None, last is None].count(False) != 1 or not all(
-                v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0)
-                for v in (to_index, last)):
-            raise ArgumentError("revert needs exactly one of \"to_index\" or "
-                                "\"last_invocations\": a non-negative integer")
-        r = await self.api._blocking(versions.revert, self.rt, wid, to_index=to_index,
-                                     last_invocations=last)
-        return JSONResponse({"worker": r.worker, "target": r.target, "index": r.index,
-                             "undone": r.undone, "effects": r.effects, "version": r.version,
-                             "seconds": r.seconds})
-
-    # -- live output -------------------------------------------------------------------
-    def _logs_from(self, wid: str, start: int) -> tuple[list[dict[str, Any]], int]:
-        log = self.rt.store.oplog(wid)
-        last = log.last_index
-        out = []
-        for index, e in log.read(start, last):
-            if isinstance(e, Log):
-                out.append({"index": index, "stream": "stdout" if e.stream == 1 else "stderr",
-                            "text": e.data.decode("utf-8", "replace")})
-        return out, max(start, last + 1)
-
-    async def logs(self, request: Request) -> Response:
-        wid = self.api._worker_id(request)
-        start = self.api._int_param(request, "from", 1, 1, 1 << 62)
-        follow = request.query_params.get("follow") in ("1", "true")
-        if await self.api._blocking(self.rt.store.get_worker, wid) is None:
-            raise NotFoundError(f"no worker {wid}")
-
-        async def events() -> AsyncIterator[str]:
-            nxt, idle = start, 0.0
-            yield "retry: 1000\n\n"
-            while True:
-                chunks, nxt = await self.api._blocking(self._logs_from, wid, nxt)
-                for c in chunks:
-                    yield f"id: {c['index']}\nevent: output\ndata: {json.dumps(c)}\n\n"
-                if not follow or self.stopping.is_set():
-                    yield "event: end\ndata: {}\n\n"
-                    return
-                if chunks:
-                    idle = 0.0
-                elif idle >= KEEPALIVE_S:
-                    idle = 0.0
-                    yield ": keep-alive\n\n"
-                await anyio.sleep(POLL_S)
-                idle += POLL_S
-                if await request.is_disconnected():
-                    return
-
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache",
-                                          "X-Accel-Buffering": "no"})
-
 
 def console_routes(api: Api, stopping: threading.Event, guarded: Any) -> list[Route]:
     c = Console(api, stopping)
@@ -293,8 +195,5 @@ def console_routes(api: Api, stopping: threading.Event, guarded: Any) -> list[Ro
         ("/console/api/components/{name}/functions", c.functions, "GET"),
         (w + "/oplog", c.oplog, "GET"),
         (w + "/snapshots", c.snapshots, "GET"),
-        (w + "/logs", c.logs, "GET"),
-        (w + "/snapshot", c.take_snapshot, "POST"),
-        (w + "/revert", c.revert, "POST"),
     ]
     return [Route(path, g(fn), methods=[m]) for path, fn, m in table]

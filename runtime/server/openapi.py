@@ -405,22 +405,4 @@ def console_paths() -> dict[str, Any]:
         w + "/snapshots": {"get": _op(
             "consoleSnapshots", "console", "Every snapshot entry and whether it is kept",
             {"200": _json({"type": "array", "items": _OBJ})}, params=_W)},
-        w + "/logs": {"get": _op(
-            "consoleLogs", "console",
-            "Output as server-sent events (event 'output', id = oplog index)",
-            {"200": {"description": "an event stream", "content": {
-                "text/event-stream": {"schema": _SSE_EVENT}}}},
-            params=[*_W, _query("from", {"type": "integer", "minimum": 1}),
-                    _query("follow", _BOOL)])},
-        w + "/snapshot": {"post": _op(
-            "consoleSnapshot", "console", "Snapshot the worker now",
-            {"200": _json(_ref("Snapshot"))}, params=_W,
-            body=_body(_obj([], {"full": _BOOL}), required=False),
-            errors=("400", "404", "409", "413", "422"))},
-        w + "/revert": {"post": _op(
-            "consoleRevert", "console", "Revert the worker to an earlier oplog index",
-            {"200": _json(_OBJ)}, params=_W,
-            body=_body(_obj([], {"to_index": {"type": "integer", "minimum": 0},
-                                 "last_invocations": {"type": "integer", "minimum": 0}})),
-            errors=("400", "404", "409", "413", "422"))},
     }

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from golemish.oplog.entries import ENTRY_TYPES
+from golemish.oplog.entries import ENTRY_TYPES, Entry
 
 from ..errors import ArgumentError
 from ..executor import Runtime
@@ -43,28 +43,42 @@ def parse_kinds(text: str | None) -> set[str] | None:
     return kinds
 
 
-def oplog_page(rt: Runtime, wid: str, start: int, limit: int, kind: str | None,
-               q: str | None) -> Page:
-    kinds = parse_kinds(kind)
-    needle = q.lower() if q else None
-    if kinds is None and needle is None:
-        rows = rt.oplog(wid, start, start + limit - 1)
-        entries = [json.loads(json.dumps({"index": i, **e.to_json()}, default=_encode))
-                   for i, e in rows]
-        return Page(entries, None)
+@dataclass
+class Scan:
+    """Matching entries (index, entry, JSON form), where to continue (None at the
+    end), and the oplog's last index when the scan began."""
+    rows: list[tuple[int, Entry, dict[str, Any]]]
+    next_start: int | None
+    last_index: int
+
+
+def scan(rt: Runtime, wid: str, start: int, limit: int, kinds: set[str] | None,
+         needle: str | None) -> Scan:
+    """Up to ``limit`` entries from ``start`` of kind in ``kinds`` whose JSON form
+    contains ``needle`` (lower case); None means no filter. A filtered scan reads at
+    most :data:`SCAN_LIMIT` entries."""
     rt.oplog(wid, 1, 0)  # NotFoundError for an unknown worker
-    out: list[dict[str, Any]] = []
-    last = rt.store.oplog(wid).last_index
-    end = min(last, start + SCAN_LIMIT - 1)
+    log = rt.store.oplog(wid)
+    last = log.last_index
+    filtered = kinds is not None or needle is not None
+    end = min(last, start + (SCAN_LIMIT if filtered else limit) - 1)
+    rows: list[tuple[int, Entry, dict[str, Any]]] = []
     i = start - 1
-    for i, e in rt.store.oplog(wid).read(start, end):
+    for i, e in log.read(start, end):
         if kinds is not None and e.NAME not in kinds:
             continue
         text = json.dumps({"index": i, **e.to_json()}, default=_encode)
         if needle is not None and needle not in text.lower():
             continue
-        out.append(json.loads(text))
-        if len(out) == limit:
+        rows.append((i, e, json.loads(text)))
+        if len(rows) == limit:
             break
-    nxt = i + 1 if i < last else None
-    return Page(out, nxt)
+    return Scan(rows, i + 1 if i < last else None, last)
+
+
+def oplog_page(rt: Runtime, wid: str, start: int, limit: int, kind: str | None,
+               q: str | None) -> Page:
+    kinds, needle = parse_kinds(kind), q.lower() if q else None
+    found = scan(rt, wid, start, limit, kinds, needle)
+    filtered = kinds is not None or needle is not None
+    return Page([item for _, _, item in found.rows], found.next_start if filtered else None)

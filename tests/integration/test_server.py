@@ -22,46 +22,9 @@ import pytest
 from golemish.runtime.executor import Runtime, RuntimeConfig
 from golemish.runtime.server.app import build_app
 from golemish.runtime.server.openapi import openapi_document
-from golemish.runtime.server.process import wait_until_serving
 
 from conftest import golemish_cmd
-
-
-class Server:
-    def __init__(self, home: str, *extra: str, token: str | None = None) -> None:
-        self.home = home
-        self.proc = subprocess.Popen(
-            [*golemish_cmd(), "--home", home, "serve", "--listen", "127.0.0.1:0", *extra,
-             *(["--token", token] if token else [])],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        url = wait_until_serving(home, self.proc)
-        if url is None:
-            self.proc.kill()
-            raise AssertionError(f"server did not start: {self.proc.communicate()}")
-        self.url = url
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=60)
-
-    def invoke(self, worker: str, function: str, *args: str, key: str | None = None,
-               client: httpx.Client | None = None) -> httpx.Response:
-        return (client or self.http).post(
-            f"/workers/{worker}/invoke", json={"function": function, "args": list(args)},
-            headers={"Idempotency-Key": key} if key else {})
-
-    def get(self, worker: str) -> int:
-        r = self.invoke(worker, "get")
-        assert r.status_code == 200, r.text
-        return r.json()["results"][0]["value"]
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        self.http.close()
-        self.proc.send_signal(sig)
-        try:
-            self.proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise
-        return self.proc.returncode
+from serverproc import ServerProc as Server
 
 
 @pytest.fixture

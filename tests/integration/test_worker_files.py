@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from golemish.runtime.errors import ArgumentError
-from golemish.runtime.python.component import load_interpreter
 
 AGENT = textwrap.dedent('''
     log = None
@@ -51,16 +50,6 @@ AGENT = textwrap.dedent('''
 
 #: Snapshots only where the test takes one.
 OFF = ("--snapshot-policy", "off")
-
-
-@pytest.fixture(scope="session")
-def interpreter() -> None:
-    from golemish.runtime.engine import Engine
-    engine = Engine()
-    try:
-        load_interpreter(engine)
-    finally:
-        engine.close()
 
 
 @pytest.mark.chaos

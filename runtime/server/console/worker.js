@@ -84,7 +84,7 @@ export async function workerPage(id, render) {
         : "resumed (it was loaded already)";
     }) }, "Resume"),
     h("button", { id: "btn-snapshot", onclick: () => action("snapshotting", async () => {
-      const r = await api(cbase + "/snapshot", { method: "POST", json: {} });
+      const r = await api(base + "/snapshot", { method: "POST", json: {} });
       return `snapshot at oplog index ${r.index}: ${r.changed_pages} changed pages, ${bytes(r.stored_bytes)} stored`;
     }) }, "Snapshot"),
     h("span", { class: "muted" }, "·"), revertTo,
@@ -92,7 +92,7 @@ export async function workerPage(id, render) {
       const to = Number(revertTo.value);
       if (!revertTo.value || !Number.isInteger(to)) throw new Error("give the oplog index to revert to");
       if (!confirm(`Revert ${id} to its state at oplog index ${to}? Later invocations are undone (kept in the oplog, void).`)) return "not reverted";
-      const r = await api(cbase + "/revert", { method: "POST", json: { to_index: to } });
+      const r = await api(base + "/revert", { method: "POST", json: { to_index: to } });
       return `reverted to oplog index ${r.target}: ${r.undone} invocation(s) undone` +
         (r.effects.length ? `; outside effects not undone: ${r.effects.join(", ")}` : "");
     }) }, "Revert"));
@@ -106,8 +106,8 @@ export async function workerPage(id, render) {
     while (!signal.aborted) {
       try {
         liveState.textContent = "following";
-        await followEvents(`${cbase}/logs?follow=1&from=${from}`, (ev) => {
-          if (ev.event !== "output") return;
+        await followEvents(`${base}/logs?follow=1&from=${from}`, (ev) => {
+          if (ev.event !== "log") return;
           const c = JSON.parse(ev.data);
           from = c.index + 1;
           const stick = live.scrollTop + live.clientHeight >= live.scrollHeight - 4;
