@@ -7,7 +7,8 @@ from .entries import (
 )
 from .errors import CorruptionError, GolemishError, StoreClosedError, StoreError, StoreInUseError
 from .backends.base import Op
-from .snapshots import Manifest, SnapshotStore, page_hash
+from .manifest import Manifest, page_hash
+from .snapshots import SnapshotStore
 from .stats import CommitObserver, CommitStats
 from .store import Store, WorkerOplog, content_hash, open_store
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from .entries import Create, InvokeStart, Snapshot, decode_entry
 from .errors import CorruptionError
 from .pagestore import BASE_REF, is_page_key
-from .snapshots import HASH_SIZE, Manifest
+from .manifest import HASH_SIZE, Manifest
 from .store import Store, _unpack_json
 from .worker_oplog import HEAD_PREFIX, length_mismatch
 

@@ -43,7 +43,7 @@ from .backends.base import Backend, Op
 from .errors import CorruptionError, StoreError
 
 if TYPE_CHECKING:
-    from .snapshots import Manifest
+    from .manifest import Manifest
 
 _U64 = struct.Struct(">Q")
 BASE_REF = b"b"

@@ -40,7 +40,8 @@ from .backends.group_commit import GroupConfig
 from .entries import Entry, Snapshot
 from .errors import CorruptionError, StoreError
 from .invocations import InvocationQueue
-from .snapshots import Manifest, SnapshotStore
+from .manifest import Manifest
+from .snapshots import SnapshotStore
 from .stats import CommitStats
 from .worker_oplog import WorkerOplog
 

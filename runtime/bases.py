@@ -22,7 +22,7 @@ import threading
 import xxhash
 
 from golemish.oplog import Manifest, Store
-from golemish.oplog.snapshots import ZERO_HASH, page_hash
+from golemish.oplog.manifest import ZERO_HASH, page_hash
 
 from .engine import Instance
 

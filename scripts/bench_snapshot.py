@@ -611,7 +611,7 @@ def _floor_once(blobs: list[tuple[int, bytes]], size: int, page_size: int, *,
 
 def bench_restore_size(wasm: bytes, mib: int, repeats: int, tmp: Path) -> dict[str, Any]:
     from golemish.runtime.executor import Runtime, RuntimeConfig
-    from golemish.oplog.snapshots import ZERO_HASH, page_hash
+    from golemish.oplog.manifest import ZERO_HASH, page_hash
 
     pristine, scratch = tmp / f"restore-{mib}", tmp / f"restore-{mib}-scratch"
     with _kv_runtime(pristine, "auto") as rt:

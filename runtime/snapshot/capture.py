@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from golemish.oplog import Manifest
-from golemish.oplog.snapshots import HASH_SIZE, ZERO_HASH, page_hash
+from golemish.oplog.manifest import HASH_SIZE, ZERO_HASH, page_hash
 
 from ..engine import Instance
 from ..errors import GolemishError

@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Any
 from ..engine import HostFunc, Instance
 from ..errors import Suspended
 from . import asyncify
-from .asyncify import AsyncStack, call_stackful
+from .async_stack import AsyncStack, call_stackful, DEFAULT_STACK_SIZE
 
 if TYPE_CHECKING:
     from ..worker import Worker
 
-STACK_SIZE = asyncify.DEFAULT_STACK_SIZE
+STACK_SIZE = DEFAULT_STACK_SIZE
 
 
 def unwindable(module: str, name: str) -> bool:

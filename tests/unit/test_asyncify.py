@@ -12,9 +12,11 @@ import pytest
 import wasmtime
 
 from golemish.runtime.snapshot import asyncify as asy
+from golemish.runtime.snapshot.async_stack import (
+    DEFAULT_STACK_SIZE, REWINDING, UNWINDING, AsyncStack, AsyncStackOverflow, call_stackful,
+)
 from golemish.runtime.snapshot.asyncify import (
-    DEFAULT_IMPORTS, REWINDING, UNWINDING, AsyncifyError, AsyncStack, AsyncStackOverflow,
-    asyncify, call_stackful, imports_arg, is_stackful,
+    DEFAULT_IMPORTS, AsyncifyError, asyncify, imports_arg, is_stackful,
 )
 from golemish.runtime.engine import Engine, FuncSig, HostFunc, Instance
 from golemish.runtime.errors import GuestTrap
@@ -181,7 +183,7 @@ def prepared(engine: Engine, wasm: bytes, **kw) -> wasmtime.Module:
 
 def run_with_restores(engine: Engine, module: wasmtime.Module, host: Host, funcs,
                       export: str, args: list[int], *, init: bool = False,
-                      size: int = asy.DEFAULT_STACK_SIZE) -> tuple[list, int]:
+                      size: int = DEFAULT_STACK_SIZE) -> tuple[list, int]:
     """Run ``export`` to the end; at every unwind snapshot, restore into a FRESH instance
     (no _initialize) and continue there. Returns (results, instances used)."""
     snaps = Snapshots(module)

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from golemish.oplog import GolemishError, codec
 from golemish.oplog.entries import ENTRY_TYPES, FORMAT_VERSION, InvokeStart, decode_entry, encode_entry
 from golemish.oplog.errors import CorruptionError
-from golemish.oplog.snapshots import MANIFEST_VERSION, Manifest
+from golemish.oplog.manifest import MANIFEST_VERSION, Manifest
 from golemish.runtime.typed import wave
 from golemish.runtime.cli import main
 from golemish.runtime.typed.wave_lex import WaveError
