@@ -77,7 +77,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (  # noqa: E402
-    cpu_sample, dir_bytes, foreign_cpu, fresh_copy, gc_paused, guest_modules, loadavg, machine_info, say, summary,
+    dir_bytes, fresh_copy, gc_paused, guest_modules, loadavg, machine_info, run_sections, say,
+    summary,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -213,8 +214,16 @@ class Stackful:
 
 # -- (1) recovery of one invocation killed at host call K ----------------------------
 
+#: The crashed run. Clock entries normally wait in memory for the next commit (up to
+#: MAX_PENDING_ENTRIES of them, or a mid-call snapshot), so a kill loses the last ones
+#: and recovery runs them again live: correct, since nobody saw them, but then K calls
+#: would not be K recorded calls. The child commits every entry, as a workload whose
+#: every step is seen by someone (output, an effect) does, so that the K-1 calls
+#: before the kill are on disk and recovery has all of them to replay or skip.
 CHILD = """\
 import sys
+import golemish.oplog.worker_oplog
+golemish.oplog.worker_oplog.MAX_PENDING_ENTRIES = 1
 from golemish.runtime.executor import Runtime, RuntimeConfig
 home, worker, k = sys.argv[1:4]
 rt = Runtime(RuntimeConfig(home=home))
@@ -723,15 +732,10 @@ def run(s: Settings, only: Sequence[str], out: Path) -> dict[str, Any]:
         f"{machine['platform']}, {machine['cpu_count']} CPUs, Python {machine['python']}, "
         f"wasmtime {machine['wasmtime']}, asyncify via {machine['asyncify_tool']}, "
         f"load {machine['loadavg_at_start']}")
-    loads: dict[str, Any] = {}
-    timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="golemish-bench-midcall-") as tmp_s:
         tmp = Path(tmp_s)
-        for section in SECTIONS:
-            if section not in only:
-                continue
-            say()
-            load0, t0, cpu0 = loadavg(), time.perf_counter(), cpu_sample()
+
+        def run_one(section: str) -> list[str]:
             if section == "recovery":
                 say("(1) recovery: crashing one invocation per K and store ...")
                 result["recovery"] = bench_recovery(wasm["journal"], stackful, s, tmp)
@@ -745,15 +749,9 @@ def run(s: Settings, only: Sequence[str], out: Path) -> dict[str, Any]:
             else:
                 result["promise"] = bench_promise(wasm["agent"], stackful, s, tmp)
                 lines = table_promise(result["promise"])
-            timings[section] = time.perf_counter() - t0
-            cpu = foreign_cpu(cpu0, cpu_sample())
-            loads[section] = {"start": load0, "end": loadavg(), "cpu": cpu}
-            for line in lines:
-                say(line)
-            other = (f"; other processes used {cpu['other_cpus']:.2f} of {cpu['machine_cpus']} "
-                     f"CPUs, this one {cpu['own_cpus']:.2f}" if cpu else "")
-            say(f"  [{section}: {timings[section]:.0f} s, load {load0} -> "
-                f"{loads[section]['end']}{other}]")
+            return lines
+
+        loads, timings = run_sections(SECTIONS, only, run_one)
     machine["loadavg_at_end"] = loadavg()
     result.update(headline=headline(result), loadavg_by_section=loads,
                   section_seconds=timings, elapsed_s=time.perf_counter() - t_start,

@@ -62,7 +62,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (  # noqa: E402
-    cpu_sample, dir_bytes, foreign_cpu, fresh_copy, gc_paused, guest_modules, loadavg, machine_info, say, summary,
+    dir_bytes, fresh_copy, gc_paused, guest_modules, loadavg, machine_info, run_sections, say,
+    summary,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -622,10 +623,10 @@ def bench_restore_size(wasm: bytes, mib: int, repeats: int, tmp: Path) -> dict[s
         snap_index = rt.store.oplog(KV).last_index
         # The floor's input: the compressed pages stored for this snapshot, in place.
         manifest = rt.store.snapshots.manifest(KV, snap_index)
-        prefix = KV.encode() + b"\0"
-        stored = dict(rt.store.backend.scan("pages", prefix, KV.encode() + b"\1"))
+        stored = dict(rt.store.snapshots.pages_for(KV, manifest).frames(
+            sorted(manifest.nonzero())))
         ps = manifest.page_size
-        blobs = [(p * ps, stored[prefix + manifest.page(p)])
+        blobs = [(p * ps, stored[manifest.page(p)])
                  for p in range(manifest.page_count) if manifest.page(p) != ZERO_HASH]
     del stored
     compressed = sum(len(z) for _, z in blobs)
@@ -657,10 +658,10 @@ def bench_restore_size(wasm: bytes, mib: int, repeats: int, tmp: Path) -> dict[s
             # Diagnostics, same process and store: what restore does beyond the floor.
             hashes = [manifest.page(p) for p in range(manifest.page_count)]
             hashes = [h for h in hashes if h != ZERO_HASH]
-            get = rt.store.backend.get
+            reader = rt.store.snapshots.pages_for(KV, manifest)
             with gc_paused():
                 t3 = time.perf_counter()
-                got = [get("pages", prefix + h) for h in hashes]
+                got = list(reader.frames(hashes))
                 t4 = time.perf_counter()
             del got
             import zstandard
@@ -971,15 +972,10 @@ def run(s: Settings, only: Sequence[str], out: Path) -> dict[str, Any]:
         f"{machine['platform']}, {machine['cpu_count']} CPUs, Python {machine['python']}, "
         f"wasmtime {machine['wasmtime']}, uffd {'yes' if machine['uffd_available'] else 'no'}, "
         f"load {machine['loadavg_at_start']}")
-    loads: dict[str, Any] = {}
-    timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="golemish-bench-snap-") as tmp_s:
         tmp = Path(tmp_s)
-        for section in SECTIONS:
-            if section not in only:
-                continue
-            say()
-            load0, t0, cpu0 = loadavg(), time.perf_counter(), cpu_sample()
+
+        def run_one(section: str) -> list[str]:
             if section == "recovery":
                 say("(1) recovery: building histories ...")
                 result["recovery"] = bench_recovery(wasm["counter"], s, tmp)
@@ -999,15 +995,9 @@ def run(s: Settings, only: Sequence[str], out: Path) -> dict[str, Any]:
                     say(line)
                 result["throughput"] = bench_throughput(wasm, s, tmp)
                 lines = []
-            timings[section] = time.perf_counter() - t0
-            cpu = foreign_cpu(cpu0, cpu_sample())
-            loads[section] = {"start": load0, "end": loadavg(), "cpu": cpu}
-            for line in lines:
-                say(line)
-            other = (f"; other processes used {cpu['other_cpus']:.2f} of {cpu['machine_cpus']} "
-                     f"CPUs, this one {cpu['own_cpus']:.2f}" if cpu else "")
-            say(f"  [{section}: {timings[section]:.0f} s, load {load0} -> "
-                f"{loads[section]['end']}{other}]")
+            return lines
+
+        loads, timings = run_sections(SECTIONS, only, run_one)
     machine["loadavg_at_end"] = loadavg()
     result.update(headline=headline(result), loadavg_by_section=loads,
                   section_seconds=timings, elapsed_s=time.perf_counter() - t_start,

@@ -71,6 +71,31 @@ def foreign_cpu(a: tuple[float, float, float] | None, b: tuple[float, float, flo
             "machine_cpus": cpus}
 
 
+def run_sections(sections: Sequence[str], only: Sequence[str],
+                 run_one: Callable[[str], list[str]]) -> tuple[dict[str, Any], dict[str, float]]:
+    """Run each of ``sections`` named in ``only``, in order: ``run_one(section)`` prints
+    what it likes and returns lines to print after it; then a footer says how long it
+    took and how loaded the machine was. Returns (load, seconds) by section."""
+    loads: dict[str, Any] = {}
+    timings: dict[str, float] = {}
+    for section in sections:
+        if section not in only:
+            continue
+        say()
+        load0, t0, cpu0 = loadavg(), time.perf_counter(), cpu_sample()
+        lines = run_one(section)
+        timings[section] = time.perf_counter() - t0
+        cpu = foreign_cpu(cpu0, cpu_sample())
+        loads[section] = {"start": load0, "end": loadavg(), "cpu": cpu}
+        for line in lines:
+            say(line)
+        other = (f"; other processes used {cpu['other_cpus']:.2f} of {cpu['machine_cpus']} "
+                 f"CPUs, this one {cpu['own_cpus']:.2f}" if cpu else "")
+        say(f"  [{section}: {timings[section]:.0f} s, load {load0} -> "
+            f"{loads[section]['end']}{other}]")
+    return loads, timings
+
+
 def say(line: str = "") -> None:
     print(line, flush=True)
 
