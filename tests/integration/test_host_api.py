@@ -7,10 +7,12 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 from golemish.oplog import EffectBegin, HostCall, InvokeEnd, InvokeStart, Rewind
+from golemish.runtime.errors import NotFoundError
 from golemish.runtime.executor import Runtime, RuntimeConfig
 from golemish.runtime.testing import EffectSink
 
@@ -120,11 +122,29 @@ def test_a_long_sleep_suspends_and_wakes_at_the_recorded_deadline(agent, cli, ho
     assert time.time() - t0 < 60  # woke by its deadline, not by a stuck wait
 
 
+def _recorded_sleep(home: str, worker: str, pid: int) -> bool:
+    """Has process ``pid``, which owns the store, committed a sleep for ``worker``? (A
+    reader opened before the writer took the store would keep it from taking it.)"""
+    lock = next(Path(home).rglob("golemish.lock"), None)
+    if lock is None or lock.read_text().strip() != str(pid):
+        return False
+    try:
+        with Runtime(RuntimeConfig(home=home, readonly=True)) as rt:
+            return any(isinstance(e, HostCall) and e.name == "sleep" for _, e in rt.oplog(worker))
+    except NotFoundError:
+        return False
+
+
 def test_after_a_kill_a_blocking_sleep_sleeps_only_what_is_left(agent, cli, home):
     env = {**os.environ, "GOLEMISH_HOME": home}
     proc = subprocess.Popen([*golemish_cmd(), "invoke", agent, "nap", "1800"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)
+    # Kill once the sleep's deadline is on disk (the blocking sleep commits it before it
+    # waits), however long the CLI took to start.
+    deadline = time.monotonic() + 60
+    while not _recorded_sleep(home, agent, proc.pid):
+        assert proc.poll() is None and time.monotonic() < deadline, "the nap never slept"
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert cli("--json", "worker", "show", agent, check=True).stdout.count("interrupted")
