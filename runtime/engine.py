@@ -484,10 +484,12 @@ class Instance:
         return GuestTrap(f"guest trapped: {name}{where}")
 
     def close(self) -> None:
+        store, self._store = self._store, None  # type: ignore[assignment]
         self._exports = None  # type: ignore[assignment]
         self._instance = None  # type: ignore[assignment]
         self._memory = None
-        self._store = None  # type: ignore[assignment]
+        if store is not None:
+            store.close()
         self._callback = None  # after the store, which calls it
 
 

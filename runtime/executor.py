@@ -615,8 +615,25 @@ class Runtime:
             loaded = list(self._workers.items())
         return {wid: (w.last_recovery, w.last_recovery_ns) for wid, w in loaded}
 
-    def worker_ids(self) -> list[str]:
-        return [m["id"] for m in self.store.list_workers()]
+    def worker_ids(self, component: str | None = None, status: str | None = None,
+                   version: int | None = None) -> list[str]:
+        """Worker ids, narrowed by what the stored metadata says without describing
+        each worker (``worker_info`` reads its oplog and snapshots): a stored
+        ``suspended`` or ``failed`` is the status; ``idle`` and ``interrupted`` are
+        told apart by the oplog, so those filters keep every other worker."""
+        out = []
+        for m in self.store.list_workers():
+            if component and m.get("component") != component:
+                continue
+            if version is not None and m.get("version") != version:
+                continue
+            stored = m.get("status") if m.get("status") in ("suspended", "failed") else None
+            if status in ("suspended", "failed") and stored != status:
+                continue
+            if status in ("idle", "interrupted") and stored is not None:
+                continue
+            out.append(m["id"])
+        return out
 
     def worker_info(self, worker_id: str) -> dict[str, Any]:
         meta = self.store.get_worker(worker_id)

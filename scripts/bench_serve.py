@@ -31,6 +31,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -256,6 +257,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="group commit window of the --sync server (GOLEMISH_COMMIT_WINDOW_MS)")
     p.add_argument("--startup-only", action="store_true",
                    help="only the start-up table (writes bench_serve_startup.json)")
+    p.add_argument("--sleep-rounds", type=int, default=1, metavar="N",
+                   help="sleepers: runs of each GC mode, alternating (default 1)")
     p.add_argument("--sleep-window", type=float, default=None, metavar="S",
                    help="sleepers: spread the wake deadlines over S seconds (default 20; "
                         "--quick 2)")
@@ -296,15 +299,27 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="golemish-bench-serve-") as tmp:
         if "sleepers" in only:
             agent = benchlib.guest_modules(["agent"])["agent"]
-            res = parts.sleepers(Path(tmp), agent, Client, 200 if a.quick else 1000,
-                                 a.sleep_window or (2.0 if a.quick else 20.0))
+            n_sl, win = 200 if a.quick else 1000, a.sleep_window or (2.0 if a.quick else 20.0)
+            # Side by side: Python's own full collections (the old behaviour) against
+            # the waker's scheduled ones, alternating, a.sleep_rounds times each.
+            runs: dict[str, list[dict[str, Any]]] = {"python": [], "scheduled": []}
+            for _ in range(a.sleep_rounds):
+                for mode in runs:
+                    runs[mode].append(parts.sleepers(Path(tmp), agent, Client, n_sl, win,
+                                                     gc_mode=mode))
+                    shutil.rmtree(Path(tmp) / f"sleepers-{mode}", ignore_errors=True)
+            res = parts.sleepers_summary(runs)
             doc["sleepers"] = res
+            for mode in ("python", "scheduled"):
+                lat = res["by_gc_mode"][mode]["lateness_ms"]
+                benchlib.say(f"durable sleep wake-up, {res['sleepers']} sleepers over "
+                             f"{res['window_s']:g} s, full GC {mode}: lateness p50 "
+                             f"{lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, max "
+                             f"{lat['max']:.1f} ms (medians of {a.sleep_rounds} runs)")
             lat = res["lateness_ms"]
-            benchlib.say(f"durable sleep wake-up, {res['sleepers']} sleepers over "
-                         f"{res['window_s']:g} s: lateness p50 {lat['p50']:.1f} ms, p99 "
-                         f"{lat['p99']:.1f} ms, max {lat['max']:.1f} ms (target p99 <= "
-                         f"{parts.TARGET_WAKE_P99_MS:g} ms: "
-                         f"{'PASS' if lat['p99'] <= parts.TARGET_WAKE_P99_MS else 'MISS'})")
+            benchlib.say(f"  target p99 <= {parts.TARGET_WAKE_P99_MS:g} ms: "
+                         f"{'PASS' if lat['p99'] <= parts.TARGET_WAKE_P99_MS else 'MISS'} "
+                         f"(p99 {lat['p99']:.1f} ms, the server's default)")
         if "workers" in only:
             res = parts.workers(Path(tmp), wasm, Client, 1000 if a.quick else 10_000,
                                 100 if a.quick else 500)

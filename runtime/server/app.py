@@ -220,7 +220,7 @@ class Api:
     def _worker_infos(self, component: str | None, status: str | None,
                       version: int | None) -> list[Any]:
         infos = []
-        for wid in self.rt.worker_ids():
+        for wid in self.rt.worker_ids(component, status, version):  # a cheap first cut
             if component and not wid.startswith(component + "/"):
                 continue
             info = self.rt.worker_info(wid)

@@ -11,11 +11,22 @@ deleted meanwhile) and resumes it in a thread of its own, so one sleeper never
 delays another. A promise's completion resumes its worker in the request that
 completes it (Runtime.complete_promise). At start, invocations that a crash cut
 off are finished, one worker after another.
+
+Python's full (generation 2) garbage collections stop every thread for as long as
+they walk the heap, ~0.5 µs per tracked object here: with 1,000 resident workers
+(~380 objects each) that is 200-400 ms, every few seconds, and every sleeper due in
+it wakes that late. So while the waker runs it takes them over (:class:`FullCollections`):
+Python's own collector keeps its young generations, and the waker runs the full
+collection itself when no sleeper is due for twice the last one's pause, or after
+``max_wait_s`` whatever is due. ``GOLEMISH_WAKE_GC=python`` leaves Python's collector
+as it is (for side-by-side measurement).
 """
 
 from __future__ import annotations
 
+import gc
 import heapq
+import os
 import threading
 import time
 from collections.abc import Iterable
@@ -80,20 +91,97 @@ class Timers:
             out.append((wid, until))
 
 
+def collect_now(now_ns: int, next_due_ns: int | None, pause_s: float, gen1_runs: int,
+                since_full_s: float, *, every: int = 10, max_wait_s: float = 60.0) -> bool:
+    """Whether to run a full collection now: Python would (``every`` young collections
+    since the last), and no sleeper is due within twice its pause (plus 10 ms) — or
+    one has waited ``max_wait_s``, so garbage in old cycles is freed in bounded time."""
+    if gen1_runs < every:
+        return False
+    if since_full_s >= max_wait_s:
+        return True
+    return next_due_ns is None or next_due_ns - now_ns > (2 * pause_s + 0.01) * 1e9
+
+
+#: Python's thresholds while wakers hold generation 2, and how many do.
+_GC_LOCK = threading.Lock()
+_SAVED: tuple[int, int, int] = (700, 10, 10)
+_HOLDERS = 0
+
+
+class FullCollections:
+    """The process's full garbage collections, moved to moments no sleeper is due.
+
+    ``install`` keeps Python's thresholds for generations 0 and 1 and makes the third
+    one unreachable (Python then never picks generation 2 by itself), and freezes the
+    objects that exist at start-up (modules, classes: never garbage) so that full
+    collections do not walk them again. ``uninstall`` puts both back (when the last
+    waker of the process stops).
+    """
+
+    def __init__(self, *, max_wait_s: float = 60.0) -> None:
+        self.max_wait_s = max_wait_s
+        self.pause_s = 0.05  # until measured
+        self.collections = 0
+        self._last = time.monotonic()
+        self._installed = False
+
+    def install(self) -> bool:
+        global _SAVED, _HOLDERS
+        with _GC_LOCK:
+            if self._installed or not gc.isenabled() or gc.get_threshold()[0] == 0:
+                return False
+            if _HOLDERS == 0:  # the first waker of the process (tests run several)
+                _SAVED = gc.get_threshold()
+                gc.set_threshold(_SAVED[0], _SAVED[1], 1 << 30)
+                gc.freeze()
+            _HOLDERS += 1
+            self._installed = True
+            self._last = time.monotonic()
+            return True
+
+    def uninstall(self) -> None:
+        global _HOLDERS
+        with _GC_LOCK:
+            if not self._installed:
+                return
+            self._installed = False
+            _HOLDERS -= 1
+            if _HOLDERS == 0:
+                gc.set_threshold(*_SAVED)
+                gc.unfreeze()
+
+    def due(self, now_ns: int, next_due_ns: int | None) -> bool:
+        return self._installed and collect_now(
+            now_ns, next_due_ns, self.pause_s, gc.get_count()[2],
+            time.monotonic() - self._last, max_wait_s=self.max_wait_s)
+
+    def collect(self) -> None:
+        t0 = time.perf_counter()
+        gc.collect()
+        self.pause_s = time.perf_counter() - t0
+        self._last = time.monotonic()
+        self.collections += 1
+
+
 class Waker:
     """A background thread that resumes sleeping workers when their time comes."""
 
     def __init__(self, rt: Runtime, *, backstop_s: float = 30.0) -> None:
         self.rt, self.backstop_s = rt, backstop_s
         self._stop = False
-        self._busy: set[str] = set()
+        #: Workers being woken, and the deadline each sleeps to.
+        self._busy: dict[str, int] = {}
         self._cond = threading.Condition()
         self._timers = Timers()
+        self.collector = FullCollections()
         self._thread = threading.Thread(target=self._loop, name="golemish-waker", daemon=True)
 
     def start(self) -> None:
         # Listening before the first scan: a sleep recorded in between is not missed.
         self.rt.sleep_listeners.append(self.notify)
+        if os.environ.get("GOLEMISH_WAKE_GC", "scheduled") != "python":
+            self.collector.install()
         self._thread.start()
 
     def stop(self) -> None:
@@ -106,6 +194,7 @@ class Waker:
             pass
         if self._thread.is_alive():
             self._thread.join(10)
+        self.collector.uninstall()
 
     def notify(self, worker_id: str, until_ns: int) -> None:
         """A worker suspended in a durable sleep until ``until_ns`` (Runtime listener)."""
@@ -149,6 +238,7 @@ class Waker:
             pass
         next_scan = time.monotonic() + self.backstop_s
         while True:
+            collect = False
             with self._cond:
                 while True:
                     if self._stop:
@@ -161,11 +251,20 @@ class Waker:
                     ready = self._timers.pop_due(now, lead)
                     if ready:
                         break
-                    wait = next_scan - time.monotonic()
                     nxt = self._timers.next_ns()
+                    # Sleepers being woken block in the guest until their deadline.
+                    first = min([*self._busy.values(), *([nxt] if nxt is not None else [])],
+                                default=None)
+                    if self.collector.due(now, first):
+                        collect = True
+                        break
+                    wait = min(next_scan - time.monotonic(), 1.0)  # 1 s: collections
                     if nxt is not None:
                         wait = min(wait, (nxt - lead - now) / 1e9)
                     self._cond.wait(max(wait, 0.0))
+            if collect:
+                self.collector.collect()
+                continue
             if ready is None:
                 self._rescan()
                 next_scan = time.monotonic() + self.backstop_s
@@ -188,7 +287,7 @@ class Waker:
         with self._cond:
             if wid in self._busy:
                 return
-            self._busy.add(wid)
+            self._busy[wid] = until_ns
         threading.Thread(target=self._wake_busy, args=(wid,), daemon=True,
                          name=f"golemish-wake-{wid}").start()
 
@@ -197,7 +296,7 @@ class Waker:
             self._wake(wid)
         finally:
             with self._cond:
-                self._busy.discard(wid)
+                self._busy.pop(wid, None)
 
     def _wake(self, wid: str) -> None:
         try:

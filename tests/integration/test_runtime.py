@@ -194,3 +194,36 @@ def test_invocations_on_one_worker_run_one_at_a_time(make_runtime, guests):
     assert ints(rt.invoke("journal/j", "count")) == [400]
     rt.close()
     assert ints(make_runtime().invoke("journal/j", "count")) == [400]
+
+
+def test_worker_ids_narrowed_by_stored_status_agree_with_worker_info(make_runtime, guests):
+    from golemish.runtime.errors import Suspended
+    rt = make_runtime()
+    deploy_counter(rt, guests)
+    rt.deploy(guests["agent"].read_bytes(), "agent")
+    rt.invoke("counter/a", "add", ["1"])
+    rt.invoke("agent/idle", "nap", ["0"])
+    with pytest.raises(Suspended):
+        rt.invoke("agent/asleep", "nap", ["600000"])
+    everyone = sorted(rt.worker_ids())
+    assert everyone == ["agent/asleep", "agent/idle", "counter/a"]
+    for status in ("suspended", "idle", "interrupted", "failed", None):
+        for component in ("agent", "counter", None):
+            for version in (1, 2, None):
+                slow = sorted(w for w in everyone
+                              if (status is None or rt.worker_info(w)["status"] == status)
+                              and (component is None or w.startswith(component + "/"))
+                              and (version is None or rt.worker_info(w)["version"] == version))
+                cut = rt.worker_ids(component, status, version)
+                # The cheap cut keeps every match (the caller checks the rest)...
+                assert set(slow) <= set(cut)
+                # ...and drops the workers whose stored status or component rules them out.
+                if status == "suspended":
+                    assert set(cut) <= {"agent/asleep"}
+                if status in ("idle", "interrupted"):
+                    assert "agent/asleep" not in cut
+                if component == "counter":
+                    assert set(cut) <= {"counter/a"}
+                if version == 2:
+                    assert cut == []
+    assert rt.worker_ids(status="suspended") == ["agent/asleep"]
