@@ -40,7 +40,6 @@ from .host.wasi import SIGNATURES as WASI_SIGNATURES
 from .host.wasi import signature as wasi_signature
 from .snapshot import asyncify
 from .snapshot.instrument import GLOBAL_PREFIX, TABLE_PREFIX, InstrumentError, instrument
-from .typed import invoke as typed
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +157,7 @@ def deploy(store: Store, engine: Engine, wasm: bytes, name: str,
     check_name(name)
     listed, blobs = pack_files(files)
     refuse_unsupported(wasm)
+    from .typed import invoke as typed  # WIT parsing only where a component has one
     wit = typed.wit_of(wasm, wit)  # a custom section could be lost in the transform
     if stackful:
         engine.compile(wasm)  # a clear message for invalid input, before Binaryen sees it
@@ -234,7 +234,7 @@ class ModuleCache:
         self.readonly = readonly
         self._loaded: dict[str, wasmtime.Module] = {}
         self._sigs: dict[str, dict[str, FuncSig]] = {}
-        self._ifaces: dict[tuple[str, str], typed.Interface] = {}
+        self._ifaces: dict[tuple[str, str], Any] = {}  # typed.invoke.Interface
 
     def load(self, meta: dict[str, Any]) -> wasmtime.Module:
         digest = meta["hash"]
@@ -287,7 +287,7 @@ class ModuleCache:
             os.replace(tmp, path)
         return module
 
-    def interface(self, meta: dict[str, Any]) -> typed.Interface | None:
+    def interface(self, meta: dict[str, Any]) -> Any:
         """The component's WIT interface, if it was deployed with one."""
         if "wit" not in meta:
             return None
@@ -296,7 +296,8 @@ class ModuleCache:
             from .python.guest import PythonInterface
             self._ifaces[key] = PythonInterface(meta["wit"], meta["name"], meta["python_names"])
         elif key not in self._ifaces:
-            self._ifaces[key] = typed.Interface(meta["wit"], meta["name"])
+            from .typed.invoke import Interface
+            self._ifaces[key] = Interface(meta["wit"], meta["name"])
         return self._ifaces[key]
 
     def signatures(self, meta: dict[str, Any]) -> dict[str, FuncSig]:

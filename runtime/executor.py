@@ -33,6 +33,7 @@ from .errors import (
     ArgumentError, ClosedError, ComponentError, ExistsError, GolemishError, NotFoundError,
     PromiseError, Suspended,
 )
+from .history import read_history
 from .host import http
 from .journal import Deferred, OutputFn
 from .locks import CallCycle, WorkerLocks
@@ -647,9 +648,10 @@ class Runtime:
             w = self._cached(worker_id)
         w = w or Worker(self, meta, None)
         oplog = w.oplog
-        invocations = sum(1 for _, k in oplog.kinds() if k == InvokeStart.KIND)
+        history = read_history(oplog)  # one pass for the count and the status
+        invocations = sum(1 for _, k in history.kinds if k == InvokeStart.KIND)
         lo, hi = oplog.archive_span()
-        return {**meta, "status": w.status(), "oplog_length": oplog.last_index,
+        return {**meta, "status": w.status(history), "oplog_length": oplog.last_index,
                 "oplog_archived": hi - lo,
                 "invocations": invocations, "snapshot_policy": str(w.policy),
                 "memory_limit": w.memory_limit, "time_limit": w.time_limit,

@@ -17,9 +17,7 @@ from .errors import (
     WorkerSuspendedError,
 )
 from .journal import describe
-from .typed import wave
 from .typed.values import format_value, same_values, typed
-from .typed.wave_json import to_json
 
 if TYPE_CHECKING:
     from .engine import Instance
@@ -173,6 +171,8 @@ def result_json(w: Worker, function: str, results: Sequence[TypedValue]) -> Any:
     func = w.iface.find(function) if w.iface is not None else None
     if func is None or func.result is None or len(results) != 1:
         return None
+    from .typed import wave  # WAVE only for components with a WIT interface
+    from .typed.wave_json import to_json
     return to_json(wave.parse(str(results[0][1]), func.result), func.result)
 
 

@@ -18,6 +18,7 @@ from golemish.oplog import Create, Entry, InvokeStart, Manifest, Snapshot, Typed
 from . import invocation, worker_recovery, worker_snapshots
 from .component_files import component_wasi
 from .errors import DivergenceError, NotFoundError, WorkerFailedError
+from .history import History
 from .host.api import GolemishHost, Services
 from .host.wasi import WasiHost
 from .invocation import InvocationResult
@@ -248,10 +249,12 @@ class Worker:
         """Start dirty tracking on a fresh instance, relative to its component's base."""
         worker_snapshots.track_fresh(self, inst)
 
-    def status(self) -> str:
+    def status(self, history: History | None = None) -> str:
+        """idle, interrupted (an invocation left open), failed or suspended;
+        ``history``: the whole oplog's, if the caller has read it already."""
         if self.meta.get("status") in ("failed", "suspended"):
             return str(self.meta["status"])
-        plan = worker_recovery.plan_tail(self, 0)
+        plan = worker_recovery.plan_tail(self, 0, history=history)
         return "interrupted" if plan.open_start is not None else "idle"
 
     def entries(self, start: int = 1, end: int | None = None) -> list[tuple[int, Entry]]:

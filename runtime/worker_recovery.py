@@ -17,7 +17,7 @@ from golemish.oplog import (
 
 from . import invocation
 from .errors import DivergenceError, Interrupted, InvocationFailed, WorkerSuspendedError
-from .history import read_history
+from .history import History, read_history
 from .host.wasi_files import FileWasi
 from .journal import Cursor, describe
 from .observe import recovery_mode
@@ -153,18 +153,20 @@ def restore_latest(w: Worker, create: Create, report: RecoveryReport) -> Manifes
 
 
 def plan_log(log: WorkerOplog, worker_id: str, start: int,
-             open_at: int | None = None) -> RecoveryPlan:
+             open_at: int | None = None, history: History | None = None) -> RecoveryPlan:
     """The one way a recovery is planned: the pure planner over the history after
     ``start`` (Rewind and Revert markers read here). ``open_at``: the invocation a
-    mid-call snapshot was taken inside, which stays open."""
-    h = read_history(log, start + 1)
+    mid-call snapshot was taken inside, which stays open. ``history``: that history,
+    already read (from ``start + 1``) by a caller that needs it too."""
+    h = history if history is not None else read_history(log, start + 1)
     return plan_recovery(worker_id, h.kinds, start, h.rewinds, open_at=open_at,
                          reverts=h.reverts)
 
 
-def plan_tail(w: Worker, start: int, open_at: int | None = None) -> RecoveryPlan:
+def plan_tail(w: Worker, start: int, open_at: int | None = None,
+              history: History | None = None) -> RecoveryPlan:
     """Plan the replay of the worker's entries after ``start``."""
-    return plan_log(w.oplog, w.id, start, open_at)
+    return plan_log(w.oplog, w.id, start, open_at, history)
 
 
 def plan_midcall(w: Worker, midcall: list[Any]) -> Any:

@@ -25,6 +25,7 @@ from golemish.oplog.store import store_path
 
 from ..errors import ArgumentError
 from ..executor import Runtime, RuntimeConfig
+from .cutoff import CutOffRecovery
 from .waker import Waker
 
 SERVER_FILE = "server.json"
@@ -154,18 +155,17 @@ def _server_class(state: Any) -> Any:
 
 
 def serve(rt_config: RuntimeConfig, cfg: ServerConfig) -> None:
-    """Serve until SIGTERM/SIGINT, then drain and close. Blocks."""
-    import uvicorn  # the HTTP stack only for the server, not every CLI command
+    """Serve until SIGTERM/SIGINT, then drain and close. Blocks.
 
-    from .app import build_app, classify_error
-    from .evictor import Evictor
-    from .manage import ServerState
+    Start-up order: bind (a bad address fails before anything else), open the
+    Runtime, start finishing cut-off invocations (server/cutoff.py) in a thread,
+    and only then import and build the HTTP stack, write server.json and serve: the
+    recovery runs while the HTTP layer loads, and server.json still means the API
+    answers.
+    """
+    import prometheus_client
+
     from .metrics import Metrics
-    from .scheduler import Scheduler
-    state = ServerState(idle_timeout=cfg.idle_timeout, max_memory=cfg.max_memory,
-                        drain_timeout=cfg.drain_timeout)
-    _Server = _server_class(state)
-
     host, port = check_listen(cfg)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say TCP,
@@ -177,63 +177,87 @@ def serve(rt_config: RuntimeConfig, cfg: ServerConfig) -> None:
     except OSError as e:
         sock.close()
         raise ArgumentError(f"cannot listen on {cfg.listen}: {e.strerror}") from None
-    import prometheus_client
     prometheus_client.disable_created_metrics()  # no *_created series beside each counter
     metrics = Metrics()
     rt_config.observer = metrics
     rt = Runtime(rt_config)
-    metrics.attach(rt)
     record = server_file(rt_config.home)
+    cut_off: CutOffRecovery | None = None
     try:
-        sock.listen(1024)
-        bound_host, bound_port = sock.getsockname()[:2]
-        shown = f"[{bound_host}]" if family == socket.AF_INET6 else bound_host
-        url = state.url = f"http://{shown}:{bound_port}"
-        scheduler = Scheduler(rt, classify=classify_error)
-        app = build_app(rt, token=cfg.token, threads=cfg.threads, state=state,
-                        metrics=metrics, poke=scheduler.poke)
-        if rt.cluster is not None:  # one of several executors: route, lease, fail over
-            from .routing import Router
-            rt.cluster.config.address = rt.cluster.config.address or url
-            app = Router(app, rt)
-            if cfg.token:  # the router answers /cluster and forwards: behind the token
-                from .app import BearerAuth
-                from .console_api import PUBLIC_PATHS
-                app = BearerAuth(app, cfg.token, PUBLIC_PATHS)
-        server = _Server(uvicorn.Config(
-            app, log_level="warning", access_log=False, lifespan="off",
-            timeout_keep_alive=30, timeout_graceful_shutdown=cfg.drain_timeout))
-        if record is not None:
-            tmp = record.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"pid": os.getpid(), "url": url,
-                                       "token": bool(cfg.token),
-                                       "started_at": state.started_at}))
-            os.replace(tmp, record)
-        print(f"golemish: serving {rt.store.location} on {url}", flush=True)
-        # Alone, the waker hears of every sleeper it must wake; in a cluster a sleeper
-        # may fall to this executor when another dies, so it rescans the store often.
-        waker = Waker(rt) if rt.cluster is None else Waker(rt, backstop_s=0.5)
-        evictor = Evictor(rt, idle_timeout=cfg.idle_timeout, max_memory=cfg.max_memory)
-        if rt.cluster is not None:
-            rt.cluster.start()
-        waker.start()
-        scheduler.start()
-        evictor.start()
-        try:
-            server.run(sockets=[sock])
-        finally:
-            state.stopping.set()
-            evictor.stop()
-            scheduler.stop()
-            waker.stop()
-            if rt.cluster is not None:
-                rt.cluster.stop()  # gives the leases up: the others take over at once
+        # Alone, this server owns every worker: finish the cut-off ones at once. In a
+        # cluster only after the executor has joined and holds leases (below).
+        if rt.cluster is None:
+            cut_off = CutOffRecovery(rt).start()
+        _serve(rt, cfg, sock, family, metrics, record, cut_off)
     finally:
+        if cut_off is not None:
+            cut_off.stop()
         try:
             _close_within(rt, cfg.drain_timeout, record)
         finally:
             sock.close()
             _remove_record(record)
+
+
+def _serve(rt: Runtime, cfg: ServerConfig, sock: socket.socket, family: int,
+           metrics: Any, record: Path | None, cut_off: CutOffRecovery | None) -> None:
+    """Build the HTTP app over the open Runtime, write server.json and serve."""
+    import uvicorn  # the HTTP stack only for the server, not every CLI command
+
+    from .app import build_app, classify_error
+    from .evictor import Evictor
+    from .manage import ServerState
+    from .scheduler import Scheduler
+    state = ServerState(idle_timeout=cfg.idle_timeout, max_memory=cfg.max_memory,
+                        drain_timeout=cfg.drain_timeout)
+    _Server = _server_class(state)
+    metrics.attach(rt)
+    sock.listen(1024)
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if family == socket.AF_INET6 else bound_host
+    url = state.url = f"http://{shown}:{bound_port}"
+    scheduler = Scheduler(rt, classify=classify_error)
+    app = build_app(rt, token=cfg.token, threads=cfg.threads, state=state,
+                    metrics=metrics, poke=scheduler.poke)
+    if rt.cluster is not None:  # one of several executors: route, lease, fail over
+        from .routing import Router
+        rt.cluster.config.address = rt.cluster.config.address or url
+        app = Router(app, rt)
+        if cfg.token:  # the router answers /cluster and forwards: behind the token
+            from .app import BearerAuth
+            from .console_api import PUBLIC_PATHS
+            app = BearerAuth(app, cfg.token, PUBLIC_PATHS)
+    server = _Server(uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="off",
+        timeout_keep_alive=30, timeout_graceful_shutdown=cfg.drain_timeout))
+    if record is not None:
+        tmp = record.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "url": url,
+                                   "token": bool(cfg.token),
+                                   "started_at": state.started_at}))
+        os.replace(tmp, record)
+    print(f"golemish: serving {rt.store.location} on {url}", flush=True)
+    # Alone, the waker hears of every sleeper it must wake; in a cluster a sleeper
+    # may fall to this executor when another dies, so it rescans the store often.
+    waker = Waker(rt) if rt.cluster is None else Waker(rt, backstop_s=0.5)
+    evictor = Evictor(rt, idle_timeout=cfg.idle_timeout, max_memory=cfg.max_memory)
+    if rt.cluster is not None:
+        rt.cluster.start()
+        cut_off = CutOffRecovery(rt).start()  # of the workers this executor holds
+    waker.start()
+    scheduler.start()
+    evictor.start()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        state.stopping.set()
+        if cut_off is not None:
+            cut_off.stop()
+        evictor.stop()
+        scheduler.stop()
+        waker.stop()
+        if rt.cluster is not None:
+            rt.cluster.stop()  # gives the leases up: the others take over at once
 
 
 def _remove_record(record: Path | None) -> None:
@@ -250,7 +274,7 @@ def _close_within(rt: Runtime, timeout: float, record: Path | None) -> None:
     """Close the Runtime (each worker's running invocation finishes first), or, if
     invocations still run after ``timeout``, park them: exit without waiting. Their
     InvokeStart is recorded and no response was sent, so nothing acknowledged is lost;
-    the next server finishes them at start (waker._recover_cut_off)."""
+    the next server finishes them at start (server/cutoff.py)."""
     done = threading.Event()
 
     def close() -> None:

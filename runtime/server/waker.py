@@ -9,8 +9,8 @@ sleepers block in the guest for at most the Runtime's ``suspend_after_s``), then
 re-reads each due worker's metadata (it may have been resumed, interrupted or
 deleted meanwhile) and resumes it in a thread of its own, so one sleeper never
 delays another. A promise's completion resumes its worker in the request that
-completes it (Runtime.complete_promise). At start, invocations that a crash cut
-off are finished, one worker after another.
+completes it (Runtime.complete_promise). Invocations that a crash cut off are
+finished at start by server/cutoff.py.
 
 Python's full (generation 2) garbage collections stop every thread for as long as
 they walk the heap, ~0.5 µs per tracked object here: with 1,000 resident workers
@@ -217,25 +217,8 @@ class Waker:
                     self._timers.set(wid, until)
             self._cond.notify()
 
-    def _recover_cut_off(self) -> None:
-        """Finish invocations that a crash of the previous owner cut off."""
-        for meta in self.rt.store.list_workers():
-            if self._stop:
-                return
-            if meta.get("status") in ("failed", "suspended"):
-                continue
-            try:
-                if self.rt.worker_info(meta["id"])["status"] == "interrupted":
-                    self._wake(meta["id"])
-            except GolemishError:
-                pass  # reported when someone asks for the worker
-
     def _loop(self) -> None:
         self._rescan()
-        try:
-            self._recover_cut_off()
-        except GolemishError:
-            pass
         next_scan = time.monotonic() + self.backstop_s
         while True:
             collect = False
