@@ -19,6 +19,7 @@ from typing import Any
 from golemish.oplog import GolemishError
 
 from ..errors import Suspended
+from ..typed.values import from_typed_json
 
 
 class ServerUnreachable(GolemishError):
@@ -180,7 +181,7 @@ def remote_invoke(client: Client, worker: str, function: str, args: list[str],
             write(stream, body[name].encode())
     rec = body.get("recovery")
     return SimpleNamespace(
-        results=[(r["type"], r["value"]) for r in body["results"]],
+        results=from_typed_json(body["results"]),
         index=body["oplog_index"], seconds=body["seconds"], json=body.get("value"),
         deduplicated=body["deduplicated"],
         recovery=SimpleNamespace(**rec) if rec else None)

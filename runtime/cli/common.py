@@ -312,10 +312,6 @@ def writer(stream: int, data: bytes, as_json: bool) -> None:
     out.flush()
 
 
-def typed_json(values: Sequence[tuple[str, Any]]) -> list[dict[str, Any]]:
-    return [{"type": t, "value": v} for t, v in values]
-
-
 class SafePath(click.Path):
     """click.Path that reports a name it cannot even stat (a NUL byte) as a bad
     parameter, a one-line usage error, instead of raising ValueError."""

@@ -23,9 +23,10 @@ from ..crash import POINTS as CRASH_POINTS
 from ..errors import ArgumentError
 from ..python.cli import python as python_cli
 from ..snapshot.policy import SnapshotPolicy
+from ..typed.values import typed_json
 from .client import find_server, remote_invoke
 from .common import (
-    Ctx, MainGroup, SafePath, emit_json, protect_stdio, run, table, typed_json, when,
+    Ctx, MainGroup, SafePath, emit_json, protect_stdio, run, table, when,
     writer,
 )
 from .logs import worker_logs

@@ -39,6 +39,7 @@ from ..errors import (
     WorkerSuspendedError,
 )
 from ..executor import Deferred, parse_worker_id, Runtime
+from ..typed.values import typed_json
 from . import invocations as invocation_routes, worker_routes
 from .console_api import console_routes, PUBLIC_PATHS
 from .docs import docs_page
@@ -290,7 +291,7 @@ class Api:
                                  **_output(chunks)}, status_code=202)
         return _JsonBody({
             "status": "ok", "worker": wid, "function": res.function, "oplog_index": res.index,
-            "results": [{"type": t, "value": v} for t, v in res.results],
+            "results": typed_json(res.results),
             **({"value": res.json} if res.json is not None else {}),
             "seconds": res.seconds, "deduplicated": res.deduplicated,
             "recovery": vars(res.recovery) if res.recovery else None, **_output(chunks)})

@@ -20,6 +20,7 @@ from golemish.oplog.errors import StoreError
 
 from ..errors import ClosedError, Suspended, WorkerSuspendedError
 from ..executor import Runtime
+from ..typed.values import typed_json
 
 #: Scan period; an enqueue pokes the scheduler, so this bounds only schedule lateness.
 PERIOD_S = 0.05
@@ -119,10 +120,6 @@ class Scheduler:
             return True
         queue.finish({**rec, "state": "ok", "finished_ns": self.rt.clock.time_ns(),
                       "oplog_index": res.index, "deduplicated": res.deduplicated,
-                      "results": [{"type": t, "value": _plain(v)} for t, v in res.results],
+                      "results": typed_json(res.results),
                       **({"value": res.json} if res.json is not None else {})})
         return True
-
-
-def _plain(v: Any) -> Any:
-    return v if isinstance(v, (int, float, str, bool)) or v is None else str(v)

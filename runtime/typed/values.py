@@ -109,3 +109,26 @@ def format_results(values: Sequence[TypedValue]) -> str:
     if not values:
         return "()"
     return ", ".join(format_value(v) for v in values)
+
+
+def typed_json(values: Sequence[TypedValue]) -> list[dict[str, object]]:
+    """Core results as JSON objects ``{"type", "value"}``. JSON has no NaN or infinity:
+    a non-finite float is the string ``"nan"``, ``"inf"`` or ``"-inf"``."""
+    out: list[dict[str, object]] = []
+    for ty, v in values:
+        if isinstance(v, float) and not math.isfinite(v):
+            v = "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+        out.append({"type": ty, "value": v})
+    return out
+
+
+def from_typed_json(items: Sequence[dict[str, object]]) -> list[TypedValue]:
+    """The inverse of :func:`typed_json`."""
+    out: list[TypedValue] = []
+    for item in items:
+        ty, v = str(item["type"]), item["value"]
+        if ty in ("f32", "f64") and v in ("nan", "inf", "-inf"):
+            v = float(str(v))
+        out.append((ty, v))  # type: ignore[arg-type]
+    return out
+

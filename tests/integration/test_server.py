@@ -400,3 +400,17 @@ def test_a_typed_component_deployed_with_its_wit_takes_wave_values(server, guest
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad-argument", bad.text
     junk = server.http.post("/components", params={"name": "cart"}, json={"wasm": "%%"})
     assert junk.status_code == 400 and junk.json()["error"]["code"] == "bad-json"
+
+
+def test_non_finite_float_results_are_json_strings_and_the_cli_prints_them_alike(server):
+    """JSON has no NaN or infinity: they travel as "nan"/"inf"/"-inf" (never a 500)."""
+    for args, want in ((["nan", "1"], "nan"), (["1e308", "10"], "inf"),
+                       (["-1e308", "10"], "-inf"), (["1.5", "2"], 3.0)):
+        r = server.invoke("counter/f", "f64_scale", *args)
+        assert r.status_code == 200, r.text
+        assert r.json()["results"] == [{"type": "f64", "value": want}]
+    through = _cli(server.home, "invoke", "counter/f", "f64_scale", "--", "-1e308", "10")
+    assert through.returncode == 0, through.stderr
+    assert through.stdout.strip() == "-inf"
+    as_json = _cli(server.home, "--json", "invoke", "counter/f", "f64_scale", "nan", "1")
+    assert json.loads(as_json.stdout)["results"] == [{"type": "f64", "value": "nan"}]
