@@ -106,20 +106,17 @@ def test_a_schedule_stored_without_a_server_runs_once_one_starts(store, guests):
         assert s.stop() == 0
 
 
-def test_a_schedule_survives_sigkill_between_run_and_mark_done_and_runs_once(
-        store, guests, monkeypatch):
+def test_a_schedule_survives_sigkill_between_run_and_mark_done_and_runs_once(store, guests):
     assert _cli(store, "deploy", str(guests["counter"])).returncode == 0
     assert _cli(store, "invoke", "counter/x", "add", "5").returncode == 0
     out = _cli(store, "--json", "invoke", "counter/x", "add", "2", "--in", "1s")
     inv_id = json.loads(out.stdout)["id"]
     # The server dies after the invocation's result is recorded and before the queue
     # says it ran: a naive restart would run it a second time.
-    monkeypatch.setenv("GOLEMISH_CRASH_AT", "after-invocation:1")
-    s = Server(store)
+    s = Server(store, env={"GOLEMISH_CRASH_AT": "after-invocation:1"})
     s.http.close()
     s.proc.communicate(timeout=60)
     assert s.proc.returncode == -signal.SIGKILL
-    monkeypatch.delenv("GOLEMISH_CRASH_AT")
     s = Server(store)
     try:
         rec = _done(s, inv_id)
