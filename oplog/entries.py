@@ -387,33 +387,43 @@ _HOST_CALL_SEED = zlib.crc32(bytes((FORMAT_VERSION, HostCall.KIND)))
 
 
 class HostCallEncoder:
-    """:func:`encode_host_call` with the (name, request) part of each entry cached.
+    """:func:`encode_host_call` with everything but the response of each entry cached.
 
     Clocks and randomness repeat a handful of (name, request) pairs millions of
-    times: their encoded bytes and checksum are kept, and only the response is
-    encoded and checksummed per call (CRC32 continues over the parts). Gives the
-    same bytes as :func:`encode_host_call`; tests hold it to that.
+    times, with responses of one length: the bytes before the response (the name,
+    the request and the response's length) and their checksum are kept, and only
+    the response is checksummed per call (CRC32 continues over the parts). Gives
+    the same bytes as :func:`encode_host_call`; tests hold it to that. ``name`` is
+    the call's name as str or as UTF-8 (the two are cached apart).
     """
 
     #: Distinct (name, request) pairs kept; past it the cache starts over.
     LIMIT = 256
 
     def __init__(self) -> None:
-        self._heads: dict[tuple[bytes, bytes], tuple[bytes, int]] = {}
+        #: (name, request) -> (response length, the bytes before the response, their crc).
+        self.heads: dict[tuple[str | bytes, bytes], tuple[int, bytes, int]] = {}
 
-    def encode(self, name_utf8: bytes, request: bytes, response: bytes) -> bytes:
-        key = (name_utf8, request)
-        cached = self._heads.get(key)
-        if cached is None:
-            if len(self._heads) >= self.LIMIT:
-                self._heads.clear()
-            full = codec.encode_bytes_triple(name_utf8, request, b"")
-            head = full[:-1]  # everything but the response's (zero) length
-            cached = self._heads[key] = (head, zlib.crc32(head, _HOST_CALL_SEED))
-        head, crc = cached
-        n = len(response)
-        tail = (bytes((n,)) if n < 0x80 else codec.varint(n)) + response
-        return _HEADER.pack(FORMAT_VERSION, HostCall.KIND, zlib.crc32(tail, crc)) + head + tail
+    def head(self, name: str | bytes, request: bytes, n: int) -> tuple[int, bytes, int]:
+        """Cache and return the part of an entry before a response of ``n`` bytes."""
+        name_utf8 = name.encode() if isinstance(name, str) else name
+        head = codec.encode_bytes_triple(name_utf8, request, b"")[:-1] + codec.varint(n)
+        if len(self.heads) >= self.LIMIT:
+            self.heads.clear()
+        cached = self.heads[(name, request)] = (n, head, zlib.crc32(head, _HOST_CALL_SEED))
+        return cached
+
+    def encode(self, name: str | bytes, request: bytes, response: bytes) -> bytes:
+        # WorkerOplog.buffer_host_call inlines this (the journal's hot path).
+        cached = self.heads.get((name, request))
+        if cached is None or cached[0] != len(response):
+            cached = self.head(name, request, len(response))
+        return pack_header(FORMAT_VERSION, HostCall.KIND,
+                                zlib.crc32(response, cached[2])) + cached[1] + response
+
+
+#: Packs a stored entry's header: version, kind, checksum.
+pack_header = _HEADER.pack
 
 
 def peek_kind(raw: bytes) -> int:

@@ -29,10 +29,15 @@ import zstandard
 
 from . import codec
 from .backends.base import Backend, Op
-from .entries import Entry, HostCallEncoder, decode_entry, encode_entry, peek_kind
+from .entries import (
+    FORMAT_VERSION, Entry, HostCall, HostCallEncoder, decode_entry, encode_entry, pack_header,
+    peek_kind,
+)
 from .errors import CorruptionError
 
 _U64 = struct.Struct(">Q")
+_HOST_CALL = HostCall.KIND
+_crc32 = zlib.crc32
 _CRC = struct.Struct("<I")
 #: Entries per archive chunk.
 ARCHIVE_CHUNK = 1024
@@ -62,6 +67,8 @@ class WorkerOplog:
         self._b = backend
         self.worker_id = worker_id
         self._prefix = worker_id.encode() + b"\0"
+        #: key of an index: pack(prefix, index), one call instead of a pack and a concat.
+        self._pack_key = struct.Struct(f">{len(self._prefix)}sQ").pack
         self._end = worker_id.encode() + b"\1"
         self._head = head_key(worker_id)
         # The head and the newest entry are two reads; another thread's append (both in
@@ -92,11 +99,14 @@ class WorkerOplog:
         self._last = self.stored_last if self.recorded_last is None else self.recorded_last
         #: The last committed index; entries after it up to _last wait in _pending.
         self._durable = self._last
+        #: The index at which buffering commits by itself (MAX_PENDING_ENTRIES waiting).
+        self._commit_at = self._durable + MAX_PENDING_ENTRIES
         #: Ops of entries not written yet (and what must be written with them).
         self._pending: list[Op] = []
         self._pending_bytes = 0
         self._stats = getattr(backend, "stats", None)
         self._encoder = HostCallEncoder()
+        self._heads = self._encoder.heads
 
     @property
     def damage(self) -> CorruptionError | None:
@@ -112,7 +122,7 @@ class WorkerOplog:
         return ("meta", self._head, _U64.pack(index))
 
     def _key(self, index: int) -> bytes:
-        return self._prefix + _U64.pack(index)
+        return self._pack_key(self._prefix, index)
 
     def _index_of(self, key: bytes) -> int:
         return _U64.unpack_from(key, len(self._prefix))[0]
@@ -155,28 +165,32 @@ class WorkerOplog:
         self._intact()
         return self._add(encode_entry(entry), extra)
 
-    def buffer_host_call(self, name_utf8: bytes, request: bytes, response: bytes) -> int:
-        """:meth:`buffer` of a HostCall entry, skipping the entry object (hot path)."""
+    def buffer_host_call(self, name: str | bytes, request: bytes, response: bytes) -> int:
+        """:meth:`buffer` of a HostCall entry, skipping the entry object (the hot path:
+        one per recorded host call). ``name`` as str or UTF-8; the same bytes either way."""
         if self._damage is not None:
             raise self._damage
-        raw = self._encoder.encode(name_utf8, request, response)
+        # HostCallEncoder.encode, inlined.
+        cached = self._heads.get((name, request))
+        if cached is None or cached[0] != len(response):
+            cached = self._encoder.head(name, request, len(response))
+        raw = pack_header(FORMAT_VERSION, _HOST_CALL, _crc32(response, cached[2])) \
+            + cached[1] + response
         index = self._last = self._last + 1
-        self._pending.append(("oplog", self._prefix + _U64.pack(index), raw))
+        self._pending.append(("oplog", self._pack_key(self._prefix, index), raw))
         self._pending_bytes += len(raw)
-        if index - self._durable >= MAX_PENDING_ENTRIES \
-                or self._pending_bytes >= MAX_PENDING_BYTES:
+        if index >= self._commit_at or self._pending_bytes >= MAX_PENDING_BYTES:
             self.commit()
         return index
 
     def _add(self, raw: bytes, extra: Sequence[Op]) -> int:
         index = self._last + 1
-        self._pending.append(("oplog", self._prefix + _U64.pack(index), raw))
+        self._pending.append(("oplog", self._pack_key(self._prefix, index), raw))
         if extra:
             self._pending.extend(extra)
         self._last = index
         self._pending_bytes += len(raw)
-        if index - self._durable >= MAX_PENDING_ENTRIES \
-                or self._pending_bytes >= MAX_PENDING_BYTES:
+        if index >= self._commit_at or self._pending_bytes >= MAX_PENDING_BYTES:
             self.commit()
         return index
 
@@ -199,7 +213,15 @@ class WorkerOplog:
         self._intact()
         t0 = time.perf_counter()
         n, last = self._last - self._durable, self._last
-        self._b.write([*self._pending, ("meta", self._head, _U64.pack(last)), *extra])
+        # The batch is the waiting list itself (replaced by committed()): no copy of it.
+        batch, mark = self._pending, len(self._pending)
+        batch.append(("meta", self._head, _U64.pack(last)))
+        batch.extend(extra)
+        try:
+            self._b.write(batch)
+        except BaseException:
+            del batch[mark:]  # they wait on, as before
+            raise
         self.committed(last)
         if self._stats is not None and n:
             self._stats.committed(n, time.perf_counter() - t0)
@@ -227,6 +249,7 @@ class WorkerOplog:
     def committed(self, index: int) -> None:
         """A batch recording ``index`` as the head (and every waiting entry) is written."""
         self._last = self._durable = index
+        self._commit_at = index + MAX_PENDING_ENTRIES
         self._pending = []
         self._pending_bytes = 0
 

@@ -134,15 +134,39 @@ class Journal:
         self.crash = crash
         self.output = output
         self._cursor: Cursor | None = None
-        #: False for an ephemeral worker: calls run live and nothing is written.
-        self.recording = True
-        #: Set when replay stops at an atomic region a crash cut short: the first live
-        #: append then records a Rewind to it, voiding the cut-off entries.
-        self.rewind_to: int | None = None
+        self._recording = True
+        self._rewind_to: int | None = None
+        #: Recording with nothing around the append (no crash points, no Rewind due):
+        #: a host call's record goes straight into the oplog's buffer.
+        self._plain = not crash.armed
         #: Host calls answered from the oplog since the last reset, for reports.
         self.replayed_calls = 0
 
     # -- mode ---------------------------------------------------------------
+    @property
+    def recording(self) -> bool:
+        """False for an ephemeral worker: calls run live and nothing is written."""
+        return self._recording
+
+    @recording.setter
+    def recording(self, value: bool) -> None:
+        self._recording = value
+        self._refresh()
+
+    @property
+    def rewind_to(self) -> int | None:
+        """Set when replay stops at an atomic region a crash cut short: the first live
+        append then records a Rewind to it, voiding the cut-off entries."""
+        return self._rewind_to
+
+    @rewind_to.setter
+    def rewind_to(self, value: int | None) -> None:
+        self._rewind_to = value
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self._plain = self._recording and self._rewind_to is None and not self.crash.armed
+
     @property
     def replaying(self) -> bool:
         return self._cursor is not None
@@ -221,15 +245,13 @@ class Journal:
                 self.replayed_calls += 1
                 return entry.response
         response = perform()
-        if not self.recording:
-            return response
-        if self.crash.armed or self.rewind_to is not None:
-            self.crash.hit("after-host-call")
-            self.append(HostCall(name, request, response), commit=commit)
-        else:
-            self.oplog.buffer_host_call(name.encode(), request, response)
+        if self._plain:  # the hot path: one per recorded call
+            self.oplog.buffer_host_call(name, request, response)
             if commit:
                 self.commit()
+        elif self._recording:
+            self.crash.hit("after-host-call")
+            self.append(HostCall(name, request, response), commit=commit)
         return response
 
     def effect(self, name: str, request: bytes, perform: Callable[[str], bytes]) -> bytes:

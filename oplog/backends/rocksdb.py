@@ -46,6 +46,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Generator, Iterator, Sequence
+from operator import itemgetter
 
 import rocksdict
 
@@ -57,6 +58,8 @@ from ..stats import CommitStats
 from .base import TABLES, Op
 from .group_commit import GroupCommit, GroupConfig
 from .rocks_guard import Guard, read_guard, verify
+
+_table_of = itemgetter(0)
 
 #: Written when a store is created: its format and a random id. A directory without
 #: it (and without RocksDB files of an older golemish) is not a store.
@@ -378,9 +381,11 @@ class RocksBackend:
         """One atomic batch. With ``sync``, concurrent writers share the fsync (see
         group_commit); it returns once this batch is durable. Without, no waiting."""
         db = self._writable()
-        for table, _, _ in ops:  # a bad batch fails alone, before joining a group
-            if table not in self._handles:
-                raise StoreError(f"write to unknown table {table!r}")
+        # A bad batch fails alone, before joining a group (the check runs in C: it is
+        # per op, and a commit carries one op per oplog entry).
+        if not self._handles.keys() >= set(map(_table_of, ops)):
+            bad = next(t for t, _, _ in ops if t not in self._handles)
+            raise StoreError(f"write to unknown table {bad!r}")
         if self._group is not None:
             self._group.commit(ops)
             return
@@ -389,13 +394,14 @@ class RocksBackend:
     def _write_batches(self, db: rocksdict.Rdict, groups: Sequence[Sequence[Op]]) -> None:
         batch = rocksdict.WriteBatch(raw_mode=True)
         handles = self._handles
+        put, delete = batch.put, batch.delete
         entries = 0
         for ops in groups:
             for table, key, value in ops:
                 if value is None:
-                    batch.delete(key, handles[table])
+                    delete(key, handles[table])
                 else:
-                    batch.put(key, value, handles[table])
+                    put(key, value, handles[table])
                     entries += table == "oplog"
         t0 = time.perf_counter()
         try:

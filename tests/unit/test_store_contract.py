@@ -460,6 +460,24 @@ def test_append_host_call_matches_append(store):
     assert (i, log.get(i)) == (2, HostCall("clock", b"\x01", b"\x00" * 8))
 
 
+def test_buffered_host_calls_are_stored_as_appended_entries_are(store):
+    # The journal's hot path (a str name, a cached head, responses changing length)
+    # writes, on commit, the very bytes append() of the entry would.
+    log = store.create_worker(worker("w"), CREATE)
+    calls = [("clock_time_get", b"\x01", bytes(8)), ("clock_time_get", b"\x01", b"\x07" * 8),
+             ("random_get", b"\x10", b"r" * 16), ("random_get", b"\x10", b"r" * 200),
+             ("clock_time_get", b"\x00", b""), ("random_get", b"\x10", b"s" * 16)]
+    for name, request, response in calls:
+        log.buffer_host_call(name, request, response)
+    assert log.commit() == len(calls)
+    other = store.create_worker(worker("v"), CREATE)
+    for name, request, response in calls:
+        other.append(HostCall(name, request, response))
+    got = [raw for _, raw in store.oplog("w").raw(2)]
+    assert got == [raw for _, raw in store.oplog("v").raw(2)]
+    assert [e for _, e in store.oplog("w").read(2)] == [HostCall(*c) for c in calls]
+
+
 def test_read_ranges(store):
     log = make_worker(store, "w")
     every = list(enumerate([CREATE, *ENTRIES], start=1))
