@@ -333,7 +333,6 @@ def _is_typed_value(v: Any) -> bool:
 _FIELD_CHECKS: dict[str, Any] = {
     "str": lambda v: type(v) is str,
     "int": lambda v: type(v) is int,
-    "float": lambda v: type(v) in (float, int),
     "bytes": lambda v: type(v) is bytes,
     "float": lambda v: type(v) is float,
     "str | None": lambda v: v is None or type(v) is str,
