@@ -193,6 +193,13 @@ class PostgresBackend:
             self._pool.close()
             self._pool = None
         if self._lock_conn is not None:
+            # Unlock before closing: the server drops a closed session's locks only when
+            # it has noticed the disconnect, so a reopen right after could find the store
+            # still "in use" by us.
+            try:
+                self._lock_conn.execute("SELECT pg_advisory_unlock_all()")
+            except psycopg.Error:
+                pass  # a broken connection: its locks go with its session
             self._lock_conn.close()
             self._lock_conn = None
 
