@@ -7,122 +7,37 @@ may run in parallel threads (wasmtime releases the GIL while wasm runs).
 
 from __future__ import annotations
 
-import os
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from golemish.oplog import (
-    CorruptionError, Create, Entry, InvokeStart, Store, TypedValue, open_store,
-)
-from golemish.oplog.backends.group_commit import GroupConfig
+from golemish.oplog import Create, Store, TypedValue, open_store
 from golemish.oplog.store import store_path
 
 from . import components
 from .bases import Bases
-from .clock import SYSTEM, Clock
+from .calls import WorkerCalls
+from .clock import Clock
 from .components import DeployResult, ModuleCache
+from .config import DEFAULT_HOME, RuntimeConfig
 from .crash import CrashPoints
+from .describe import Describe
 from .engine import Engine, FuncSig
 from .errors import (
     ArgumentError, ClosedError, ComponentError, ExistsError, GolemishError, NotFoundError,
     PromiseError, Suspended,
 )
-from .history import read_history
 from .host import http
 from .journal import Deferred, OutputFn
-from .locks import CallCycle, WorkerLocks
+from .locks import WorkerLocks
 from .observe import NULL_OBSERVER, Observer
-from .snapshot.capture import SnapshotConfig
-from .snapshot.dirty import UffdTracker
 from .snapshot.policy import SnapshotPolicy
 from .typed.values import parse_args
 from .worker import InvocationResult, RecoveryReport, Worker
 from .worker_recovery import plan_log
-
-DEFAULT_HOME = ".golemish"
-
-
-@dataclass
-class RuntimeConfig:
-    """Settings for one Runtime. ``home`` is a directory (RocksDB), a ``postgres://`` URL
-    or ``memory://``."""
-
-    home: str = field(default_factory=lambda: os.environ.get("GOLEMISH_HOME", DEFAULT_HOME))
-    #: fsync every commit (power-loss safety) instead of relying on the WAL alone.
-    sync: bool = False
-    #: Group commit of synced writes: how long a leader waits for company (default
-    #: ``GOLEMISH_COMMIT_WINDOW_MS`` or 0.2 ms) and the most batches per fsync.
-    group_commit: GroupConfig = field(default_factory=GroupConfig)
-    #: Linear memory cap per worker, in bytes.
-    memory_limit: int = 256 << 20
-    #: Wall-clock bound on one invocation, in seconds (epoch interruption).
-    time_limit: float = 60.0
-    crash: CrashPoints | None = None
-    #: Default snapshot policy; a worker's own policy (``worker config``) overrides it.
-    snapshot_policy: SnapshotPolicy = field(default_factory=lambda: SnapshotPolicy.parse(
-        os.environ.get("GOLEMISH_SNAPSHOT_POLICY", "adaptive")))
-    snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
-    #: "auto"/"snapshot": newest valid snapshot plus the oplog tail; "replay": from Create.
-    recovery: str = "auto"
-    #: Hosts (``host`` or ``host:port``, ``*`` for any) every worker may reach over HTTP.
-    #: Nothing else is reachable, loopback included; components and workers add their
-    #: own. ``GOLEMISH_HTTP_ALLOW`` is a comma-separated list.
-    http_allow: tuple[str, ...] = field(default_factory=lambda: tuple(
-        h for h in os.environ.get("GOLEMISH_HTTP_ALLOW", "").split(",") if h.strip()))
-    #: A durable sleep longer than this suspends the worker instead of blocking.
-    suspend_after_s: float = 2.0
-    #: Largest module ``deploy`` accepts, in bytes.
-    max_component_bytes: int = field(default_factory=lambda: _env_mib(
-        "GOLEMISH_MAX_COMPONENT_MIB", components.DEFAULT_MAX_BYTES))
-    #: "keep" every oplog entry live, or "archive" those older than the oldest kept
-    #: snapshot into zstd chunks (still readable, still replayable).
-    oplog_retention: str = field(
-        default_factory=lambda: os.environ.get("GOLEMISH_OPLOG_RETENTION", "keep"))
-    #: Create the store if there is none at ``home``. The CLI passes False for every
-    #: command but `deploy` and `store init`, so a mistyped --home is an error.
-    create: bool = True
-    #: Open the store for reading only (also while another process writes to it).
-    readonly: bool = False
-    #: SIGINT/SIGTERM interrupt running guest code (Interrupted) instead of waiting for
-    #: it or killing the process; the CLI sets this. Only from the main thread.
-    catch_signals: bool = False
-    #: Directory of this machine's compiled-code files (checked against the sha256 the
-    #: store records before each load). Default: ``cache`` in a RocksDB store's
-    #: directory; for a shared (PostgreSQL) store ``$GOLEMISH_CACHE_DIR`` or
-    #: ``~/.cache/golemish/compiled``, since each executor keeps its own.
-    cache_dir: str | None = field(default_factory=lambda: os.environ.get("GOLEMISH_CACHE_DIR"))
-    #: Where durable time comes from (guest clocks, sleeps, wake times, timestamps);
-    #: the test kit passes a virtual clock. See runtime/clock.py.
-    clock: Clock = SYSTEM
-    #: Told of invocations, recoveries, snapshots and store commits (runtime/observe.py);
-    #: the server's metrics pass one.
-    observer: Observer | None = None
-    #: Run as one of several executors sharing a PostgreSQL store (runtime/cluster.py).
-    cluster: Any = None
-
-    def __post_init__(self) -> None:
-        self.http_allow = tuple(http.normalize_rules(self.http_allow))
-
-
-def _env_mib(name: str, default: int) -> int:
-    text = os.environ.get(name)
-    if not text:
-        return default
-    try:
-        mib = float(text)
-    except ValueError:
-        mib = 0
-    if not mib > 0:
-        raise ArgumentError(f"{name}={text!r}: expected a positive number of MiB")
-    return int(mib * (1 << 20))
-
-
 
 def parse_worker_id(worker_id: str) -> tuple[str, str]:
     comp, sep, name = worker_id.partition("/")
@@ -133,7 +48,7 @@ def parse_worker_id(worker_id: str) -> tuple[str, str]:
     return comp, name
 
 
-class Runtime:
+class Runtime(WorkerCalls, Describe):
     """Deploys components and runs durable workers on one store."""
 
     def __init__(self, config: RuntimeConfig | None = None) -> None:
@@ -560,135 +475,6 @@ class Runtime:
         except Suspended as s:
             return p, s
 
-    def call_worker(self, caller: str, callee: str, function: str, args: list[int],
-                    key: str) -> list[int]:
-        """A worker-to-worker call, run at most once per key on the callee."""
-        stack = getattr(self._calls, "stack", [])
-        if callee == caller or callee in stack:
-            raise LookupError(f"call cycle: {' -> '.join([*stack, caller, callee])}")
-        try:
-            sig = self.signature(callee, function)
-        except GolemishError as e:
-            raise LookupError(str(e)) from None
-        if len(args) != len(sig.params):
-            raise LookupError(f"{callee} {function} takes {len(sig.params)} arguments")
-        params = [(t, _from_i64(t, v)) for t, v in zip(sig.params, args)]
-        self._calls.stack = [*stack, caller]
-        try:
-            with self._turns.hold(callee):
-                w = self._get(callee, None, create=True)
-                res = w.invoke(function, params, key)
-        except CallCycle as e:  # a cycle through another thread's call chain
-            raise LookupError(str(e)) from None
-        finally:
-            self._calls.stack = stack
-        return [_to_i64(t, v) for t, v in res.results]
-
-    def call_worker_wave(self, caller: str, callee: str, call: str, key: str) -> str:
-        """A typed worker-to-worker call: WAVE call text in, WAVE result text out."""
-        stack = getattr(self._calls, "stack", [])
-        if callee == caller or callee in stack:
-            raise LookupError(f"call cycle: {' -> '.join([*stack, caller, callee])}")
-        try:
-            function, params = self.prepare(callee, call, ())
-        except GolemishError as e:
-            raise LookupError(str(e)) from None
-        self._calls.stack = [*stack, caller]
-        try:
-            with self._turns.hold(callee):
-                res = self._get(callee, None, create=True).invoke(function, params, key)
-        except CallCycle as e:
-            raise LookupError(str(e)) from None
-        finally:
-            self._calls.stack = stack
-        return " ".join(str(v) for _, v in res.results)
-
-    def list_promises(self) -> list[dict[str, Any]]:
-        return self.store.list_promises()
-
-    def resident(self) -> dict[str, tuple[RecoveryReport | None, int]]:
-        """Workers loaded in this process: id -> (their last recovery, when it ended in ns)
-        (the console, metrics, `server status`).
-
-        Reads two attributes a worker sets once per recovery, so it needs no turn.
-        """
-        with self._guard:
-            loaded = list(self._workers.items())
-        return {wid: (w.last_recovery, w.last_recovery_ns) for wid, w in loaded}
-
-    def worker_ids(self, component: str | None = None, status: str | None = None,
-                   version: int | None = None) -> list[str]:
-        """Worker ids, narrowed by what the stored metadata says without describing
-        each worker (``worker_info`` reads its oplog and snapshots): a stored
-        ``suspended`` or ``failed`` is the status; ``idle`` and ``interrupted`` are
-        told apart by the oplog, so those filters keep every other worker."""
-        out = []
-        for m in self.store.list_workers():
-            if component and m.get("component") != component:
-                continue
-            if version is not None and m.get("version") != version:
-                continue
-            stored = m.get("status") if m.get("status") in ("suspended", "failed") else None
-            if status in ("suspended", "failed") and stored != status:
-                continue
-            if status in ("idle", "interrupted") and stored is not None:
-                continue
-            out.append(m["id"])
-        return out
-
-    def worker_info(self, worker_id: str) -> dict[str, Any]:
-        meta = self.store.get_worker(worker_id)
-        if meta is None:
-            raise NotFoundError(f"no worker {worker_id}")
-        # A loaded worker is only read by the thread holding its turn (an invocation may
-        # close its image); while one runs, describe it from the store.
-        w = None
-        resident = self._cached(worker_id) is not None
-        if not self._turns.busy(worker_id):
-            w = self._cached(worker_id)
-        w = w or Worker(self, meta, None)
-        oplog = w.oplog
-        history = read_history(oplog)  # one pass for the count and the status
-        invocations = sum(1 for _, k in history.kinds if k == InvokeStart.KIND)
-        lo, hi = oplog.archive_span()
-        return {**meta, "status": w.status(history), "oplog_length": oplog.last_index,
-                "oplog_archived": hi - lo,
-                "invocations": invocations, "snapshot_policy": str(w.policy),
-                "memory_limit": w.memory_limit, "time_limit": w.time_limit,
-                "resident": resident, **self._snapshot_info(w)}
-
-    def _snapshot_info(self, w: Worker) -> dict[str, Any]:
-        snaps = self.store.snapshots
-        indexes = snaps.indexes(w.id)
-        info: dict[str, Any] = {"snapshots": len(indexes), "dirty_tracker": (
-            w.image.tracker_name if w.image is not None
-            else "uffd" if UffdTracker.available() else "hash")}
-        if not indexes:
-            return info
-        manifests = []
-        for i in indexes:
-            try:
-                manifests.append(snaps.manifest(w.id, i))
-            except CorruptionError:
-                pass
-        pages, stored = snaps.page_sizes(w.id)
-        latest = manifests[0] if manifests else None
-        logical = sum(len(m.nonzero()) * m.page_size for m in manifests)
-        unique = pages * (latest.page_size if latest else 1)
-        info.update(
-            latest_snapshot=indexes[0],
-            memory_bytes=latest.memory_size if latest else None,
-            snapshot_pages=pages, snapshot_stored_bytes=stored,
-            dedup_ratio=round(logical / unique, 2) if unique else None,
-            compression_ratio=round(unique / stored, 2) if stored else None)
-        return info
-
-    def oplog(self, worker_id: str, start: int = 1,
-              end: int | None = None) -> list[tuple[int, Entry]]:
-        if self.store.get_worker(worker_id) is None:
-            raise NotFoundError(f"no worker {worker_id}")
-        return list(self.store.oplog(worker_id).read(start, end))
-
     def delete_worker(self, worker_id: str) -> None:
         with self._turns.hold(worker_id):
             if self.store.get_worker(worker_id) is None:
@@ -718,24 +504,5 @@ def _edit_rules(current: Sequence[str], allow: Sequence[str],
     return kept + [r for r in allow if r not in kept]
 
 
-def _from_i64(ty: str, v: int) -> int | float:
-    """Worker-to-worker values travel as i64; floats as their IEEE-754 bits."""
-    if ty == "i32":
-        v &= 0xFFFFFFFF
-        return v - (1 << 32) if v >= 1 << 31 else v
-    if ty == "f32":
-        return struct.unpack("<f", struct.pack("<I", v & 0xFFFFFFFF))[0]
-    if ty == "f64":
-        return struct.unpack("<d", struct.pack("<q", v))[0]
-    return v
-
-
-def _to_i64(ty: str, v: int | float) -> int:
-    if ty == "f32":
-        return struct.unpack("<I", struct.pack("<f", v))[0]
-    if ty == "f64":
-        return struct.unpack("<q", struct.pack("<d", v))[0]
-    return int(v)
-
-
-__all__ = ["Runtime", "RuntimeConfig", "parse_worker_id", "ComponentError", "Deferred"]
+__all__ = ["DEFAULT_HOME", "Runtime", "RuntimeConfig", "parse_worker_id", "ComponentError",
+           "Deferred"]
