@@ -406,7 +406,9 @@ def section_server(d: dict[str, Any], p: Plots) -> str:
     if rs := d.get("restart"):
         text += (f"\n### Restart to step K\n\nOne `clocks({rs['k']:,})` invocation of a "
                  "stackful worker; the server is SIGKILLed after its last host call; time "
-                 "from spawn of the new server to the invocation's completion (median of "
+                 "from spawn of the new server to the invocation's completion, as the "
+                 "client sees it that sends the same request again with its idempotency "
+                 "key (median of "
                  f"{len(rs['runs'])}; Restate measured 0.82 s here; target <= "
                  f"{rs['target_s']:g} s).\n\n"
                  + table(["spawn to serving s", "spawn to completion s"],
