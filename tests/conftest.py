@@ -113,6 +113,7 @@ def interpreter() -> None:
 #: A driver process that appends to journal/j forever, printing an ack per invocation:
 #: the chaos tests kill it from outside and count what was acknowledged.
 APPEND_DRIVER = """
+import sys
 from golemish.runtime.executor import Runtime, RuntimeConfig
 with Runtime(RuntimeConfig(home=sys.argv[1])) as rt:
     i = 0
