@@ -231,13 +231,12 @@ class Api:
 
     def _worker_infos(self, component: str | None, status: str | None,
                       version: int | None) -> list[Any]:
+        # worker_ids applies the component and version filters and the stored status;
+        # only idle against interrupted needs each worker's described status.
         infos = []
-        for wid in self.rt.worker_ids(component, status, version):  # a cheap first cut
-            if component and not wid.startswith(component + "/"):
-                continue
+        for wid in self.rt.worker_ids(component, status, version):
             info = self.rt.worker_info(wid)
-            if (status and info["status"] != status) or \
-                    (version is not None and info["version"] != version):
+            if status and info["status"] != status:
                 continue
             infos.append(info)
         return infos

@@ -38,11 +38,6 @@ from ..errors import WorkerSuspendedError
 from ..executor import Runtime
 
 
-def due(metas: Iterable[dict[str, Any]], now_ns: int, lead_s: float) -> list[str]:
-    """Workers whose durable sleep ends within ``lead_s`` of ``now_ns``."""
-    return [wid for wid, until in sleepers(metas) if until - now_ns <= lead_s * 1e9]
-
-
 def sleepers(metas: Iterable[dict[str, Any]]) -> list[tuple[str, int]]:
     """(worker id, wake time) of the workers suspended in a durable sleep."""
     out = []

@@ -3,10 +3,10 @@
 import gc
 import weakref
 
-from golemish.runtime.server.waker import FullCollections, Timers, collect_now, due, sleepers
+from golemish.runtime.server.waker import FullCollections, Timers, collect_now, sleepers
 
 
-def test_due_picks_sleepers_whose_time_is_near_and_nothing_else():
+def test_the_sleepers_whose_time_is_near_are_due_and_nothing_else():
     now = 10 * 10**9
     metas = [
         {"id": "c/soon", "status": "suspended", "suspended": {"until_ns": now + 4 * 10**8}},
@@ -16,7 +16,12 @@ def test_due_picks_sleepers_whose_time_is_near_and_nothing_else():
         {"id": "c/idle", "status": "idle"},
         {"id": "c/stale", "status": "idle", "suspended": {"until_ns": now}},
     ]
-    assert due(metas, now, 0.5) == ["c/soon", "c/late"]
+    found = sleepers(metas)
+    assert [wid for wid, _ in found] == ["c/soon", "c/late", "c/later"]
+    t = Timers()
+    for wid, until in found:
+        t.set(wid, until)
+    assert [wid for wid, _ in t.pop_due(now, int(0.5e9))] == ["c/late", "c/soon"]
 
 
 def test_timers_pop_in_deadline_order_within_the_lead():
