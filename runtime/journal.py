@@ -137,8 +137,9 @@ class Journal:
         self._recording = True
         self._rewind_to: int | None = None
         #: Recording with nothing around the append (no crash points, no Rewind due):
-        #: a host call's record goes straight into the oplog's buffer.
-        self._plain = not crash.armed
+        #: a host call's record goes straight into the oplog's buffer. See _refresh.
+        self._plain = False
+        self._refresh()
         #: Host calls answered from the oplog since the last reset, for reports.
         self.replayed_calls = 0
 
