@@ -478,21 +478,18 @@ def main() -> int:
     ap.add_argument("--only", choices=["faults", "server"],
                     help="run (unless --reuse) and rewrite only this section of the report")
     args = ap.parse_args()
-    if args.only == "faults":
+    if args.only:
+        # --only NAME: (the script whose results it shows, its heading, how to render it)
+        script, heading, render = {
+            "faults": ("fault_campaign", "Faults", section_faults),
+            "server": ("bench_serve", "Server", lambda d: section_server(d, Plots())),
+        }[args.only]
         if not args.reuse:
-            run_all(args.quick, ["fault_campaign"])
-        faults = load("fault_campaign")
-        if faults is None:
-            raise SystemExit(f"no {RESULTS / 'fault_campaign.json'}: run without --reuse")
-        print(f"wrote {splice_section('Faults', section_faults(faults))}")
-        return 0
-    if args.only == "server":
-        if not args.reuse:
-            run_all(args.quick, ["bench_serve"])
-        serve = load("bench_serve")
-        if serve is None:
-            raise SystemExit(f"no {RESULTS / 'bench_serve.json'}: run without --reuse")
-        print(f"wrote {splice_section('Server', section_server(serve, Plots()))}")
+            run_all(args.quick, [script])
+        data = load(script)
+        if data is None:
+            raise SystemExit(f"no {RESULTS / (script + '.json')}: run without --reuse")
+        print(f"wrote {splice_section(heading, render(data))}")
         return 0
     if not args.reuse:
         run_all(args.quick)
