@@ -111,15 +111,21 @@ def format_results(values: Sequence[TypedValue]) -> str:
     return ", ".join(format_value(v) for v in values)
 
 
+#: How JSON, which has no NaN or infinity, carries the floats it cannot.
+NON_FINITE = ("nan", "inf", "-inf")
+
+
+def float_json(v: float) -> float | str:
+    """A float for JSON: itself, or ``"nan"``, ``"inf"`` or ``"-inf"``."""
+    if math.isfinite(v):
+        return v
+    return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+
+
 def typed_json(values: Sequence[TypedValue]) -> list[dict[str, object]]:
-    """Core results as JSON objects ``{"type", "value"}``. JSON has no NaN or infinity:
-    a non-finite float is the string ``"nan"``, ``"inf"`` or ``"-inf"``."""
-    out: list[dict[str, object]] = []
-    for ty, v in values:
-        if isinstance(v, float) and not math.isfinite(v):
-            v = "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
-        out.append({"type": ty, "value": v})
-    return out
+    """Core results as JSON objects ``{"type", "value"}``, floats as :func:`float_json`."""
+    return [{"type": ty, "value": float_json(v) if isinstance(v, float) else v}
+            for ty, v in values]
 
 
 def from_typed_json(items: Sequence[dict[str, object]]) -> list[TypedValue]:
@@ -127,7 +133,7 @@ def from_typed_json(items: Sequence[dict[str, object]]) -> list[TypedValue]:
     out: list[TypedValue] = []
     for item in items:
         ty, v = str(item["type"]), item["value"]
-        if ty in ("f32", "f64") and v in ("nan", "inf", "-inf"):
+        if ty in ("f32", "f64") and v in NON_FINITE:
             v = float(str(v))
         out.append((ty, v))  # type: ignore[arg-type]
     return out

@@ -23,6 +23,7 @@ import math
 from typing import Any
 
 from .cabi_layout import round_f32, validate
+from .values import float_json, NON_FINITE
 from .wit_types import (
     Enum, Err, Flags, List, Ok, Option, Prim, Record, Result, Some, Tuple, Type, Variant,
     describe_type, needs_some_wrapper,
@@ -39,10 +40,8 @@ def _to(v: Any, t: Type) -> Any:
     match t:
         case Prim("f32" | "f64"):
             v = float(v)
-            if math.isnan(v):
-                return "nan"
-            if math.isinf(v):
-                return "inf" if v > 0 else "-inf"
+            if not math.isfinite(v):
+                return float_json(v)
             return round_f32(v) if t.name == "f32" else v
         case Prim():
             return v
@@ -85,7 +84,7 @@ def _bad(obj: Any, t: Type, path: str) -> ValueError:
 def _from(obj: Any, t: Type, path: str) -> Any:
     match t:
         case Prim("f32" | "f64"):
-            if isinstance(obj, str) and obj in ("nan", "inf", "-inf"):
+            if isinstance(obj, str) and obj in NON_FINITE:
                 return float(obj)
             if isinstance(obj, (int, float)) and not isinstance(obj, bool):
                 return float(obj)
