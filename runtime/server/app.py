@@ -15,10 +15,8 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import hmac
 import json
-import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -26,7 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from golemish.oplog import GolemishError
 from golemish.oplog.errors import StoreError
@@ -48,6 +46,7 @@ from .metrics import CONTENT_TYPE as METRICS_TYPE, Metrics
 from .openapi import openapi_document
 from .oplog_page import oplog_page
 from .threads import ThreadHop
+from .wrappers import BearerAuth, error_response, Handler, InvokeFastPath
 
 #: Largest JSON request body; component uploads use the runtime's module limit.
 MAX_JSON_BYTES = 1 << 20
@@ -83,10 +82,6 @@ def _classify(e: BaseException) -> tuple[int, str]:
     if isinstance(e, GolemishError):
         return 400, "refused"
     return 500, "internal"
-
-
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
 def _one_line(e: BaseException) -> str:
@@ -374,9 +369,6 @@ def _output(chunks: list[tuple[int, bytes]]) -> dict[str, str]:
     return out
 
 
-Handler = Callable[[Request], Awaitable[Response]]
-
-
 def _guarded(fn: Handler) -> Handler:
     """Every failure becomes a JSON error with a one-line message."""
     @functools.wraps(fn)
@@ -389,71 +381,6 @@ def _guarded(fn: Handler) -> Handler:
             status, code = _classify(e)
             return error_response(status, code, _one_line(e))
     return wrapper
-
-
-class BearerAuth:
-    """Refuse every request without ``Authorization: Bearer TOKEN`` (401).
-
-    ``public`` paths (exact, or a prefix when they end in ``/``) are let through for
-    GET and HEAD: the console's static shell, which holds no data (console_api.py).
-    """
-
-    def __init__(self, app: ASGIApp, token: str, public: tuple[str, ...] = ()) -> None:
-        self.app, self.expected = app, f"Bearer {token}".encode()
-        self.public = public
-
-    def _is_public(self, scope: Scope) -> bool:
-        if scope.get("method") not in ("GET", "HEAD"):
-            return False
-        path = scope.get("path", "")
-        return any(path == p or (p.endswith("/") and p != "/" and path.startswith(p))
-                   for p in self.public)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not self._is_public(scope):
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
-                resp = error_response(401, "unauthorized",
-                                      "missing or wrong bearer token (Authorization header)")
-                resp.headers["WWW-Authenticate"] = "Bearer"
-                await resp(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-#: ``POST /workers/{component}/{name}/invoke`` as Starlette's router matches it.
-_INVOKE_PATH = re.compile(r"^/workers/(?P<component>[^/]+)/(?P<name>[^/]+)/invoke$")
-
-
-class _InvokeFastPath:
-    """The hot route without the Starlette stack in front of it.
-
-    ``POST .../invoke`` goes straight to its handler (the same ``_guarded(api.invoke)``
-    the route table holds, with the same path parameters), skipping the error and
-    exception middleware, the router's scan of every route and the request/response
-    wrappers: about a fifth of the event loop's time per invocation under load. The
-    handler turns every exception into a JSON error itself, so those layers had
-    nothing to do for it. Anything else goes to ``app`` as before.
-    """
-
-    def __init__(self, app: ASGIApp, invoke: Handler) -> None:
-        self.app, self.invoke = app, invoke
-
-    @property
-    def routes(self) -> Any:
-        """The route table (the invoke route among them), as Starlette's."""
-        return self.app.routes  # type: ignore[attr-defined]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" \
-                and not scope.get("root_path"):
-            m = _INVOKE_PATH.match(scope["path"])
-            if m is not None:
-                scope["path_params"] = m.groupdict()
-                response = await self.invoke(Request(scope, receive))
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 def build_app(rt: Runtime, *, token: str | None = None, threads: int = 64,
@@ -516,7 +443,7 @@ def build_app(rt: Runtime, *, token: str | None = None, threads: int = 64,
 
     app: ASGIApp = Starlette(routes=routes, exception_handlers={
         HTTPException: http_error, Exception: internal})
-    app = _InvokeFastPath(app, _guarded(api.invoke))
+    app = InvokeFastPath(app, _guarded(api.invoke))
     if token:
         app = BearerAuth(app, token, PUBLIC_PATHS)
     return app

@@ -224,7 +224,7 @@ def _serve(rt: Runtime, cfg: ServerConfig, sock: socket.socket, family: int,
         rt.cluster.config.address = rt.cluster.config.address or url
         app = Router(app, rt)
         if cfg.token:  # the router answers /cluster and forwards: behind the token
-            from .app import BearerAuth
+            from .wrappers import BearerAuth
             from .console_api import PUBLIC_PATHS
             app = BearerAuth(app, cfg.token, PUBLIC_PATHS)
     server = _Server(uvicorn.Config(
