@@ -22,6 +22,10 @@ import wasmtime
 # The epoch-deadline callback is only in wasmtime-py's raw bindings (pinned <51).
 from wasmtime import _ffi as wasmtime_ffi
 
+from .engine_calls import (
+    ExportCall, address, define_host, memmove_bytes, memory_data_size, memset, own_raise,
+    set_epoch_deadline,
+)
 from .errors import (
     GuestTrap, Interrupted, InvalidModuleError, InvocationFailed, MemoryLimitExceeded,
     NotFoundError, TimeLimitExceeded,
@@ -266,6 +270,7 @@ class Instance:
         self.memory_limit = memory_limit
         self._store = wasmtime.Store(engine._engine)
         self._store.set_limits(memory_size=memory_limit)
+        self._ctx = address(self._store._context())
         # A start function runs inside instantiate; it gets the same budget as a call.
         self._store.set_epoch_deadline(1 << 40)
         # A trapping start function is classified before any export is looked up.
@@ -285,15 +290,15 @@ class Instance:
         # functions per instantiation, and building their types took ~20 ms of it.
         types = engine.__dict__.setdefault("_functypes", {})
         for h in host:
-            fn = _stashing(_marked(engine, h.func) if engine.interruptible else h.func)
+            fn = _marked(engine, h.func) if engine.interruptible else h.func
             ft = types.get(h.sig)
             if ft is None:
                 ft = types[h.sig] = h.sig.functype()
-            linker.define_func(h.module, h.name, ft, fn)
+            define_host(linker, h.module, h.name, ft, h.sig.params, h.sig.results, fn)
         in_host, engine._in_host = engine._in_host, 0
         engine._running += 1
         try:
-            self._instance = _own_raise(linker.instantiate, self._store, module)
+            self._instance = own_raise(linker.instantiate, self._store, module)
         except wasmtime.Trap as t:
             raise self._classify(t) from None
         except wasmtime.WasmtimeError as e:
@@ -309,12 +314,14 @@ class Instance:
             engine._running -= 1
             engine._in_host = in_host
         self._exports = self._instance.exports(self._store)
+        self._calls: dict[str, ExportCall] = {}
         mem = self._exports.get("memory") if "memory" in {e.name for e in module.exports} else None
         self._memory = mem if isinstance(mem, wasmtime.Memory) else None
         self.base = 0
         self.size = 0
         if self._memory is not None:
             self.base = ctypes.cast(self._memory.data_ptr(self._store), ctypes.c_void_p).value or 0
+            self._mem_addr = ctypes.addressof(self._memory._memory)
             self.size = self._memory.data_len(self._store)
 
     # -- memory, for host functions ---------------------------------------
@@ -327,7 +334,7 @@ class Instance:
         """Current byte length (refreshes the cached value; memory only grows)."""
         if self._memory is None:
             return 0
-        self.size = self._memory.data_len(self._store)
+        self.size = memory_data_size(self._ctx, self._mem_addr)
         return self.size
 
     def check(self, ptr: int, n: int) -> bool:
@@ -341,7 +348,10 @@ class Instance:
         return ctypes.string_at(self.base + ptr, n)
 
     def write(self, ptr: int, data: bytes) -> None:
-        ctypes.memmove(self.base + ptr, data, len(data))
+        if type(data) is bytes:
+            memmove_bytes(self.base + ptr, data, len(data))
+        else:  # bytearray, memoryview
+            ctypes.memmove(self.base + ptr, data, len(data))
 
     def grow_to(self, size: int) -> None:
         """Grow linear memory to ``size`` bytes (a restore needs the snapshot's size)."""
@@ -363,7 +373,7 @@ class Instance:
             self.memory_limit = limit
 
     def zero(self, ptr: int, n: int) -> None:
-        ctypes.memset(self.base + ptr, 0, n)
+        memset(self.base + ptr, 0, n)
 
     # -- globals and tables, through the exports added at deploy ----------------
     def get_global(self, name: str) -> tuple[str, int]:
@@ -387,27 +397,34 @@ class Instance:
     def has_export(self, name: str) -> bool:
         return isinstance(self._exports.get(name), wasmtime.Func)
 
+    def _export_call(self, name: str, missing: str) -> ExportCall:
+        call = self._calls.get(name)
+        if call is None:
+            func = self._exports.get(name)
+            if not isinstance(func, wasmtime.Func):
+                raise NotFoundError(missing)
+            call = self._calls[name] = ExportCall(self._store, func)
+        return call
+
     def call(self, name: str, args: Sequence[int | float], *, time_limit: float) -> list[Any]:
         """Call an exported function; results come back as a list of Python numbers.
 
         Traps are translated into InvocationFailed subclasses. Exceptions raised by host
         functions propagate unchanged.
         """
-        func = self._exports.get(name)
-        if not isinstance(func, wasmtime.Func):
-            raise NotFoundError(f"no exported function {name!r}")
+        call = self._export_call(name, f"no exported function {name!r}")
         eng = self.engine
         if eng.interrupted:
             raise Interrupted(eng.interrupted)
         ticks = max(1, int(time_limit / EPOCH_TICK_S) + 1)
-        self._store.set_epoch_deadline(min(ticks, SLICE_TICKS) if self._callback else ticks)
+        set_epoch_deadline(self._ctx, min(ticks, SLICE_TICKS) if self._callback else ticks)
         self._deadline_s = time_limit
         self._deadline_at = time.monotonic() + time_limit
         self._stopped = None
         in_host, eng._in_host = eng._in_host, 0
         eng._running += 1
         try:
-            out = _own_raise(func, self._store, *args)
+            return own_raise(call, *args)
         except wasmtime.Trap as t:
             raise (self._stop() if self._stopped else self._classify(t)) from None
         except wasmtime.WasmtimeError as e:
@@ -417,24 +434,21 @@ class Instance:
         finally:
             eng._running -= 1
             eng._in_host = in_host
-        if out is None:
-            return []
-        return list(out) if isinstance(out, (tuple, list)) else [out]
 
     def call_nested(self, name: str, args: Sequence[int | float]) -> Any:
         """Call an export from inside a host function (e.g. the guest's allocator).
 
         The outer call's deadline stays in force; a trap propagates to the outer call.
+        Returns None, the one result, or a list of them.
         """
-        func = self._exports.get(name)
-        if not isinstance(func, wasmtime.Func):
-            raise NotFoundError(f"the guest exports no {name!r}")
+        call = self._export_call(name, f"the guest exports no {name!r}")
         eng = self.engine
         in_host, eng._in_host = eng._in_host, 0
         try:
-            return _own_raise(func, self._store, *args)
+            out = own_raise(call, *args)
         finally:
             eng._in_host = in_host
+        return None if not out else out[0] if len(out) == 1 else out
 
     def _on_deadline(self, _ctx: Any, _data: Any, delta: Any, kind: Any) -> int:
         """wasmtime's epoch-deadline callback: trap on a signal or at the time limit."""
@@ -486,47 +500,12 @@ class Instance:
     def close(self) -> None:
         store, self._store = self._store, None  # type: ignore[assignment]
         self._exports = None  # type: ignore[assignment]
+        self._calls = {}
         self._instance = None  # type: ignore[assignment]
         self._memory = None
         if store is not None:
             store.close()
         self._callback = None  # after the store, which calls it
-
-
-#: The exception a host function raised, per thread. wasmtime-py keeps it in one
-#: process-wide slot (wasmtime._func.LAST_EXCEPTION) until the call returns, so with
-#: workers on many threads one thread could take another's exception (a Suspended
-#: of another worker, say) or find none and report a bare trap.
-_HOST_EXC = threading.local()
-
-
-def _stashing(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """A host function whose exception is also kept for its own thread."""
-    def host(*args: Any) -> Any:
-        try:
-            return fn(*args)
-        except BaseException as e:
-            _HOST_EXC.exc = e
-            raise
-    host.__name__ = getattr(fn, "__name__", "host")
-    return host
-
-
-def _own_raise(func: Callable[..., Any], *args: Any) -> Any:
-    """Enter guest code; re-raise this thread's host exception, never another's."""
-    _HOST_EXC.exc = None
-    try:
-        return func(*args)
-    except BaseException as e:
-        mine, _HOST_EXC.exc = getattr(_HOST_EXC, "exc", None), None
-        if mine is not None:
-            if mine is e:
-                raise
-            raise mine from None
-        if isinstance(e, (wasmtime.Trap, wasmtime.WasmtimeError)):
-            raise
-        # Another thread's host exception, surfaced at a trap of this call.
-        raise wasmtime.Trap("guest trapped") from None
 
 
 def _marked(engine: Engine, fn: Callable[..., Any]) -> Callable[..., Any]:
