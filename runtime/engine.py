@@ -320,7 +320,7 @@ class Instance:
         self.base = 0
         self.size = 0
         if self._memory is not None:
-            self.base = ctypes.cast(self._memory.data_ptr(self._store), ctypes.c_void_p).value or 0
+            self.base = address(self._memory.data_ptr(self._store))
             self._mem_addr = ctypes.addressof(self._memory._memory)
             self.size = self._memory.data_len(self._store)
 

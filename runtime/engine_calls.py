@@ -29,8 +29,8 @@ from wasmtime import _ffi as ffi
 _SLOT = ctypes.sizeof(ffi.wasmtime_val_raw_t)
 #: struct codes of a slot per numeric type; ints are packed unsigned after masking, so
 #: u32/u64 bit patterns and negative numbers both go through, as wasmtime-py's did.
-_PACK = {"i32": ("I", 0xFFFFFFFF), "i64": ("Q", 0xFFFFFFFFFFFFFFFF),
-         "f32": ("f", None), "f64": ("d", None)}
+_PACK = {"i32": "I", "i64": "Q", "f32": "f", "f64": "d"}
+_MASK = {"i32": 0xFFFFFFFF, "i64": 0xFFFFFFFFFFFFFFFF, "f32": None, "f64": None}
 _UNPACK = {"i32": "i", "i64": "q", "f32": "f", "f64": "d"}
 _WIDTH = {"i32": 4, "i64": 8, "f32": 4, "f64": 8}
 _CTYPE = {"i32": ctypes.c_int32, "i64": ctypes.c_int64,
@@ -76,10 +76,11 @@ def address(ptr: Any) -> int:
     return ctypes.cast(ptr, ctypes.c_void_p).value or 0
 
 
-def _params_struct(types: Sequence[str]) -> struct.Struct | None:
+def _slots(types: Sequence[str], codes: dict[str, str] = _UNPACK) -> struct.Struct | None:
+    """The struct of raw value slots holding ``types`` (None for no values)."""
     if not types:
         return None
-    return struct.Struct("<" + "".join(f"{_UNPACK[t]}{_SLOT - _WIDTH[t]}x" for t in types))
+    return struct.Struct("<" + "".join(f"{codes[t]}{_SLOT - _WIDTH[t]}x" for t in types))
 
 
 def numeric(types: Sequence[str]) -> bool:
@@ -126,7 +127,7 @@ def define_host(linker: wasmtime.Linker, module: str, name: str, ft: wasmtime.Fu
     if len(results) > 1 or not numeric(params) or not numeric(results):
         raise ValueError(f"host function {module}.{name}: unsupported signature")
     env = next(_ids)
-    _HOSTS[env] = (fn, _params_struct(params), _CTYPE[results[0]] if results else None)
+    _HOSTS[env] = (fn, _slots(params), _CTYPE[results[0]] if results else None)
     m, n = module.encode(), name.encode()
     err = _define_unchecked(address(linker.ptr()), m, len(m), n, len(n),
                             address(ft.ptr()), _trampoline, env, _finalize)
@@ -156,10 +157,12 @@ class ExportCall:
         self._addr = ctypes.addressof(func._func)
         self._n = max(len(params), len(results), 1)
         self._buf = ctypes.c_char * (self._n * _SLOT)
-        self._masks = [_PACK[p][1] for p in params] if not self._fallback else []
-        self._pack = struct.Struct("<" + "".join(
-            f"{_PACK[p][0]}{_SLOT - _WIDTH[p]}x" for p in params)) if not self._fallback else None
-        self._unpack = _params_struct(results) if not self._fallback else None
+        self._masks: list[int | None] = []
+        self._pack = self._unpack = None
+        if not self._fallback:
+            self._masks = [_MASK[p] for p in params]
+            self._pack = _slots(params, _PACK)
+            self._unpack = _slots(results)
 
     def __call__(self, *args: Any) -> list[Any]:
         if self._fallback:

@@ -379,8 +379,9 @@ def section_server(d: dict[str, Any], p: Plots) -> str:
                  f"{d.get('hot_workers', 100)} workers (target >= 2,000/s with --sync at 64 "
                  "clients). Clients are http.client threads in the benchmark's process; "
                  "the *lean client* rows are scripts/loadgen.py, one event loop in its own "
-                 "process, which leaves the server nearly all of the 2 CPUs.\n\n" + table(["mode", "p50 ms", "p99 ms", "clients", "inv/s",
-                                          "fsyncs/inv"], rows) + "\n")
+                 "process, which leaves the server nearly all of the 2 CPUs.\n\n"
+                 + table(["mode", "p50 ms", "p99 ms", "clients", "inv/s", "fsyncs/inv"], rows)
+                 + "\n")
         text += p.line("serve_throughput", "Invocations/s over HTTP", "concurrent clients",
                        "invocations/s", series, logx=True)
     if sl := d.get("sleepers"):
