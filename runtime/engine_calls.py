@@ -118,6 +118,11 @@ def _drop(env: int, _pop: Callable[..., Any] = _HOSTS.pop) -> None:
 
 
 _finalize = _Finalizer(_drop)
+# wasmtime holds both thunks' addresses past any Python reference: a store freed at
+# interpreter exit, after this module's globals were cleared, still calls _finalize, and
+# a freed thunk is a jump into freed memory (a segfault as pytest exited). Immortal.
+for _thunk in (_trampoline, _finalize):
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(_thunk))
 
 
 def define_host(linker: wasmtime.Linker, module: str, name: str, ft: wasmtime.FuncType,
