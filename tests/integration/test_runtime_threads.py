@@ -15,6 +15,9 @@ def test_many_threads_on_one_runtime_give_exact_counts(make_runtime, guests):
     rt.deploy(guests["counter"].read_bytes(), "counter")
     workers = [f"counter/w{i}" for i in range(4)]
     errors: list[BaseException] = []
+    # Created first: a reader asking for a worker that no thread has invoked yet is
+    # rightly told there is none; readers of existing workers must never be.
+    assert [rt.invoke(w, "get").results[0][1] for w in workers] == [0, 0, 0, 0]
 
     def client(t: int) -> None:
         try:
