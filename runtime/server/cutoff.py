@@ -1,9 +1,8 @@
 """At start, the invocations that a crash of the previous owner cut off are finished.
 
-`golemish serve` starts this as soon as the Runtime is open, before the HTTP stack
-is even imported: finishing a cut-off invocation needs only the store and the
-engine, and a caller waiting for its result should not wait for the server's
-start-up as well. Requests that arrive meanwhile take their turn on the worker
+`golemish serve` starts this as soon as its event loop serves, before the first
+request is read (not earlier, beside the imports of the HTTP stack: see
+server/process.py). Requests that arrive meanwhile take their turn on the worker
 as usual (the Runtime keeps one worker's calls in order), so an invocation is
 finished once, by whichever comes first; the other finds it done.
 

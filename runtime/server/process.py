@@ -17,6 +17,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,14 +135,18 @@ def wait_until_serving(home: str, proc: subprocess.Popen, timeout: float = 30.0)
         info = read_server_file(home)
         if info is not None and info.get("pid") == proc.pid:
             return str(info["url"])
-        time.sleep(0.02)
+        time.sleep(0.005)
     return None
 
 
-def _server_class(state: Any) -> Any:
+def _server_class(state: Any, started: Callable[[], Any]) -> Any:
     import uvicorn
 
     class _Server(uvicorn.Server):  # type: ignore[misc]
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            started()
+
         def handle_exit(self, sig: int, frame: Any) -> None:
             # uvicorn re-raises the signal once it has drained, which would kill us
             # before the store is closed; we drain, close and exit 0 instead.
@@ -158,10 +163,9 @@ def serve(rt_config: RuntimeConfig, cfg: ServerConfig) -> None:
     """Serve until SIGTERM/SIGINT, then drain and close. Blocks.
 
     Start-up order: bind (a bad address fails before anything else), open the
-    Runtime, start finishing cut-off invocations (server/cutoff.py) in a thread,
-    and only then import and build the HTTP stack, write server.json and serve: the
-    recovery runs while the HTTP layer loads, and server.json still means the API
-    answers.
+    Runtime, import and build the HTTP stack, write server.json and serve; once the
+    event loop serves, a thread finishes cut-off invocations (server/cutoff.py).
+    Requests for those workers wait their turn meanwhile.
     """
     import prometheus_client
 
@@ -182,16 +186,9 @@ def serve(rt_config: RuntimeConfig, cfg: ServerConfig) -> None:
     rt_config.observer = metrics
     rt = Runtime(rt_config)
     record = server_file(rt_config.home)
-    cut_off: CutOffRecovery | None = None
     try:
-        # Alone, this server owns every worker: finish the cut-off ones at once. In a
-        # cluster only after the executor has joined and holds leases (below).
-        if rt.cluster is None:
-            cut_off = CutOffRecovery(rt).start()
-        _serve(rt, cfg, sock, family, metrics, record, cut_off)
+        _serve(rt, cfg, sock, family, metrics, record)
     finally:
-        if cut_off is not None:
-            cut_off.stop()
         try:
             _close_within(rt, cfg.drain_timeout, record)
         finally:
@@ -200,7 +197,7 @@ def serve(rt_config: RuntimeConfig, cfg: ServerConfig) -> None:
 
 
 def _serve(rt: Runtime, cfg: ServerConfig, sock: socket.socket, family: int,
-           metrics: Any, record: Path | None, cut_off: CutOffRecovery | None) -> None:
+           metrics: Any, record: Path | None) -> None:
     """Build the HTTP app over the open Runtime, write server.json and serve."""
     import uvicorn  # the HTTP stack only for the server, not every CLI command
 
@@ -210,7 +207,13 @@ def _serve(rt: Runtime, cfg: ServerConfig, sock: socket.socket, family: int,
     from .scheduler import Scheduler
     state = ServerState(idle_timeout=cfg.idle_timeout, max_memory=cfg.max_memory,
                         drain_timeout=cfg.drain_timeout)
-    _Server = _server_class(state)
+    # Cut-off invocations are finished from the moment the event loop serves (alone,
+    # this server owns every worker; in a cluster, those this executor holds), not
+    # beside the imports above: a thread that releases the GIL at every engine and
+    # store call waits up to a switch interval to get it back from an importing one
+    # (a 22 ms recovery took ~160 ms there, and delayed the imports as much).
+    cut_off = CutOffRecovery(rt)
+    _Server = _server_class(state, cut_off.start)
     metrics.attach(rt)
     sock.listen(1024)
     bound_host, bound_port = sock.getsockname()[:2]
@@ -242,8 +245,7 @@ def _serve(rt: Runtime, cfg: ServerConfig, sock: socket.socket, family: int,
     waker = Waker(rt) if rt.cluster is None else Waker(rt, backstop_s=0.5)
     evictor = Evictor(rt, idle_timeout=cfg.idle_timeout, max_memory=cfg.max_memory)
     if rt.cluster is not None:
-        rt.cluster.start()
-        cut_off = CutOffRecovery(rt).start()  # of the workers this executor holds
+        rt.cluster.start()  # cut-off invocations: those of the workers this executor holds
     waker.start()
     scheduler.start()
     evictor.start()
@@ -251,8 +253,7 @@ def _serve(rt: Runtime, cfg: ServerConfig, sock: socket.socket, family: int,
         server.run(sockets=[sock])
     finally:
         state.stopping.set()
-        if cut_off is not None:
-            cut_off.stop()
+        cut_off.stop()
         evictor.stop()
         scheduler.stop()
         waker.stop()
