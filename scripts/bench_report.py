@@ -361,6 +361,12 @@ def section_server(d: dict[str, Any], p: Plots) -> str:
     """`golemish serve` over HTTP: scripts/bench_serve.py (each part when present)."""
     text = ("## Server\n\n_`scripts/bench_serve.py`: real `golemish serve` processes on "
             f"127.0.0.1, clients in the benchmark's process; {machine(d)}._\n")
+    if (bc := d.get("bytecode")) and bc.get("compiled"):
+        text += ("\ngolemish's modules are byte-compiled before the run, as installing a "
+                 "wheel does" + (" (this machine sets PYTHONDONTWRITEBYTECODE=1, with which "
+                                 "an editable install compiles them from source at every "
+                                 "start: ~0.1 s more per process)"
+                                 if bc.get("dont_write_bytecode_env") else "") + ".\n")
     if hot := d.get("results"):
         rows, series = [], {}
         for r in hot:

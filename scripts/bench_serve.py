@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, ValueError):
         doc = {}
     doc.update({"machine": benchlib.machine_info(), "quick": a.quick,
-                "loadavg": benchlib.loadavg()})
+                "loadavg": benchlib.loadavg(), "bytecode": benchlib.compile_golemish()})
     if "startup" in only:
         start = startup(wasm, 3 if a.quick else 7)
         benchlib.say(f"{'start-up (spawn to exit)':<28} {'median s':>9}")
