@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import tempfile
 import time
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from . import wasm_check
 from .component_files import pack_files
 from .engine import Engine, FuncSig
 from .errors import ComponentError, InvalidModuleError, MissingImportsError, NotFoundError
+from .names import check_name
 from .host import api as host_api
 from .host.wasi import MODULE as WASI_MODULE
 from .host.wasi import SIGNATURES as WASI_SIGNATURES
@@ -43,21 +43,11 @@ from .snapshot.instrument import GLOBAL_PREFIX, TABLE_PREFIX, InstrumentError, i
 
 log = logging.getLogger(__name__)
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
 def host_provides() -> dict[tuple[str, str], FuncSig]:
     """Every function the host offers guests, with its core signature."""
     provided = {(WASI_MODULE, n): wasi_signature(n) for n in WASI_SIGNATURES}
     provided.update({(host_api.MODULE, n): host_api.signature(n) for n in host_api.SIGNATURES})
     return provided
-
-
-def check_name(name: str, what: str = "component") -> str:
-    if not NAME_RE.match(name):
-        raise ComponentError(f"invalid {what} name {name!r}: use letters, digits, "
-                             "'-', '_' or '.', starting with a letter or digit")
-    return name
 
 
 def missing_imports(engine: Engine, module: wasmtime.Module) -> list[str]:
@@ -82,11 +72,6 @@ def missing_imports(engine: Engine, module: wasmtime.Module) -> list[str]:
     return missing
 
 
-#: Default cap on a module's size. Deploy holds the module several times over while
-#: it validates, instruments and compiles it (a 300 MiB module took 1.3 GB), so this
-#: keeps a deploy near half a GiB; the largest real guests (CPython for WASI, about
-#: 30 MB) fit four times over. ``deploy --max-size`` / GOLEMISH_MAX_COMPONENT_MIB.
-DEFAULT_MAX_BYTES = 128 << 20
 
 
 def check_size(size: int, limit: int, what: str = "the module") -> None:

@@ -8,11 +8,11 @@ from typing import Any
 
 from golemish.oplog.backends.group_commit import GroupConfig
 
-from . import components
 from .clock import SYSTEM, Clock
 from .crash import CrashPoints
 from .errors import ArgumentError
 from .host import http
+from .limits import DEFAULT_MAX_BYTES
 from .observe import Observer
 from .snapshot.capture import SnapshotConfig
 from .snapshot.policy import SnapshotPolicy
@@ -51,7 +51,7 @@ class RuntimeConfig:
     suspend_after_s: float = 2.0
     #: Largest module ``deploy`` accepts, in bytes.
     max_component_bytes: int = field(default_factory=lambda: _env_mib(
-        "GOLEMISH_MAX_COMPONENT_MIB", components.DEFAULT_MAX_BYTES))
+        "GOLEMISH_MAX_COMPONENT_MIB", DEFAULT_MAX_BYTES))
     #: "keep" every oplog entry live, or "archive" those older than the oldest kept
     #: snapshot into zstd chunks (still readable, still replayable).
     oplog_retention: str = field(

@@ -27,26 +27,18 @@ from .crash import CrashPoints
 from .describe import Describe
 from .engine import Engine, FuncSig
 from .errors import (
-    ArgumentError, ClosedError, ComponentError, ExistsError, GolemishError, NotFoundError,
+    ClosedError, ComponentError, ExistsError, GolemishError, NotFoundError,
     PromiseError, Suspended,
 )
 from .host import http
 from .journal import Deferred, OutputFn
 from .locks import WorkerLocks
+from .names import parse_worker_id
 from .observe import NULL_OBSERVER, Observer
 from .snapshot.policy import SnapshotPolicy
 from .typed.values import parse_args
 from .worker import InvocationResult, RecoveryReport, Worker
 from .worker_recovery import plan_log
-
-def parse_worker_id(worker_id: str) -> tuple[str, str]:
-    comp, sep, name = worker_id.partition("/")
-    if not sep or not comp or not name:
-        raise ArgumentError(f"worker {worker_id!r} should be COMPONENT/NAME, e.g. counter/alice")
-    components.check_name(comp)
-    components.check_name(name, "worker")
-    return comp, name
-
 
 class Runtime(WorkerCalls, Describe):
     """Deploys components and runs durable workers on one store."""

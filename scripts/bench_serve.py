@@ -50,7 +50,7 @@ from urllib.parse import urlsplit
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
 import bench_serve_parts as parts  # noqa: E402
-from golemish.runtime.server.process import wait_until_serving  # noqa: E402
+from golemish.runtime.server.record import wait_until_serving  # noqa: E402
 
 DEFAULT_OUT = benchlib.ROOT / "scripts" / "results" / "bench_serve.json"
 WORKERS = 100

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from golemish.runtime.server.process import wait_until_serving
+from golemish.runtime.server.record import wait_until_serving
 
 EXE = [sys.executable, "-m", "golemish.runtime.cli"]
 TARGET_WAKE_P99_MS = 20.0

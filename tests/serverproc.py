@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from golemish.runtime.server.process import wait_until_serving
+from golemish.runtime.server.record import wait_until_serving
 
 
 def golemish_cmd() -> list[str]:

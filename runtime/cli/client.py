@@ -85,7 +85,7 @@ class Client:
         """``/workers/C/N`` + tail, after checking the id as the runtime would."""
         comp, sep, name = worker.partition("/")
         from ..errors import NotFoundError
-        from ..executor import parse_worker_id
+        from ..names import parse_worker_id
         try:
             parse_worker_id(worker)
         except GolemishError:  # what the in-process commands say: none has that id
@@ -154,7 +154,7 @@ def find_server(home: str, server: str | None = None) -> Client | None:
     url = server or os.environ.get("GOLEMISH_SERVER")
     if url:
         return Client(url, token)
-    from ..server.process import read_server_file, stale_server_file  # stdlib only
+    from ..server.record import read_server_file, stale_server_file  # no runtime
     info = read_server_file(home)
     if info is None:
         stale = stale_server_file(home)

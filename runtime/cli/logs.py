@@ -47,7 +47,7 @@ def worker_logs(ctx: Ctx, worker_id: str, follow: bool, start: int) -> None:
             raise ArgumentError(f"--follow streams from a running server, and none serves "
                                 f"{ctx.home}: start one with `golemish serve --detach` (without "
                                 "--follow the recorded output is printed)")
-        from ..executor import parse_worker_id
+        from ..names import parse_worker_id
         from ..errors import NotFoundError
         parse_worker_id(worker_id)
         with ctx.runtime(readonly=True) as rt:

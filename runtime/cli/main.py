@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
 
 from golemish.oplog import GolemishError
 
-from ..component_files import parse_file_spec
-from ..components import DEFAULT_MAX_BYTES, DeployResult, read_module
 from ..crash import POINTS as CRASH_POINTS
 from ..errors import ArgumentError
+from ..limits import DEFAULT_MAX_BYTES
 from ..python.cli import python as python_cli
 from ..snapshot.policy import SnapshotPolicy
 from ..typed.values import typed_json
@@ -31,10 +30,12 @@ from .common import (
 )
 from .logs import worker_logs
 from .manage import promise, store, worker
-from .schedule import due_seconds, schedule
 from .serve import serve, server
 from .testing import test_replay, worker_export
 from .versions import component_delete, worker_fork, worker_revert, worker_update
+
+if TYPE_CHECKING:
+    from ..components import DeployResult
 
 
 def format_value(v):  # type: ignore[no-untyped-def]
@@ -122,6 +123,10 @@ def deploy(ctx: Ctx, path: Path, name: str | None, entry: str | None, wit_path: 
            files: tuple[str, ...], update_workers: str) -> None:
     """Deploy a WASI preview 1 module, or a Python module (FILE.py, or a DIRECTORY with a
     package and an entry module), as a new component version."""
+    # The runtime's modules (wasmtime among them) load only for what needs them: a
+    # CLI command that a server answers never does.
+    from ..component_files import parse_file_spec
+    from ..components import DeployResult, read_module
     ctx.max_component_bytes = int(max_size * (1 << 20))
     python = path.suffix == ".py" or path.is_dir()
     if entry and not path.is_dir():
@@ -166,6 +171,7 @@ def _local_deploy(ctx: Ctx, path: Path, name: str, entry: str | None, wasm: byte
                   allow_http: tuple[str, ...], update_workers: str,
                   files: list[tuple[str, bytes, bool]]
                   ) -> tuple[DeployResult, list[tuple[str, str]]]:
+    from ..components import DeployResult
     with ctx.runtime(create=True) as rt:
         if path.suffix == ".py" or path.is_dir():
             if wit_path or stackful or files:
@@ -233,6 +239,7 @@ def invoke(ctx: Ctx, worker: str, function: str, args: tuple[str, ...],
     limits = _limits_given(memory_limit, time_limit)
     client = find_server(ctx.home, ctx.server)
     if at is not None or delay is not None:
+        from .schedule import due_seconds, schedule
         refused = [*(f"--{k.replace('_', '-')}" for k in limits),
                    *(["--ephemeral"] if ephemeral else []), *(["--crash-at"] if crash_at else [])]
         schedule(ctx, client, worker, function, list(args), idempotency_key, pairs,

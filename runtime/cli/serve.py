@@ -71,9 +71,8 @@ def serve(ctx: Ctx, listen: str, token: str | None, init: bool, threads: int,
           lease_s: float, renew_s: float) -> None:
     """Own the store and serve its HTTP API (OpenAPI at /openapi.json) until SIGTERM,
     which drains: running invocations finish, then the store is closed."""
-    from ..server import ServerConfig
-    from ..server import serve as serve_forever
-    from ..server.process import check_listen
+    from ..server.process import ServerConfig, check_listen
+    from ..server.process import serve as serve_forever
 
     cfg = ServerConfig(listen=listen, token=token or None, threads=threads,
                        idle_timeout=idle_timeout or None, max_memory=_size(max_memory),
@@ -101,7 +100,7 @@ def _detach(ctx: Ctx) -> None:
     """Start this same command without --detach in a new session, wait until it serves."""
     from golemish.oplog.store import store_path
 
-    from ..server.process import read_server_file, wait_until_serving
+    from ..server.record import read_server_file, wait_until_serving
     path = store_path(ctx.home)
     if path is None:
         raise ArgumentError(f"--detach needs a store on disk, not {ctx.home}")
@@ -177,7 +176,7 @@ def _duration(s: float) -> str:
 def server_stop(ctx: Ctx, timeout: float) -> None:
     """Stop the server of --home with SIGTERM and wait until it has drained and exited."""
     from .client import find_server
-    from ..server.process import read_server_file
+    from ..server.record import read_server_file
     info = read_server_file(ctx.home)
     if info is None:
         find_server(ctx.home, None)  # says so if a stale server.json was left behind

@@ -6,8 +6,6 @@ import sys
 
 import click
 
-from ..engine import Engine
-
 
 @click.group()
 def python() -> None:
@@ -26,6 +24,8 @@ def python_install(no_compile: bool) -> None:
         sys.exit(1)
     if not no_compile:
         import importlib
+
+        from ..engine import Engine
         importlib.invalidate_caches()
         engine = Engine()
         try:

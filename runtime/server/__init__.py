@@ -1,5 +1,4 @@
-"""`golemish serve`: the always-on executor and its HTTP API (see process.py, app.py)."""
+"""`golemish serve`: the always-on executor and its HTTP API (see process.py, app.py).
 
-from .process import ServerConfig, read_server_file, serve, server_file
-
-__all__ = ["ServerConfig", "read_server_file", "serve", "server_file"]
+Nothing is imported here: record.py (where a server serves) is read by CLI commands
+that must not load the executor that process.py needs."""

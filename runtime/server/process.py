@@ -14,22 +14,17 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from golemish.oplog.store import store_path
-
 from ..errors import ArgumentError
 from ..executor import Runtime, RuntimeConfig
 from .cutoff import CutOffRecovery
+from .record import server_file
 from .waker import Waker
-
-SERVER_FILE = "server.json"
 
 
 @dataclass
@@ -70,73 +65,6 @@ def check_listen(cfg: ServerConfig) -> tuple[str, int]:
         raise ArgumentError(f"--listen {cfg.listen} is reachable from other machines: give "
                             "--token (or GOLEMISH_SERVER_TOKEN) so that every call needs it")
     return host, port
-
-
-def server_file(home: str) -> Path | None:
-    path = store_path(home)
-    return Path(path) / SERVER_FILE if path is not None else None
-
-
-def read_server_file(home: str) -> dict[str, Any] | None:
-    """The running server's record for ``home``, if its process is alive."""
-    f = server_file(home)
-    if f is None:
-        return None
-    try:
-        info = json.loads(f.read_text())
-    except (OSError, ValueError):
-        return None
-    return info if isinstance(info, dict) and _alive(info.get("pid")) else None
-
-
-def _alive(pid: Any) -> bool:
-    """A live golemish server process with this pid (not a reused pid)."""
-    try:
-        os.kill(int(pid), 0)
-    except (OSError, ValueError, TypeError):
-        return False
-    try:
-        cmdline = Path(f"/proc/{int(pid)}/cmdline").read_bytes()
-    except OSError:
-        return True  # no /proc: trust kill(0)
-    return b"serve" in cmdline
-
-
-def stale_server_file(home: str) -> dict[str, Any] | None:
-    """A server.json whose process is gone (killed with -9, say): removed, and its
-    record returned so that the caller can say so. None if there is none or it is live."""
-    f = server_file(home)
-    if f is None:
-        return None
-    try:
-        raw = f.read_bytes()
-        info = json.loads(raw)
-    except OSError:
-        return None
-    except ValueError:
-        info = {"pid": None}
-    if not isinstance(info, dict):
-        info = {"pid": None}
-    if _alive(info.get("pid")):
-        return None
-    try:
-        if f.read_bytes() == raw:  # not replaced by a server starting just now
-            f.unlink()
-    except OSError:
-        pass
-    return info
-
-
-def wait_until_serving(home: str, proc: subprocess.Popen, timeout: float = 30.0) -> str | None:
-    """The URL of the server ``proc`` started for ``home``, once it has written its record;
-    None if it exits or the timeout passes first (for tests and benchmarks)."""
-    deadline = time.monotonic() + timeout
-    while proc.poll() is None and time.monotonic() < deadline:
-        info = read_server_file(home)
-        if info is not None and info.get("pid") == proc.pid:
-            return str(info["url"])
-        time.sleep(0.005)
-    return None
 
 
 def _server_class(state: Any, started: Callable[[], Any]) -> Any:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from golemish.oplog import TypedValue
 
-from ..engine import FuncSig
 from ..errors import ArgumentError
+
+if TYPE_CHECKING:  # the engine (wasmtime) is not for CLI commands that only print values
+    from ..engine import FuncSig
 
 _INT_BITS = {"i32": 32, "i64": 64}
 

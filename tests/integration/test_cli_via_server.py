@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -148,3 +149,42 @@ def test_the_server_run_really_went_through_the_api(outcomes):
     _, there = outcomes
     assert not any("in use" in r.stderr for r in there)
     assert there[0].returncode == 0
+
+
+#: Runs the CLI (argv after the output path) and writes which of the runtime's heavy
+#: modules it loaded to that path, at exit.
+_PROBE = """
+import atexit, runpy, sys
+out = sys.argv.pop(1)
+sys.argv[0] = "golemish"
+heavy = ("wasmtime", "golemish.runtime.engine", "golemish.runtime.executor")
+atexit.register(lambda: open(out, "w").write(" ".join(m for m in heavy if m in sys.modules)))
+runpy.run_module("golemish.runtime.cli", run_name="__main__")
+"""
+
+
+def test_commands_a_server_answers_never_load_the_engine(tmp_path, guests):
+    home = str(tmp_path / "store")
+    assert _run(home, ("deploy", "{counter}"), guests).returncode == 0
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("GOLEMISH_")},
+           "GOLEMISH_HOME": home}
+    out = tmp_path / "loaded.txt"
+
+    def loaded(*args: str) -> str:
+        proc = subprocess.run([sys.executable, "-c", _PROBE, str(out), *args], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return out.read_text()
+
+    server = ServerProc(home)
+    try:
+        for args in (("invoke", "counter/a", "add", "1"), ("worker", "show", "counter/a"),
+                     ("--json", "worker", "list"), ("worker", "oplog", "counter/a"),
+                     ("worker", "logs", "counter/a"), ("component", "show", "counter"),
+                     ("promise", "list"), ("server", "status"), ("--help",)):
+            assert loaded(*args) == "", args
+    finally:
+        assert server.stop() == 0
+    # The same command in-process needs them all: what the probe sees is real.
+    assert loaded("invoke", "counter/a", "add", "1").split() == [
+        "wasmtime", "golemish.runtime.engine", "golemish.runtime.executor"]
