@@ -108,7 +108,7 @@ def midcall_due(w: Worker, st: Stackful) -> bool:
     if w.image is None:
         return False
     in_call = time.perf_counter() - max(st.invocation_t0, w.policy_state.last_perf)
-    return w.policy_state.midcall_due(in_call, st.calls)
+    return w.policy_state.midcall_due(in_call, st.calls, st.in_call)
 
 
 def snapshot_midcall(w: Worker, invocation: int, tail_from: int) -> Snapshot | None:
@@ -119,7 +119,7 @@ def snapshot_midcall(w: Worker, invocation: int, tail_from: int) -> Snapshot | N
     if w.midcall.core_args is not None:  # a typed call: its lowered arguments
         position.append(list(w.midcall.core_args))
     entry = w.snapshot(midcall=position)
-    w.midcall.calls = 0
+    w.midcall.calls = w.midcall.in_call = 0
     return entry
 
 

@@ -123,13 +123,17 @@ class PolicyState:
         self.tail_s += seconds
         self.tail_invocations += 1
 
-    def midcall_due(self, in_call_s: float, calls: int) -> bool:
-        """Inside an invocation of a stackful worker: snapshot at this host call?"""
+    def midcall_due(self, in_call_s: float, calls: int, in_call: int = 0) -> bool:
+        """Inside an invocation of a stackful worker: snapshot at this host call?
+
+        ``calls``: live host calls since the last mid-call snapshot (``calls:N``);
+        ``in_call_s`` and ``in_call``: the time and the host calls of this invocation
+        since it began or was last snapshotted (earlier invocations are in tail_s)."""
         p = self.policy
         if p.kind == "calls":
             return calls >= p.every
         if p.kind == "adaptive":
-            replay_s = max(in_call_s, calls * REPLAY_S_PER_CALL)
+            replay_s = max(in_call_s, in_call * REPLAY_S_PER_CALL)
             return self.tail_s + replay_s >= self.interval_s()
         return False
 

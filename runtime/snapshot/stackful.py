@@ -60,7 +60,10 @@ class Stackful:
         self.invocation = 0
         self.entry_index = 0
         self.invocation_t0 = 0.0
-        self.calls = 0  # live host calls since the last snapshot
+        self.calls = 0  # live host calls since the last mid-call snapshot
+        #: Live host calls of the running invocation since it began or was snapshotted
+        #: (what the adaptive policy's replay estimate counts, beside its running time).
+        self.in_call = 0
         self._saved_globals: dict[str, tuple[str, int]] = {}
         #: Inside :meth:`call`: only there may a host call unwind (never in a nested
         #: call such as the allocator, a post-return function or ``_initialize``).
@@ -106,6 +109,7 @@ class Stackful:
             if live:
                 self.entry_index = j.oplog.last_index + 1
                 self.calls += 1
+                self.in_call += 1
                 if self.w.midcall_due(self):
                     return self._unwind("policy")
             try:
@@ -139,6 +143,7 @@ class Stackful:
     def call(self, function: str, args: Sequence[int | float], limit: float) -> list[Any]:
         assert self.stack is not None
         self.invocation_t0 = time.perf_counter()
+        self.in_call = 0
         self.active = True
         try:
             return call_stackful(self.stack, function, args, time_limit=limit,

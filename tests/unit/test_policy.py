@@ -76,8 +76,10 @@ def test_a_long_call_counts_its_host_calls_at_their_replay_cost():
     s = PolicyState(ADAPTIVE, snapshot_cost_s=0.001)
     assert s.interval_s() == 0.05
     # 10,000 clock reads ran in 31 ms; replaying them takes ~80 ms: due.
-    assert s.midcall_due(0.031, 10_000)
-    assert not s.midcall_due(0.031, 5_000)    # ~40 ms either way
-    assert s.midcall_due(0.06, 10)             # slow guest work counts by its time
-    s.invoked(0.02)                            # and earlier invocations' tail adds up
-    assert s.midcall_due(0.0, 4_000)
+    assert s.midcall_due(0.031, 10_000, 10_000)
+    assert not s.midcall_due(0.031, 5_000, 5_000)  # ~40 ms either way
+    assert s.midcall_due(0.06, 10, 10)             # slow guest work counts by its time
+    s.invoked(0.02)                                # earlier invocations' tail adds up,
+    assert s.midcall_due(0.0, 4_000, 4_000)
+    # but by their time only: their calls are not counted again in this one's.
+    assert not s.midcall_due(0.0, 5_000, 1_000)
