@@ -341,6 +341,18 @@ class WorkerOplog:
 
         Raises CorruptionError on a damaged entry or a gap in the indexes.
         """
+        for index, raw in self._dense(start, end):
+            yield index, decode_entry(raw, key=self.worker_id, index=index)
+
+    def read_kinds(self, kinds: frozenset[int], start: int = 1) -> Iterator[tuple[int, Entry]]:
+        """:meth:`read` of the entries of these kinds only: the others are skimmed by
+        their kind byte, not decoded (a gap in the indexes is still damage)."""
+        for index, raw in self._dense(start, None):
+            if peek_kind(raw) in kinds:
+                yield index, decode_entry(raw, key=self.worker_id, index=index)
+
+    def _dense(self, start: int, end: int | None) -> Iterator[tuple[int, bytes]]:
+        """:meth:`raw`, raising CorruptionError at a gap in the indexes."""
         if start < 1:
             raise ValueError("oplog indexes start at 1")
         expected = start
@@ -348,7 +360,7 @@ class WorkerOplog:
             if index != expected:
                 raise CorruptionError("oplog", self.worker_id, f"missing entry {expected}",
                                       index=expected, hint="run `golemish store check`")
-            yield index, decode_entry(raw, key=self.worker_id, index=index)
+            yield index, raw
             expected += 1
 
     def get(self, index: int) -> Entry | None:

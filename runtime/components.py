@@ -43,6 +43,7 @@ from .snapshot.instrument import GLOBAL_PREFIX, TABLE_PREFIX, InstrumentError, i
 
 log = logging.getLogger(__name__)
 
+
 def host_provides() -> dict[tuple[str, str], FuncSig]:
     """Every function the host offers guests, with its core signature."""
     provided = {(WASI_MODULE, n): wasi_signature(n) for n in WASI_SIGNATURES}
@@ -70,8 +71,6 @@ def missing_imports(engine: Engine, module: wasmtime.Module) -> list[str]:
         missing.append(f"export cabi_realloc (i32, i32, i32, i32) -> i32, which "
                        f"{', '.join(needs)} need(s) to allocate guest memory")
     return missing
-
-
 
 
 def check_size(size: int, limit: int, what: str = "the module") -> None:

@@ -6,11 +6,11 @@ invariant 5); and the recorded outcome of an invocation an idempotency key names
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from golemish.oplog import CorruptionError, GolemishError, InvokeEnd, InvokeFailed, InvokeStart, TypedValue
+from golemish.oplog import GolemishError, InvokeEnd, InvokeFailed, InvokeStart, TypedValue
 
 from .errors import (
     ArgumentError, DivergenceError, Interrupted, InvocationFailed, Suspended,
@@ -152,7 +152,7 @@ def recorded_result(w: Worker, index: int, function: str, key: str,
         raise ArgumentError(
             f"idempotency key {key!r} was already used for {recorded} on {w.id}, "
             f"not {function}({', '.join(map(format_value, params))}); use a new key")
-    for entry in _outcomes(w, index + 1):
+    for _, entry in w.oplog.read_kinds(_BOUNDS, index + 1):
         if isinstance(entry, InvokeEnd):
             return InvocationResult(function, list(entry.results), index, 0.0,
                                     deduplicated=True,
@@ -166,21 +166,9 @@ def recorded_result(w: Worker, index: int, function: str, key: str,
         InvocationFailed(f"the invocation with idempotency key {key!r} has no outcome")
 
 
+#: What ends or follows an invocation; its host calls between (10,000 in a long one)
+#: are skimmed, not decoded, when an idempotency key's outcome is looked up.
 _BOUNDS = frozenset({InvokeEnd.KIND, InvokeFailed.KIND, InvokeStart.KIND})
-
-
-def _outcomes(w: Worker, start: int) -> Iterator[Any]:
-    """The InvokeEnd, InvokeFailed and InvokeStart entries from ``start`` on, decoded
-    (and so verified) alone: the host calls between, 10,000 of them in a long
-    invocation, are skimmed by kind (a gap in the indexes is still damage)."""
-    expected = start
-    for i, kind in w.oplog.kinds(start):
-        if i != expected:
-            raise CorruptionError("oplog", w.id, f"missing entry {expected}", index=expected,
-                                  hint="run `golemish store check`")
-        expected += 1
-        if kind in _BOUNDS:
-            yield w.oplog.get(i)
 
 
 def result_json(w: Worker, function: str, results: Sequence[TypedValue]) -> Any:

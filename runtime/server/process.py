@@ -173,7 +173,7 @@ def _serve(rt: Runtime, cfg: ServerConfig, sock: socket.socket, family: int,
     waker = Waker(rt) if rt.cluster is None else Waker(rt, backstop_s=0.5)
     evictor = Evictor(rt, idle_timeout=cfg.idle_timeout, max_memory=cfg.max_memory)
     if rt.cluster is not None:
-        rt.cluster.start()  # cut-off invocations: those of the workers this executor holds
+        rt.cluster.start()
     waker.start()
     scheduler.start()
     evictor.start()

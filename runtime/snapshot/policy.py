@@ -123,7 +123,7 @@ class PolicyState:
         self.tail_s += seconds
         self.tail_invocations += 1
 
-    def midcall_due(self, in_call_s: float, calls: int, in_call: int = 0) -> bool:
+    def midcall_due(self, in_call_s: float, calls: int, in_call: int) -> bool:
         """Inside an invocation of a stackful worker: snapshot at this host call?
 
         ``calls``: live host calls since the last mid-call snapshot (``calls:N``);

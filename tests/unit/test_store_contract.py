@@ -530,6 +530,17 @@ def test_gap_in_indexes_is_corruption(store):
     assert [i for i, _ in log.read(4)] == [4, 5]  # from past the gap there is none
 
 
+def test_reading_some_kinds_decodes_those_and_still_finds_a_gap(store):
+    log = make_worker(store, "w")  # 1 Create, 2 InvokeStart, 3 HostCall, 4 Log, 5 InvokeEnd
+    kinds = frozenset({InvokeStart.KIND, InvokeEnd.KIND})
+    assert list(log.read_kinds(kinds)) == [(2, ENTRIES[0]), (5, ENTRIES[3])]
+    assert list(log.read_kinds(kinds, 3)) == [(5, ENTRIES[3])]
+    key4 = b"w\x00" + (4).to_bytes(8, "big")
+    store.backend.write([("oplog", key4, None)])  # a skimmed entry gone is damage too
+    with pytest.raises(CorruptionError, match="missing entry 4"):
+        list(log.read_kinds(kinds, 3))
+
+
 def test_missing_first_entry_is_corruption(store):
     log = make_worker(store, "w", 1)
     store.backend.write([("oplog", b"w\x00" + (1).to_bytes(8, "big"), None)])
